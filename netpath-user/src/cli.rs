@@ -1,0 +1,345 @@
+//! The `netpath` command line, in Docker's words wherever Docker has them.
+//! Every subcommand is a thin caller of the library.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    host::Host,
+    lab, network, paths::Roots,
+    sandbox::{self, RunRequest},
+    state::{State, Store},
+    stats,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "netpath", version, about = "Docker-style container networking with an eBPF data path")]
+pub struct Cli {
+    /// Persistent state directory.
+    #[arg(long, env = Roots::STATE_ENV, default_value = Roots::DEFAULT_STATE, global = true)]
+    state_dir: PathBuf,
+    /// Runtime directory (namespace mounts, logs).
+    #[arg(long, env = Roots::RUN_ENV, default_value = Roots::DEFAULT_RUN, global = true)]
+    run_dir: PathBuf,
+    /// bpffs directory for pinned programs, maps and links.
+    #[arg(long, env = Roots::BPF_ENV, default_value = Roots::DEFAULT_BPF, global = true)]
+    bpf_dir: PathBuf,
+    /// Configuration file in Docker's daemon.json format.
+    #[arg(long, env = Roots::CONFIG_ENV, default_value = Roots::DEFAULT_CONFIG, global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Create a sandbox and run a command in it.
+    Run(RunArgs),
+    /// Run a command in an existing sandbox.
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// List sandboxes.
+    Ps {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove sandboxes.
+    Rm {
+        /// Kill what runs inside first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show what the data path counted.
+    Stats {
+        #[arg(long)]
+        json: bool,
+        /// Refresh once a second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Instance-wide operations.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// The hermetic lab used by the demo, tests and bench.
+    #[command(subcommand, hide = true)]
+    Lab(lab::LabCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCommand {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls,
+    /// Show networks as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SystemCommand {
+    /// Remove every sandbox and network, the default one included, and
+    /// unload the data path.
+    Reset,
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    name: String,
+    #[arg(short, long)]
+    driver: Option<String>,
+    #[arg(long)]
+    subnet: Option<String>,
+    #[arg(long)]
+    gateway: Option<String>,
+    #[arg(long)]
+    ip_range: Option<String>,
+    #[arg(long)]
+    mtu: Option<u32>,
+    #[arg(long)]
+    internal: bool,
+    /// Driver options, KEY=VALUE.
+    #[arg(short = 'o', long = "opt")]
+    opts: Vec<String>,
+    #[arg(long = "label")]
+    labels: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Leave the sandbox up; with a command, run it in the background.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the sandbox when the command exits.
+    #[arg(long)]
+    rm: bool,
+    #[arg(long)]
+    name: String,
+    #[arg(long, alias = "net")]
+    network: Option<String>,
+    #[arg(long)]
+    ip: Option<String>,
+    #[arg(long)]
+    mac_address: Option<String>,
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netpath: {}", one_line(&e));
+            1
+        }
+    }
+}
+
+/// The error chain on one line, outermost context first.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    let roots = Roots { state: cli.state_dir, run: cli.run_dir, bpf: cli.bpf_dir, config: cli.config };
+    match cli.command {
+        Command::Lab(cmd) => lab::run_command(cmd),
+        Command::Network(cmd) => network_command(roots, cmd),
+        Command::Run(args) => run(roots, args),
+        Command::Exec { name, command } => {
+            let sandbox = {
+                let (_store, state) = Store::open(&roots)?;
+                state.sandbox(&name)?.clone()
+            };
+            Ok(sandbox::exit_code(sandbox::run_foreground(&sandbox, &command)?))
+        }
+        Command::Ps { json } => {
+            let (_store, state) = Store::open(&roots)?;
+            print_ps(&state, json)?;
+            Ok(0)
+        }
+        Command::Rm { force, names } => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            for name in &names {
+                state.sandbox(name)?;
+            }
+            let mut failed = None;
+            for name in &names {
+                match sandbox::remove(&host, &mut state, name, force) {
+                    Ok(()) => println!("{name}"),
+                    Err(e) => failed = Some(e.context(format!("removing {name}"))),
+                }
+            }
+            store.save(&state)?;
+            failed.map_or(Ok(0), Err)
+        }
+        Command::Stats { json, watch } => stats::show(&roots, json, watch),
+        Command::System(SystemCommand::Reset) => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            let result = reset(&host, &mut state);
+            store.save(&state)?;
+            result.map(|()| 0)
+        }
+    }
+}
+
+/// Removes everything the instance created. Keeps going past failures.
+pub fn reset(host: &Host, state: &mut State) -> Result<()> {
+    let mut first_error = None;
+    let names: Vec<String> = state.sandboxes.keys().cloned().collect();
+    for name in names {
+        if let Err(e) = sandbox::remove(host, state, &name, true) {
+            first_error.get_or_insert(e);
+        }
+    }
+    let names: Vec<String> = state.networks.keys().cloned().collect();
+    for name in names {
+        if let Err(e) = network::remove(host, state, &name, true) {
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Err(e) = host.datapath.unload() {
+        first_error.get_or_insert(e);
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
+    match cmd {
+        NetworkCommand::Create(a) => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            let req = network::CreateRequest {
+                name: a.name,
+                driver: a.driver,
+                subnet: a.subnet,
+                gateway: a.gateway,
+                ip_range: a.ip_range,
+                mtu: a.mtu,
+                internal: a.internal,
+                options: a.opts,
+                labels: a.labels,
+            };
+            let net = network::create(&host, &mut state, &req)?;
+            store.save(&state)?;
+            println!("{}", net.id);
+        }
+        NetworkCommand::Ls => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            if !state.networks.contains_key(network::DEFAULT_NETWORK) {
+                network::ensure_default(&host, &mut state)?;
+                store.save(&state)?;
+            }
+            println!("{:<15}{:<20}{:<10}SCOPE", "NETWORK ID", "NAME", "DRIVER");
+            for n in state.networks.values() {
+                println!("{:<15}{:<20}{:<10}local", &n.id[..12], n.name, n.driver);
+            }
+        }
+        NetworkCommand::Inspect { names } => {
+            let (_store, state) = Store::open(&roots)?;
+            let docs = names
+                .iter()
+                .map(|n| Ok(network::inspect::document(&state, state.network(n)?)))
+                .collect::<Result<Vec<_>>>()?;
+            println!("{}", serde_json::to_string_pretty(&docs)?);
+        }
+        NetworkCommand::Rm { names } => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            for name in &names {
+                state.network(name)?;
+            }
+            for name in &names {
+                network::remove(&host, &mut state, name, false)?;
+                store.save(&state)?;
+                println!("{name}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn run(roots: Roots, a: RunArgs) -> Result<i32> {
+    let req = RunRequest {
+        name: a.name.clone(),
+        network: a.network,
+        ip: a.ip,
+        mac: a.mac_address,
+        hostname: a.hostname,
+    };
+    let host = Host::open(roots)?;
+    let sandbox = {
+        let (store, mut state) = Store::open(&host.roots)?;
+        let mut sandbox = sandbox::create(&host, &mut state, &req)?;
+        if a.detach && !a.command.is_empty() {
+            match sandbox::spawn_detached(&host, &sandbox, &a.command) {
+                Ok(pid) => {
+                    sandbox.pid = Some(pid);
+                    sandbox.command = a.command.clone();
+                    state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
+                }
+                Err(e) => {
+                    let _ = sandbox::remove(&host, &mut state, &sandbox.name, true);
+                    return Err(e);
+                }
+            }
+        }
+        store.save(&state)?;
+        sandbox
+    };
+    if a.detach {
+        println!("{}", sandbox.id);
+        return Ok(0);
+    }
+    let command = if a.command.is_empty() { vec!["/bin/sh".to_string()] } else { a.command };
+    let status = sandbox::run_foreground(&sandbox, &command);
+    if a.rm {
+        let (store, mut state) = Store::open(&host.roots)?;
+        sandbox::remove(&host, &mut state, &sandbox.name, true).context("removing the sandbox after its command")?;
+        store.save(&state)?;
+    }
+    Ok(sandbox::exit_code(status?))
+}
+
+fn print_ps(state: &State, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&state.sandboxes.values().collect::<Vec<_>>())?);
+        return Ok(());
+    }
+    println!("{:<14}{:<20}{:<16}{:<18}STATUS", "SANDBOX ID", "NAME", "NETWORK", "IP");
+    for s in state.sandboxes.values() {
+        let running = s.pid.is_some_and(|p| sandbox::process_in(p, &s.netns));
+        let status = if running { format!("running (pid {})", s.pid.unwrap_or(0)) } else { "up".to_string() };
+        let (net, ip) = s
+            .attachments
+            .first()
+            .map_or(("-".to_string(), "-".to_string()), |a| (a.network.clone(), a.ip.to_string()));
+        println!("{:<14}{:<20}{:<16}{:<18}{}", &s.id[..12], s.name, net, ip, status);
+    }
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! The hermetic lab: a "host" namespace where netpath runs, an "outside"
+//! namespace behind an uplink veth (the host's default route points there),
+//! and helpers to run netpath and clients inside. Tests, the bench and the
+//! demo all build their world with this; nothing touches the machine's own
+//! interfaces, routes or firewall.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use sha2::{Digest, Sha256};
+
+use crate::{datapath::Datapath, link::Rtnl, netns, paths::Roots, signals, stats};
+
+/// Where the lab's namespaces are pinned, so `ip netns` sees them too.
+const NETNS_RUN_DIR: &str = "/run/netns";
+pub const HOST_UPLINK: &str = "uplink0";
+pub const OUTSIDE_UPLINK: &str = "eth0";
+pub const HOST_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const UPLINK_PREFIX: u8 = 24;
+
+pub struct Lab {
+    pub id: String,
+    pub host_ns: PathBuf,
+    pub outside_ns: PathBuf,
+    pub roots: Roots,
+    pub netpath_bin: PathBuf,
+    base: PathBuf,
+    torn_down: bool,
+}
+
+impl Lab {
+    /// Builds a new lab named after `tag`, unique per process and call.
+    pub fn create(tag: &str, netpath_bin: impl Into<PathBuf>) -> Result<Lab> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let mut rnd = [0u8; 2];
+        getrandom::fill(&mut rnd).expect("kernel randomness");
+        let id = format!(
+            "nplab-{tag}-{}-{}{:02x}{:02x}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst),
+            rnd[0],
+            rnd[1]
+        );
+        let base = std::env::temp_dir().join(&id);
+        let roots = Roots::under(&base, PathBuf::from("/sys/fs/bpf").join(format!("netpath-{id}")));
+        let mut lab = Lab {
+            host_ns: Path::new(NETNS_RUN_DIR).join(format!("{id}-host")),
+            outside_ns: Path::new(NETNS_RUN_DIR).join(format!("{id}-out")),
+            netpath_bin: netpath_bin.into(),
+            roots,
+            base,
+            id,
+            torn_down: false,
+        };
+        // On failure `lab` drops here and removes what was made.
+        lab.build()?;
+        Ok(lab)
+    }
+
+    fn build(&mut self) -> Result<()> {
+        std::fs::create_dir_all(&self.base)?;
+        netns::create_net(&self.host_ns)?;
+        netns::create_net(&self.outside_ns)?;
+        let outside = std::fs::File::open(&self.outside_ns)?;
+        netns::run_in(&self.host_ns, || {
+            let rtnl = Rtnl::new()?;
+            rtnl.loopback_up()?;
+            let (up, peer) = rtnl.add_veth(HOST_UPLINK, "uplinkpeer", 1500)?;
+            rtnl.move_to_netns(peer, &outside)?;
+            rtnl.add_address(up, HOST_UPLINK_IP, UPLINK_PREFIX)?;
+            rtnl.set_up(up)?;
+            rtnl.add_default_route(OUTSIDE_IP)?;
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling forwarding in the lab host")
+        })?;
+        netns::run_in(&self.outside_ns, || {
+            let rtnl = Rtnl::new()?;
+            rtnl.loopback_up()?;
+            let idx = rtnl.require_index("uplinkpeer")?;
+            rtnl.rename(idx, OUTSIDE_UPLINK)?;
+            rtnl.add_address(idx, OUTSIDE_IP, UPLINK_PREFIX)?;
+            rtnl.set_up(idx)
+        })
+    }
+
+    /// A `netpath` command that runs in the lab host with the lab's roots.
+    pub fn netpath<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<Command> {
+        let mut cmd = self.host_cmd(&self.netpath_bin)?;
+        cmd.args(args);
+        for (k, v) in self.roots.env() {
+            cmd.env(k, v);
+        }
+        Ok(cmd)
+    }
+
+    /// Runs netpath, failing with its stderr unless it succeeds; returns stdout.
+    pub fn netpath_ok<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<String> {
+        let out = self.netpath(args)?.output().context("running netpath")?;
+        check(&out, &format!("netpath {}", show_args(args)))
+    }
+
+    pub fn host_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        netns::Join::net(&self.host_ns).command(program)
+    }
+
+    pub fn outside_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        netns::Join::net(&self.outside_ns).command(program)
+    }
+
+    /// A command in sandbox `name`'s network namespace (without netpath).
+    pub fn sandbox_cmd(&self, name: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        netns::Join::net(self.roots.netns_dir().join(name)).command(program)
+    }
+
+    pub fn datapath(&self) -> Datapath {
+        Datapath::at(&self.roots.bpf)
+    }
+
+    /// Runs `f` with an rtnetlink handle in the lab host namespace.
+    pub fn in_host<T: Send>(&self, f: impl FnOnce(&Rtnl) -> Result<T> + Send) -> Result<T> {
+        netns::run_in(&self.host_ns, || f(&Rtnl::new()?))
+    }
+
+    /// Removes everything: netpath's objects (through netpath itself), any
+    /// process left in the lab's namespaces, the namespaces and directories.
+    pub fn teardown(&mut self) -> Result<()> {
+        if self.torn_down {
+            return Ok(());
+        }
+        self.torn_down = true;
+        let mut errors = Vec::new();
+        if self.roots.state.exists() {
+            match self.netpath(&["system", "reset"]).and_then(|mut c| Ok(c.output()?)) {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => errors.push(format!("netpath system reset: {}", String::from_utf8_lossy(&out.stderr).trim())),
+                Err(e) => errors.push(format!("netpath system reset: {e:#}")),
+            }
+        }
+        for ns in [&self.host_ns, &self.outside_ns] {
+            crate::sandbox::kill_all_in(ns);
+            if let Err(e) = netns::remove(ns) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        for dir in [&self.roots.bpf, &self.base] {
+            if dir.exists() {
+                if let Err(e) = std::fs::remove_dir_all(dir) {
+                    errors.push(format!("removing {}: {e}", dir.display()));
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { bail!("lab teardown: {}", errors.join("; ")) }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+fn show_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+}
+
+/// Stdout of a finished command, or an error carrying its stderr.
+pub fn check(out: &Output, what: &str) -> Result<String> {
+    if !out.status.success() {
+        bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Traffic endpoints run inside sandboxes and namespaces by tests, the bench
+/// and the demo: they report what the receiver actually saw.
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// Build a lab, run two sandboxes with traffic between them and show the
+    /// data path counters live until Ctrl-C or the duration ends.
+    Demo {
+        #[arg(long, default_value_t = 600)]
+        duration: u64,
+    },
+    /// Accept one TCP connection, read to EOF, print what arrived as JSON.
+    TcpSink {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Send BYTES of deterministic payload over TCP, print what was sent as JSON.
+    TcpSend {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        bytes: usize,
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Receive COUNT UDP datagrams, print what arrived as JSON.
+    UdpSink {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Send COUNT UDP datagrams of SIZE bytes.
+    UdpSend {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+    },
+}
+
+pub fn run_command(cmd: LabCommand) -> Result<i32> {
+    match cmd {
+        LabCommand::Demo { duration } => demo(Duration::from_secs(duration)),
+        LabCommand::TcpSink { port, timeout } => tcp_sink(port, Duration::from_secs(timeout)),
+        LabCommand::TcpSend { to, bytes, timeout } => tcp_send(to, bytes, Duration::from_secs(timeout)),
+        LabCommand::UdpSink { port, count, timeout } => udp_sink(port, count, Duration::from_secs(timeout)),
+        LabCommand::UdpSend { to, count, size } => udp_send(to, count, size),
+    }
+}
+
+/// Deterministic, incompressible-looking payload (xorshift).
+pub fn payload(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ready(addr: SocketAddr) {
+    println!("{}", serde_json::json!({ "listening": addr.to_string() }));
+    let _ = std::io::stdout().flush();
+}
+
+fn tcp_sink(port: u16, timeout: Duration) -> Result<i32> {
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    ready(listener.local_addr()?);
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    let (mut stream, peer) = loop {
+        match listener.accept() {
+            Ok(conn) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(e).context("no connection arrived"),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let local = stream.local_addr()?;
+    let mut hasher = Sha256::new();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n;
+    }
+    println!(
+        "{}",
+        serde_json::json!({"peer": peer.to_string(), "local": local.to_string(), "bytes": total, "sha256": hex(&hasher.finalize())})
+    );
+    Ok(0)
+}
+
+fn tcp_send(to: SocketAddr, bytes: usize, timeout: Duration) -> Result<i32> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = loop {
+        match TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(e).with_context(|| format!("connecting to {to}")),
+        }
+    };
+    stream.set_write_timeout(Some(timeout))?;
+    let data = payload(bytes);
+    stream.write_all(&data)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let local = stream.local_addr()?;
+    println!("{}", serde_json::json!({"local": local.to_string(), "bytes": bytes, "sha256": hex(&Sha256::digest(&data))}));
+    Ok(0)
+}
+
+fn udp_sink(port: u16, count: usize, timeout: Duration) -> Result<i32> {
+    let sock = UdpSocket::bind(("0.0.0.0", port))?;
+    ready(sock.local_addr()?);
+    let deadline = Instant::now() + timeout;
+    let mut peers = std::collections::BTreeSet::new();
+    let mut received = 0usize;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 65536];
+    while received < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left))?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, peer)) => {
+                peers.insert(peer.to_string());
+                hasher.update(&buf[..n]);
+                received += 1;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{}", serde_json::json!({"peers": peers, "datagrams": received, "sha256": hex(&hasher.finalize())}));
+    Ok(0)
+}
+
+fn udp_send(to: SocketAddr, count: usize, size: usize) -> Result<i32> {
+    let sock = UdpSocket::bind(("0.0.0.0", 0))?;
+    let data = payload(size);
+    for _ in 0..count {
+        sock.send_to(&data, to)?;
+        // Paced so that a bounded burst never overruns the receiver's buffer.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    println!("{}", serde_json::json!({"local": sock.local_addr()?.to_string(), "datagrams": count}));
+    Ok(0)
+}
+
+/// Starts a sink in the background and waits for its "listening" line.
+pub fn start_sink(mut cmd: Command) -> Result<(std::process::Child, BufReader<std::process::ChildStdout>)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().context("starting sink")?;
+    let mut out = BufReader::new(child.stdout.take().context("sink stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if !line.contains("listening") {
+        let _ = child.kill();
+        bail!("sink did not start: {line:?}");
+    }
+    Ok((child, out))
+}
+
+fn demo(duration: Duration) -> Result<i32> {
+    signals::install();
+    let exe = std::env::current_exe()?;
+    eprintln!("building the lab...");
+    let lab = Lab::create("demo", &exe)?;
+    lab.netpath_ok(&["network", "create", "demo", "--subnet", "10.77.0.0/24"])?;
+    lab.netpath_ok(&["run", "-d", "--name", "client", "--network", "demo"])?;
+    let have_iperf = Command::new("iperf3").arg("--version").output().is_ok_and(|o| o.status.success());
+    let server: &[&str] = if have_iperf { &["iperf3", "-s"] } else { &["sleep", "infinity"] };
+    let mut args = vec!["run", "-d", "--name", "server", "--network", "demo", "--"];
+    args.extend_from_slice(server);
+    lab.netpath_ok(&args)?;
+    let server_ip = "10.77.0.3";
+    let pings = (duration.as_secs() * 5).to_string();
+    let mut ping = lab
+        .sandbox_cmd("client", "ping")?
+        .args(["-q", "-i", "0.2", "-c", &pings, server_ip])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting ping")?;
+    let datapath = lab.datapath();
+    let started = Instant::now();
+    let mut previous: Option<(Vec<_>, Instant)> = None;
+    let mut burst: Option<std::process::Child> = None;
+    while !signals::interrupted() && started.elapsed() < duration {
+        if have_iperf && burst.as_mut().is_none_or(|b| b.try_wait().ok().flatten().is_some()) {
+            burst = Some(
+                lab.sandbox_cmd("client", "iperf3")?
+                    .args(["-c", server_ip, "-t", "2", "-b", "500M"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            );
+        }
+        let now = stats::read(&datapath)?;
+        let before = previous.as_ref().map(|(b, t): &(Vec<_>, Instant)| (b.as_slice(), t.elapsed()));
+        print!("\x1b[2J\x1b[H");
+        println!("netpath demo, lab {} — sandboxes client (10.77.0.2) and server ({server_ip})", lab.id);
+        println!("traffic: ping every 200 ms{}; Ctrl-C to tear down\n", if have_iperf { ", iperf3 bursts" } else { "" });
+        print!("{}", stats::render(&now, before));
+        let _ = std::io::stdout().flush();
+        previous = Some((now, Instant::now()));
+        signals::sleep_unless_interrupted(Duration::from_secs(1));
+    }
+    for child in [Some(&mut ping), burst.as_mut()].into_iter().flatten() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    eprintln!("tearing the lab down...");
+    drop(lab);
+    Ok(0)
+}

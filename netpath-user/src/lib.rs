@@ -1,0 +1,16 @@
+//! netpath: Docker's bridge networking with the per-packet work in eBPF.
+//! The CLI, the lab, the tests and the bench all call into this library.
+pub mod cli;
+pub mod config;
+pub mod datapath;
+pub mod host;
+pub mod lab;
+pub mod link;
+pub mod netns;
+pub mod network;
+pub mod paths;
+pub mod sandbox;
+pub mod signals;
+pub mod state;
+pub mod stats;
+pub mod undo;

@@ -1,0 +1,203 @@
+//! Link, address and route changes over rtnetlink, in the network namespace
+//! of the thread that opened the connection.
+use std::{future::Future, net::Ipv4Addr, os::fd::AsRawFd};
+
+use anyhow::{Context, Result, bail};
+use futures::TryStreamExt;
+use rtnetlink::{
+    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::link::{LinkAttribute, LinkMessage},
+};
+
+pub type Mac = [u8; 6];
+
+/// An rtnetlink connection bound to the calling thread's network namespace.
+pub struct Rtnl {
+    rt: tokio::runtime::Runtime,
+    handle: Handle,
+}
+
+/// Packet counters of one link as the kernel reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+impl Rtnl {
+    pub fn new() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting netlink runtime")?;
+        let handle = rt.block_on(async {
+            let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+            tokio::spawn(conn);
+            anyhow::Ok(handle)
+        })?;
+        Ok(Rtnl { rt, handle })
+    }
+
+    fn run<T>(&self, f: impl Future<Output = Result<T, rtnetlink::Error>>) -> Result<T, rtnetlink::Error> {
+        self.rt.block_on(f)
+    }
+
+    fn find(&self, name: &str) -> Result<Option<LinkMessage>> {
+        let h = self.handle.clone();
+        let res = self.run(async move { h.link().get().match_name(name.to_string()).execute().try_next().await });
+        match res {
+            Ok(link) => Ok(link),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up link {name}")),
+        }
+    }
+
+    pub fn index(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.find(name)?.map(|l| l.header.index))
+    }
+
+    pub fn require_index(&self, name: &str) -> Result<u32> {
+        self.index(name)?.with_context(|| format!("link {name} does not exist"))
+    }
+
+    pub fn mac(&self, name: &str) -> Result<Mac> {
+        let link = self.find(name)?.with_context(|| format!("link {name} does not exist"))?;
+        link.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(b) if b.len() == 6 => Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
+                _ => None,
+            })
+            .with_context(|| format!("link {name} has no MAC address"))
+    }
+
+    pub fn counters(&self, name: &str) -> Result<LinkCounters> {
+        let link = self.find(name)?.with_context(|| format!("link {name} does not exist"))?;
+        link.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Stats64(s) => Some(LinkCounters {
+                    rx_packets: s.rx_packets,
+                    tx_packets: s.tx_packets,
+                    rx_bytes: s.rx_bytes,
+                    tx_bytes: s.tx_bytes,
+                }),
+                _ => None,
+            })
+            .with_context(|| format!("link {name} reports no statistics"))
+    }
+
+    pub fn link_names(&self) -> Result<Vec<String>> {
+        let h = self.handle.clone();
+        let links: Vec<LinkMessage> = self
+            .run(async move { h.link().get().execute().try_collect().await })
+            .context("listing links")?;
+        Ok(links
+            .iter()
+            .filter_map(|l| {
+                l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    pub fn add_bridge(&self, name: &str, mtu: u32, mac: Mac) -> Result<u32> {
+        let h = self.handle.clone();
+        let msg = LinkBridge::new(name).mtu(mtu).address(mac.to_vec()).build();
+        self.run(async move { h.link().add(msg).execute().await })
+            .with_context(|| format!("creating bridge {name}"))?;
+        self.require_index(name)
+    }
+
+    /// Creates a veth pair; both ends start in this namespace.
+    pub fn add_veth(&self, name: &str, peer: &str, mtu: u32) -> Result<(u32, u32)> {
+        let h = self.handle.clone();
+        let msg = LinkVeth::new(name, peer).mtu(mtu).build();
+        self.run(async move { h.link().add(msg).execute().await })
+            .with_context(|| format!("creating veth pair {name}/{peer}"))?;
+        Ok((self.require_index(name)?, self.require_index(peer)?))
+    }
+
+    fn set(&self, what: &str, msg: LinkMessage) -> Result<()> {
+        let h = self.handle.clone();
+        self.run(async move { h.link().set(msg).execute().await })
+            .with_context(|| what.to_string())
+    }
+
+    pub fn set_master(&self, index: u32, master: u32) -> Result<()> {
+        self.set("attaching link to bridge", LinkUnspec::new_with_index(index).controller(master).build())
+    }
+
+    pub fn set_up(&self, index: u32) -> Result<()> {
+        self.set("setting link up", LinkUnspec::new_with_index(index).up().build())
+    }
+
+    pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        self.set("setting MTU", LinkUnspec::new_with_index(index).mtu(mtu).build())
+    }
+
+    pub fn rename(&self, index: u32, name: &str) -> Result<()> {
+        self.set(&format!("renaming link to {name}"), LinkUnspec::new_with_index(index).name(name).build())
+    }
+
+    pub fn set_mac(&self, index: u32, mac: Mac) -> Result<()> {
+        self.set("setting MAC address", LinkUnspec::new_with_index(index).address(mac.to_vec()).build())
+    }
+
+    pub fn move_to_netns(&self, index: u32, netns: &std::fs::File) -> Result<()> {
+        self.set(
+            "moving link into sandbox namespace",
+            LinkUnspec::new_with_index(index).setns_by_fd(netns.as_raw_fd()).build(),
+        )
+    }
+
+    pub fn delete(&self, index: u32) -> Result<()> {
+        let h = self.handle.clone();
+        self.run(async move { h.link().del(index).execute().await }).context("deleting link")
+    }
+
+    /// Deletes the named link if it exists.
+    pub fn delete_by_name(&self, name: &str) -> Result<()> {
+        match self.index(name)? {
+            Some(index) => self.delete(index).with_context(|| format!("deleting {name}")),
+            None => Ok(()),
+        }
+    }
+
+    pub fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+        let h = self.handle.clone();
+        self.run(async move { h.address().add(index, ip.into(), prefix).execute().await })
+            .with_context(|| format!("adding address {ip}/{prefix}"))
+    }
+
+    pub fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
+        self.add_route(Ipv4Addr::UNSPECIFIED, 0, gateway)
+    }
+
+    pub fn add_route(&self, dest: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
+        let h = self.handle.clone();
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest, prefix)
+            .gateway(gateway)
+            .build();
+        self.run(async move { h.route().add(msg).execute().await })
+            .with_context(|| format!("adding route {dest}/{prefix} via {gateway}"))
+    }
+
+    /// Sets `lo` up, which a new namespace leaves down.
+    pub fn loopback_up(&self) -> Result<()> {
+        let lo = self.require_index("lo")?;
+        self.set_up(lo)
+    }
+
+    pub fn ensure_absent(&self, name: &str) -> Result<()> {
+        if self.index(name)?.is_some() {
+            bail!("link {name} already exists");
+        }
+        Ok(())
+    }
+}

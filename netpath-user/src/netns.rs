@@ -1,0 +1,123 @@
+//! Network and UTS namespaces as files: created by unsharing on a throwaway
+//! thread and bind-mounting the namespace onto a path (what `ip netns add`
+//! does), entered by `setns` on a dedicated thread or in a child before exec.
+use std::{
+    fs::{self, File},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, anyhow};
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, setns, unshare},
+};
+
+/// Creates a namespace of `kind` and pins it at `path`, running `init` inside
+/// it first (for UTS: set the hostname).
+fn create(path: &Path, kind: CloneFlags, init: impl FnOnce() -> Result<()> + Send) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating namespace file {}", path.display()))?;
+    let proc_name = if kind == CloneFlags::CLONE_NEWNET { "net" } else { "uts" };
+    let result = std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            unshare(kind).context("unshare")?;
+            init()?;
+            let own = format!("/proc/thread-self/ns/{proc_name}");
+            mount(Some(own.as_str()), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .with_context(|| format!("bind-mounting {own} on {}", path.display()))
+        })
+        .join()
+        .map_err(|_| anyhow!("namespace thread panicked"))?
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    result
+}
+
+pub fn create_net(path: &Path) -> Result<()> {
+    create(path, CloneFlags::CLONE_NEWNET, || Ok(()))
+}
+
+pub fn create_uts(path: &Path, hostname: &str) -> Result<()> {
+    create(path, CloneFlags::CLONE_NEWUTS, || {
+        nix::unistd::sethostname(hostname).context("sethostname")
+    })
+}
+
+/// Unmounts and deletes a namespace file; a missing one is not an error.
+pub fn remove(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(e).with_context(|| format!("unmounting {}", path.display())),
+    }
+    fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// Runs `f` on a fresh thread that has joined the network namespace at `path`.
+pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let ns = File::open(path).with_context(|| format!("opening netns {}", path.display()))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setns(&ns, CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering netns {}", path.display()))?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow!("netns thread panicked"))?
+    })
+}
+
+/// Namespaces a child process joins before it execs.
+#[derive(Clone, Debug, Default)]
+pub struct Join {
+    pub net: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
+impl Join {
+    pub fn net(path: impl Into<PathBuf>) -> Self {
+        Join { net: Some(path.into()), uts: None }
+    }
+
+    /// Makes `cmd` enter these namespaces between fork and exec.
+    pub fn apply(&self, cmd: &mut Command) -> Result<()> {
+        let open = |p: &Option<PathBuf>| -> Result<Option<File>> {
+            p.as_ref()
+                .map(|p| File::open(p).with_context(|| format!("opening {}", p.display())))
+                .transpose()
+        };
+        let net = open(&self.net)?;
+        let uts = open(&self.uts)?;
+        // SAFETY: setns is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(fd) = &net {
+                    setns(fd, CloneFlags::CLONE_NEWNET)?;
+                }
+                if let Some(fd) = &uts {
+                    setns(fd, CloneFlags::CLONE_NEWUTS)?;
+                }
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        let mut cmd = Command::new(program);
+        self.apply(&mut cmd)?;
+        Ok(cmd)
+    }
+}

@@ -1,0 +1,143 @@
+//! Persistent state of one instance: networks and sandboxes, in one JSON
+//! document replaced atomically, under an exclusive lock held for the whole
+//! read-modify-write of a command.
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::Write,
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    path::PathBuf,
+};
+
+use anyhow::{Context, Result};
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+use crate::{link::Mac, paths::Roots};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub networks: BTreeMap<String, Network>,
+    pub sandboxes: BTreeMap<String, Sandbox>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    pub id: String,
+    /// Small number naming the network inside BPF maps.
+    pub index: u32,
+    pub created: String,
+    pub driver: String,
+    pub subnet: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    /// Where sandbox addresses are allocated from; the subnet when unset.
+    pub ip_range: Option<Ipv4Network>,
+    pub bridge: String,
+    pub mtu: u32,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// The predefined `bridge` network.
+    pub is_default: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub name: String,
+    pub id: String,
+    pub created: String,
+    pub hostname: String,
+    pub netns: PathBuf,
+    pub uts: PathBuf,
+    pub attachments: Vec<Attachment>,
+    /// The detached command started by `run -d`, if any.
+    pub pid: Option<i32>,
+    pub command: Vec<String>,
+}
+
+/// A sandbox's interface on one network.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network: String,
+    pub endpoint_id: String,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+}
+
+impl State {
+    pub fn network(&self, name: &str) -> Result<&Network> {
+        self.networks.get(name).with_context(|| format!("network {name} not found"))
+    }
+
+    pub fn sandbox(&self, name: &str) -> Result<&Sandbox> {
+        self.sandboxes.get(name).with_context(|| format!("no such sandbox: {name}"))
+    }
+
+    /// Every address in use on `network`, gateway excluded.
+    pub fn addresses_on<'a>(&'a self, network: &'a str) -> impl Iterator<Item = Ipv4Addr> + 'a {
+        self.sandboxes
+            .values()
+            .flat_map(|s| s.attachments.iter())
+            .filter(move |a| a.network == network)
+            .map(|a| a.ip)
+    }
+
+    pub fn attachments_on<'a>(&'a self, network: &'a str) -> impl Iterator<Item = (&'a Sandbox, &'a Attachment)> + 'a {
+        self.sandboxes
+            .values()
+            .flat_map(|s| s.attachments.iter().map(move |a| (s, a)))
+            .filter(move |(_, a)| a.network == network)
+    }
+}
+
+/// The locked state file. Dropping it releases the lock.
+pub struct Store {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl Store {
+    pub fn open(roots: &Roots) -> Result<(Store, State)> {
+        fs::create_dir_all(&roots.state).with_context(|| format!("creating {}", roots.state.display()))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(roots.lock_file())
+            .context("opening state lock")?;
+        // SAFETY: plain flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("locking state");
+        }
+        let path = roots.state_file();
+        let state = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok((Store { path, _lock: lock }, state))
+    }
+
+    pub fn save(&self, state: &State) -> Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&serde_json::to_vec_pretty(state)?)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &self.path).context("replacing state file")
+    }
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// A Docker-style 64-hex-digit identifier.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("kernel randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
