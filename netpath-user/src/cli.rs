@@ -7,14 +7,19 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     host::Host,
-    lab, network, paths::Roots,
+    lab, network,
+    paths::Roots,
     sandbox::{self, RunRequest},
     state::{State, Store},
     stats,
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "netpath", version, about = "Docker-style container networking with an eBPF data path")]
+#[command(
+    name = "netpath",
+    version,
+    about = "Docker-style container networking with an eBPF data path"
+)]
 pub struct Cli {
     /// Persistent state directory.
     #[arg(long, env = Roots::STATE_ENV, default_value = Roots::DEFAULT_STATE, global = true)]
@@ -159,11 +164,19 @@ pub fn main() -> i32 {
 
 /// The error chain on one line, outermost context first.
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
-    let roots = Roots { state: cli.state_dir, run: cli.run_dir, bpf: cli.bpf_dir, config: cli.config };
+    let roots = Roots {
+        state: cli.state_dir,
+        run: cli.run_dir,
+        bpf: cli.bpf_dir,
+        config: cli.config,
+    };
     match cli.command {
         Command::Lab(cmd) => lab::run_command(cmd),
         Command::Network(cmd) => network_command(roots, cmd),
@@ -173,7 +186,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 let (_store, state) = Store::open(&roots)?;
                 state.sandbox(&name)?.clone()
             };
-            Ok(sandbox::exit_code(sandbox::run_foreground(&sandbox, &command)?))
+            Ok(sandbox::exit_code(sandbox::run_foreground(
+                &sandbox, &command,
+            )?))
         }
         Command::Ps { json } => {
             let (_store, state) = Store::open(&roots)?;
@@ -301,7 +316,9 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
                 Ok(pid) => {
                     sandbox.pid = Some(pid);
                     sandbox.command = a.command.clone();
-                    state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
+                    state
+                        .sandboxes
+                        .insert(sandbox.name.clone(), sandbox.clone());
                 }
                 Err(e) => {
                     let _ = sandbox::remove(&host, &mut state, &sandbox.name, true);
@@ -316,11 +333,16 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
         println!("{}", sandbox.id);
         return Ok(0);
     }
-    let command = if a.command.is_empty() { vec!["/bin/sh".to_string()] } else { a.command };
+    let command = if a.command.is_empty() {
+        vec!["/bin/sh".to_string()]
+    } else {
+        a.command
+    };
     let status = sandbox::run_foreground(&sandbox, &command);
     if a.rm {
         let (store, mut state) = Store::open(&host.roots)?;
-        sandbox::remove(&host, &mut state, &sandbox.name, true).context("removing the sandbox after its command")?;
+        sandbox::remove(&host, &mut state, &sandbox.name, true)
+            .context("removing the sandbox after its command")?;
         store.save(&state)?;
     }
     Ok(sandbox::exit_code(status?))
@@ -328,18 +350,37 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
 
 fn print_ps(state: &State, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&state.sandboxes.values().collect::<Vec<_>>())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&state.sandboxes.values().collect::<Vec<_>>())?
+        );
         return Ok(());
     }
-    println!("{:<14}{:<20}{:<16}{:<18}STATUS", "SANDBOX ID", "NAME", "NETWORK", "IP");
+    println!(
+        "{:<14}{:<20}{:<16}{:<18}STATUS",
+        "SANDBOX ID", "NAME", "NETWORK", "IP"
+    );
     for s in state.sandboxes.values() {
         let running = s.pid.is_some_and(|p| sandbox::process_in(p, &s.netns));
-        let status = if running { format!("running (pid {})", s.pid.unwrap_or(0)) } else { "up".to_string() };
+        let status = if running {
+            format!("running (pid {})", s.pid.unwrap_or(0))
+        } else {
+            "up".to_string()
+        };
         let (net, ip) = s
             .attachments
             .first()
-            .map_or(("-".to_string(), "-".to_string()), |a| (a.network.clone(), a.ip.to_string()));
-        println!("{:<14}{:<20}{:<16}{:<18}{}", &s.id[..12], s.name, net, ip, status);
+            .map_or(("-".to_string(), "-".to_string()), |a| {
+                (a.network.clone(), a.ip.to_string())
+            });
+        println!(
+            "{:<14}{:<20}{:<16}{:<18}{}",
+            &s.id[..12],
+            s.name,
+            net,
+            ip,
+            status
+        );
     }
     Ok(())
 }

@@ -81,7 +81,10 @@ impl Config {
         if let Some(fixed) = json.fixed_cidr {
             let fixed = parse_cidr(&fixed).context("fixed-cidr")?;
             if !crate::network::contains_net(config.subnet(), fixed) {
-                bail!("fixed-cidr {fixed} is not inside the bridge subnet {}", config.subnet());
+                bail!(
+                    "fixed-cidr {fixed} is not inside the bridge subnet {}",
+                    config.subnet()
+                );
             }
             config.fixed_cidr = Some(fixed);
         }
@@ -91,7 +94,10 @@ impl Config {
         }
         if let Some(gw) = json.default_gateway {
             if !config.subnet().contains(gw) {
-                bail!("default-gateway {gw} is outside the bridge subnet {}", config.subnet());
+                bail!(
+                    "default-gateway {gw} is outside the bridge subnet {}",
+                    config.subnet()
+                );
             }
             config.default_gateway = gw;
         }
@@ -105,7 +111,9 @@ impl Config {
 
 /// Parses an IPv4 CIDR the way a user would write it; host bits are cleared.
 pub fn parse_cidr(text: &str) -> Result<Ipv4Network> {
-    let net: Ipv4Network = text.parse().map_err(|_| anyhow::anyhow!("invalid CIDR address: {text}"))?;
+    let net: Ipv4Network = text
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid CIDR address: {text}"))?;
     if !text.contains('/') {
         bail!("invalid CIDR address: {text} (no prefix length)");
     }
@@ -118,7 +126,8 @@ mod tests {
 
     #[test]
     fn daemon_json_shapes_the_default_network() {
-        let c = Config::parse(r#"{"bip":"192.168.10.1/24","mtu":1400,"log-driver":"json-file"}"#).unwrap();
+        let c = Config::parse(r#"{"bip":"192.168.10.1/24","mtu":1400,"log-driver":"json-file"}"#)
+            .unwrap();
         assert_eq!(c.subnet().to_string(), "192.168.10.0/24");
         assert_eq!(c.default_gateway, Ipv4Addr::new(192, 168, 10, 1));
         assert_eq!(c.mtu, 1400);

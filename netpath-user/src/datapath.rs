@@ -28,7 +28,9 @@ pub struct Datapath {
 impl Datapath {
     /// The data path pinned at `dir`, without loading anything.
     pub fn at(dir: &Path) -> Self {
-        Datapath { dir: dir.to_path_buf() }
+        Datapath {
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -71,15 +73,19 @@ impl Datapath {
         }
         let mut ebpf = Ebpf::load(OBJECT).context("loading the eBPF object")?;
         for name in map_names::ALL {
-            let map = ebpf.map(name).with_context(|| format!("object lacks map {name}"))?;
-            map.pin(self.maps_dir().join(name)).with_context(|| format!("pinning map {name}"))?;
+            let map = ebpf
+                .map(name)
+                .with_context(|| format!("object lacks map {name}"))?;
+            map.pin(self.maps_dir().join(name))
+                .with_context(|| format!("pinning map {name}"))?;
         }
         let prog: &mut SchedClassifier = ebpf
             .program_mut(program_names::FROM_CONTAINER)
             .context("object lacks the from_container program")?
             .try_into()?;
         prog.load().context("verifier rejected from_container")?;
-        prog.pin(self.program_pin(program_names::FROM_CONTAINER)).context("pinning from_container")?;
+        prog.pin(self.program_pin(program_names::FROM_CONTAINER))
+            .context("pinning from_container")?;
         Ok(())
     }
 
@@ -87,7 +93,8 @@ impl Datapath {
     /// last reference goes.
     pub fn unload(&self) -> Result<()> {
         if self.dir.exists() {
-            fs::remove_dir_all(&self.dir).with_context(|| format!("removing pins under {}", self.dir.display()))?;
+            fs::remove_dir_all(&self.dir)
+                .with_context(|| format!("removing pins under {}", self.dir.display()))?;
         }
         Ok(())
     }
@@ -107,15 +114,12 @@ impl Datapath {
             }
         };
         let link = prog.take_link(id)?;
-        match FdLink::try_from(link) {
-            Ok(fd_link) => {
-                fd_link
-                    .pin(self.link_pin(ifname))
-                    .with_context(|| format!("pinning TCX link of {ifname}"))?;
-            }
-            // A netlink filter stays on the interface when the process exits;
-            // it goes away with the interface.
-            Err(_) => {}
+        // A netlink (pre-TCX) filter is not a pinnable link: it stays on the
+        // interface when the process exits and goes away with the interface.
+        if let Ok(fd_link) = FdLink::try_from(link) {
+            fd_link
+                .pin(self.link_pin(ifname))
+                .with_context(|| format!("pinning TCX link of {ifname}"))?;
         }
         Ok(())
     }
@@ -132,7 +136,8 @@ impl Datapath {
 
     fn map(&self, name: &str) -> Result<Map> {
         let pin = self.maps_dir().join(name);
-        let data = MapData::from_pin(&pin).with_context(|| format!("opening pinned map {}", pin.display()))?;
+        let data = MapData::from_pin(&pin)
+            .with_context(|| format!("opening pinned map {}", pin.display()))?;
         Ok(Map::from_map_data(data)?)
     }
 
@@ -141,7 +146,9 @@ impl Datapath {
     }
 
     pub fn set_endpoint(&self, key: EndpointKey, endpoint: Endpoint) -> Result<()> {
-        self.endpoints()?.insert(key, endpoint, 0).context("writing endpoint")
+        self.endpoints()?
+            .insert(key, endpoint, 0)
+            .context("writing endpoint")
     }
 
     pub fn remove_endpoint(&self, key: EndpointKey) -> Result<()> {
@@ -154,7 +161,8 @@ impl Datapath {
 
     /// Counters of `program`, summed over CPUs.
     pub fn counters(&self, program: Program) -> Result<Counters> {
-        let stats: PerCpuArray<MapData, Counters> = PerCpuArray::try_from(self.map(map_names::STATS)?)?;
+        let stats: PerCpuArray<MapData, Counters> =
+            PerCpuArray::try_from(self.map(map_names::STATS)?)?;
         let per_cpu = stats.get(&(program as u32), 0).context("reading STATS")?;
         let mut total = Counters::default();
         for c in per_cpu.iter() {
@@ -177,12 +185,19 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
     if !dir.starts_with(root) {
         bail!("{} is not on a bpf filesystem", dir.display());
     }
-    nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-        .context("mounting bpffs on /sys/fs/bpf")?;
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .context("mounting bpffs on /sys/fs/bpf")?;
     Ok(())
 }
 
 fn on_bpffs(path: &Path) -> Result<bool> {
-    let st = nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
+    let st =
+        nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
     Ok(st.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }

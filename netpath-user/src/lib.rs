@@ -13,4 +13,5 @@ pub mod sandbox;
 pub mod signals;
 pub mod state;
 pub mod stats;
+pub mod sysctl;
 pub mod undo;

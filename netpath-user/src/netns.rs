@@ -25,14 +25,24 @@ fn create(path: &Path, kind: CloneFlags, init: impl FnOnce() -> Result<()> + Sen
         .create_new(true)
         .open(path)
         .with_context(|| format!("creating namespace file {}", path.display()))?;
-    let proc_name = if kind == CloneFlags::CLONE_NEWNET { "net" } else { "uts" };
+    let proc_name = if kind == CloneFlags::CLONE_NEWNET {
+        "net"
+    } else {
+        "uts"
+    };
     let result = std::thread::scope(|s| {
         s.spawn(|| -> Result<()> {
             unshare(kind).context("unshare")?;
             init()?;
             let own = format!("/proc/thread-self/ns/{proc_name}");
-            mount(Some(own.as_str()), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .with_context(|| format!("bind-mounting {own} on {}", path.display()))
+            mount(
+                Some(own.as_str()),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .with_context(|| format!("bind-mounting {own} on {}", path.display()))
         })
         .join()
         .map_err(|_| anyhow!("namespace thread panicked"))?
@@ -88,7 +98,10 @@ pub struct Join {
 
 impl Join {
     pub fn net(path: impl Into<PathBuf>) -> Self {
-        Join { net: Some(path.into()), uts: None }
+        Join {
+            net: Some(path.into()),
+            uts: None,
+        }
     }
 
     /// Makes `cmd` enter these namespaces between fork and exec.

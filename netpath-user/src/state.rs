@@ -70,11 +70,15 @@ pub struct Attachment {
 
 impl State {
     pub fn network(&self, name: &str) -> Result<&Network> {
-        self.networks.get(name).with_context(|| format!("network {name} not found"))
+        self.networks
+            .get(name)
+            .with_context(|| format!("network {name} not found"))
     }
 
     pub fn sandbox(&self, name: &str) -> Result<&Sandbox> {
-        self.sandboxes.get(name).with_context(|| format!("no such sandbox: {name}"))
+        self.sandboxes
+            .get(name)
+            .with_context(|| format!("no such sandbox: {name}"))
     }
 
     /// Every address in use on `network`, gateway excluded.
@@ -86,7 +90,10 @@ impl State {
             .map(|a| a.ip)
     }
 
-    pub fn attachments_on<'a>(&'a self, network: &'a str) -> impl Iterator<Item = (&'a Sandbox, &'a Attachment)> + 'a {
+    pub fn attachments_on<'a>(
+        &'a self,
+        network: &'a str,
+    ) -> impl Iterator<Item = (&'a Sandbox, &'a Attachment)> + 'a {
         self.sandboxes
             .values()
             .flat_map(|s| s.attachments.iter().map(move |a| (s, a)))
@@ -102,7 +109,8 @@ pub struct Store {
 
 impl Store {
     pub fn open(roots: &Roots) -> Result<(Store, State)> {
-        fs::create_dir_all(&roots.state).with_context(|| format!("creating {}", roots.state.display()))?;
+        fs::create_dir_all(&roots.state)
+            .with_context(|| format!("creating {}", roots.state.display()))?;
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -115,7 +123,8 @@ impl Store {
         }
         let path = roots.state_file();
         let state = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };

@@ -1,8 +1,10 @@
 //! Rollback for multi-step setup: each step that changes the system registers
 //! how to reverse it; unless the whole sequence commits, the reversals run in
 //! reverse order, and each one runs even when an earlier one failed.
+type Reverse<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
+
 pub struct Undo<'a> {
-    steps: Vec<(String, Box<dyn FnOnce() -> anyhow::Result<()> + 'a>)>,
+    steps: Vec<(String, Reverse<'a>)>,
 }
 
 impl<'a> Undo<'a> {
@@ -10,7 +12,11 @@ impl<'a> Undo<'a> {
         Undo { steps: Vec::new() }
     }
 
-    pub fn push(&mut self, what: impl Into<String>, reverse: impl FnOnce() -> anyhow::Result<()> + 'a) {
+    pub fn push(
+        &mut self,
+        what: impl Into<String>,
+        reverse: impl FnOnce() -> anyhow::Result<()> + 'a,
+    ) {
         self.steps.push((what.into(), Box::new(reverse)));
     }
 

@@ -1,1 +1,114 @@
-fn main(){}
+//! Build, run, test and bench netpath; every command first installs what the
+//! machine lacks (`setup`), so a fresh clone needs no other step.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: apt packages, bpf-linker, the linked bpf toolchain.
+    Setup,
+    /// Build target/release/netpath (kernel programs embedded).
+    Build,
+    /// Without arguments: the lab demo with a live view. With `-- ARGS`: `netpath ARGS`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the unit and lab tests (root; builds its own namespaces).
+    Test {
+        /// Extra arguments for cargo nextest (filters, --no-capture, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+fn netpath_bin() -> PathBuf {
+    workspace_root().join("target/release/netpath")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Task::Setup => setup::ensure(),
+        Task::Build => {
+            setup::ensure()?;
+            build()
+        }
+        Task::Run { args } => {
+            setup::ensure()?;
+            build()?;
+            let args = if args.is_empty() {
+                vec!["lab".into(), "demo".into()]
+            } else {
+                args
+            };
+            exec(Command::new(netpath_bin()).args(&args))
+        }
+        Task::Test { args } => {
+            setup::ensure()?;
+            build()?;
+            let mut cmd = cargo();
+            cmd.args(["nextest", "run", "--release", "--no-fail-fast"])
+                .args(&args);
+            cmd.env("NETPATH_BIN", netpath_bin());
+            exec(&mut cmd)
+        }
+    }
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn build() -> Result<()> {
+    exec(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "netpath-user",
+        "--bin",
+        "netpath",
+    ]))?;
+    if !netpath_bin().exists() {
+        bail!("build finished but {} is missing", netpath_bin().display());
+    }
+    Ok(())
+}
+
+/// Runs a command to completion and turns a failure into an error carrying its exit code.
+fn exec(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{:?} failed: {status}", cmd.get_program());
+    }
+    Ok(())
+}

@@ -18,12 +18,20 @@ pub fn is_host_address(subnet: Ipv4Network, ip: Ipv4Addr) -> bool {
 }
 
 /// Checks a user-chosen address, or picks the lowest free one.
-pub fn allocate(network: &Network, used: impl Iterator<Item = Ipv4Addr>, requested: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
+pub fn allocate(
+    network: &Network,
+    used: impl Iterator<Item = Ipv4Addr>,
+    requested: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr> {
     let used: HashSet<Ipv4Addr> = used.collect();
     let taken = |ip: Ipv4Addr| ip == network.gateway || used.contains(&ip);
     if let Some(ip) = requested {
         if !is_host_address(network.subnet, ip) {
-            bail!("address {ip} is not a usable address of network {} ({})", network.name, network.subnet);
+            bail!(
+                "address {ip} is not a usable address of network {} ({})",
+                network.name,
+                network.subnet
+            );
         }
         if taken(ip) {
             bail!("address {ip} is already in use on network {}", network.name);

@@ -24,8 +24,10 @@ pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 /// Docker's default-address-pools: /16s from 172.17.0.0/12, then /20s of
 /// 192.168.0.0/16.
 fn default_pools() -> impl Iterator<Item = Ipv4Network> {
-    let b172 = (17u8..=31).map(|b| Ipv4Network::new(Ipv4Addr::new(172, b, 0, 0), 16).expect("valid"));
-    let b192 = (0u8..16).map(|i| Ipv4Network::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).expect("valid"));
+    let b172 =
+        (17u8..=31).map(|b| Ipv4Network::new(Ipv4Addr::new(172, b, 0, 0), 16).expect("valid"));
+    let b192 =
+        (0u8..16).map(|i| Ipv4Network::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).expect("valid"));
     b172.chain(b192)
 }
 
@@ -88,7 +90,11 @@ fn parse_key_values(items: &[String], what: &str) -> Result<BTreeMap<String, Str
 /// Subnets already taken: every network's, and the default network's even
 /// before it exists.
 fn taken_subnets(state: &State, config: &Config) -> Vec<(String, Ipv4Network)> {
-    let mut taken: Vec<_> = state.networks.values().map(|n| (n.name.clone(), n.subnet)).collect();
+    let mut taken: Vec<_> = state
+        .networks
+        .values()
+        .map(|n| (n.name.clone(), n.subnet))
+        .collect();
     if !state.networks.contains_key(DEFAULT_NETWORK) {
         taken.push((DEFAULT_NETWORK.to_string(), config.subnet()));
     }
@@ -96,7 +102,12 @@ fn taken_subnets(state: &State, config: &Config) -> Vec<(String, Ipv4Network)> {
 }
 
 fn next_index(state: &State) -> u32 {
-    state.networks.values().map(|n| n.index).max().map_or(1, |i| i + 1)
+    state
+        .networks
+        .values()
+        .map(|n| n.index)
+        .max()
+        .map_or(1, |i| i + 1)
 }
 
 /// Turns a request into a network record, checking everything first; nothing
@@ -128,11 +139,15 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
         }
         None => default_pools()
             .find(|p| !taken.iter().any(|(_, t)| overlaps(*t, *p)))
-            .ok_or_else(|| anyhow::anyhow!("could not find an available, non-overlapping address pool"))?,
+            .ok_or_else(|| {
+                anyhow::anyhow!("could not find an available, non-overlapping address pool")
+            })?,
     };
     let gateway = match &req.gateway {
         Some(g) => {
-            let gw: Ipv4Addr = g.parse().map_err(|_| anyhow::anyhow!("invalid gateway address: {g}"))?;
+            let gw: Ipv4Addr = g
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid gateway address: {g}"))?;
             if !ipam::is_host_address(subnet, gw) {
                 bail!("gateway {gw} is not a usable address of subnet {subnet}");
             }
@@ -153,7 +168,9 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
     };
     let mtu = match (req.mtu, options.get(OPT_MTU)) {
         (Some(m), _) => m,
-        (None, Some(m)) => m.parse().map_err(|_| anyhow::anyhow!("invalid {OPT_MTU} {m:?}"))?,
+        (None, Some(m)) => m
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid {OPT_MTU} {m:?}"))?,
         (None, None) => config.mtu,
     };
     validate_mtu(mtu)?;
@@ -164,7 +181,10 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
     };
     validate_ifname(&bridge)?;
     if let Some(other) = state.networks.values().find(|n| n.bridge == bridge) {
-        bail!("bridge name {bridge} is already used by network {}", other.name);
+        bail!(
+            "bridge name {bridge} is already used by network {}",
+            other.name
+        );
     }
     Ok(Network {
         name: req.name.clone(),
@@ -199,50 +219,15 @@ pub fn plan_default(state: &State, config: &Config) -> Network {
         mtu: config.mtu,
         internal: false,
         options: BTreeMap::from([
-            ("com.docker.network.bridge.default_bridge".into(), "true".into()),
+            (
+                "com.docker.network.bridge.default_bridge".into(),
+                "true".into(),
+            ),
             (OPT_BRIDGE_NAME.into(), config.bridge.clone()),
             (OPT_MTU.into(), config.mtu.to_string()),
         ]),
         labels: BTreeMap::new(),
         is_default: true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(name: &str, subnet: Option<&str>, gateway: Option<&str>) -> CreateRequest {
-        CreateRequest {
-            name: name.into(),
-            subnet: subnet.map(Into::into),
-            gateway: gateway.map(Into::into),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn rejects_bad_requests() {
-        let state = State::default();
-        let config = Config::default();
-        assert!(plan(&state, &config, &req("n", Some("10.0.0.0/33"), None)).is_err());
-        assert!(plan(&state, &config, &req("n", Some("10.0.0.0/24"), Some("10.0.1.1"))).is_err());
-        assert!(plan(&state, &config, &req("n", Some("172.17.5.0/24"), None)).is_err());
-        assert!(plan(&state, &config, &req("bad name", None, None)).is_err());
-        assert!(plan(&state, &config, &req("bridge", None, None)).is_err());
-    }
-
-    #[test]
-    fn picks_free_pool_and_first_host_gateway() {
-        let mut state = State::default();
-        let config = Config::default();
-        let a = plan(&state, &config, &req("a", None, None)).unwrap();
-        assert_eq!(a.subnet.to_string(), "172.18.0.0/16");
-        assert_eq!(a.gateway, Ipv4Addr::new(172, 18, 0, 1));
-        state.networks.insert(a.name.clone(), a);
-        let b = plan(&state, &config, &req("b", None, None)).unwrap();
-        assert_eq!(b.subnet.to_string(), "172.19.0.0/16");
-        assert!(plan(&state, &config, &req("c", Some("172.19.128.0/17"), None)).is_err());
     }
 }
 
@@ -266,16 +251,70 @@ pub fn ensure_default(host: &crate::host::Host, state: &mut State) -> Result<()>
 }
 
 /// Removes a network that no sandbox uses.
-pub fn remove(host: &crate::host::Host, state: &mut State, name: &str, allow_default: bool) -> Result<()> {
+pub fn remove(
+    host: &crate::host::Host,
+    state: &mut State,
+    name: &str,
+    allow_default: bool,
+) -> Result<()> {
     let net = state.network(name)?.clone();
     if net.is_default && !allow_default {
         bail!("{name} is a pre-defined network and cannot be removed");
     }
-    let users: Vec<&str> = state.attachments_on(name).map(|(s, _)| s.name.as_str()).collect();
+    let users: Vec<&str> = state
+        .attachments_on(name)
+        .map(|(s, _)| s.name.as_str())
+        .collect();
     if !users.is_empty() {
         bail!("network {name} has active endpoints: {}", users.join(", "));
     }
     bridge::remove(host, &net)?;
     state.networks.remove(name);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, subnet: Option<&str>, gateway: Option<&str>) -> CreateRequest {
+        CreateRequest {
+            name: name.into(),
+            subnet: subnet.map(Into::into),
+            gateway: gateway.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rejects_bad_requests() {
+        let state = State::default();
+        let config = Config::default();
+        assert!(plan(&state, &config, &req("n", Some("10.0.0.0/33"), None)).is_err());
+        assert!(
+            plan(
+                &state,
+                &config,
+                &req("n", Some("10.0.0.0/24"), Some("10.0.1.1"))
+            )
+            .is_err()
+        );
+        assert!(plan(&state, &config, &req("n", Some("172.17.5.0/24"), None)).is_err());
+        assert!(plan(&state, &config, &req("bad name", None, None)).is_err());
+        assert!(plan(&state, &config, &req("bridge", None, None)).is_err());
+    }
+
+    #[test]
+    fn picks_free_pool_and_first_host_gateway() {
+        let mut state = State::default();
+        let config = Config::default();
+        let a = plan(&state, &config, &req("a", None, None)).unwrap();
+        assert_eq!(a.subnet.to_string(), "172.18.0.0/16");
+        assert_eq!(a.gateway, Ipv4Addr::new(172, 18, 0, 1));
+        state.networks.insert(a.name.clone(), a);
+        let b = plan(&state, &config, &req("b", None, None)).unwrap();
+        assert_eq!(b.subnet.to_string(), "172.19.0.0/16");
+        state.networks.insert(b.name.clone(), b);
+        assert!(plan(&state, &config, &req("c", Some("172.19.128.0/17"), None)).is_err());
+    }
 }

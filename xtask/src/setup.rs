@@ -1,0 +1,142 @@
+//! Installs what building and testing netpath needs on a Debian 12 machine,
+//! following ../shared/TOOLCHAIN.md. Idempotent: each step checks first.
+use std::{path::Path, process::Command};
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages: the bpf-capable rustc and its prebuilt `core`, the LLVM
+/// bpf-linker links against, and the tools the lab and tests call.
+const APT_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftool",
+    "iproute2",
+    "iptables",
+    "nftables",
+    "iperf3",
+    "iputils-ping",
+    "ethtool",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const TOOLCHAIN: &str = "netpath-bpf";
+const TOOLCHAIN_DIR: &str = "/opt/netpath-bpf";
+
+pub fn ensure() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("netpath manages namespaces, links and BPF programs: run as root");
+    }
+    apt_packages()?;
+    bpf_linker()?;
+    linked_toolchain()?;
+    nextest()
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn cargo_bin(name: &str) -> std::path::PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        });
+    home.join("bin").join(name)
+}
+
+fn bpf_linker() -> Result<()> {
+    let have = Command::new(cargo_bin("bpf-linker"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+    if have {
+        return Ok(());
+    }
+    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22");
+    run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+    )
+}
+
+/// A rustup toolchain pairing Debian's rustc (which ships a prebuilt bpf
+/// `core`) with stable cargo, for aya-build to call.
+fn linked_toolchain() -> Result<()> {
+    let bin = Path::new(TOOLCHAIN_DIR).join("bin");
+    let ok =
+        succeeds(Command::new("rustup").args(["run", TOOLCHAIN, "rustc", "--print", "sysroot"]))
+            && std::fs::read_link(bin.join("rustc"))
+                .is_ok_and(|t| t == Path::new("/usr/bin/rustc"));
+    if ok {
+        return Ok(());
+    }
+    eprintln!("setup: linking rustup toolchain {TOOLCHAIN}");
+    let cargo = Command::new("rustup")
+        .args(["which", "cargo", "--toolchain", "stable"])
+        .output()
+        .context("rustup which cargo")?;
+    let cargo = String::from_utf8(cargo.stdout)?.trim().to_string();
+    if cargo.is_empty() {
+        bail!("no stable cargo known to rustup");
+    }
+    std::fs::create_dir_all(&bin)?;
+    std::fs::create_dir_all(Path::new(TOOLCHAIN_DIR).join("lib"))?;
+    for (name, target) in [("rustc", "/usr/bin/rustc"), ("cargo", cargo.as_str())] {
+        let link = bin.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    run(Command::new("rustup").args(["toolchain", "link", TOOLCHAIN, TOOLCHAIN_DIR]))
+}
+
+fn nextest() -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    if succeeds(Command::new(&cargo).args(["nextest", "--version"])) {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-nextest");
+    run(Command::new(cargo).args(["install", "cargo-nextest", "--locked"]))
+}
