@@ -10,11 +10,7 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&out, [])?;
     }
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "netpath-ebpf",
-            root_dir: "../netpath-ebpf",
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "netpath-ebpf", root_dir: "../netpath-ebpf", ..Default::default() }],
         aya_build::Toolchain::Custom("netpath-bpf"),
     )
 }

@@ -1,22 +1,45 @@
 //! Types shared by the kernel programs and the loader: every BPF map's key and
 //! value, laid out `#[repr(C)]` so both sides (and `bpftool`, through BTF) read
-//! the same bytes.
+//! the same bytes. Addresses are stored as network-order bytes, ports in host
+//! order, so that dumps read as written.
 #![no_std]
 
 /// Map names as they appear in the object file and under the pin directory.
 pub mod map_names {
     pub const ENDPOINTS: &str = "ENDPOINTS";
+    pub const NETWORKS: &str = "NETWORKS";
+    pub const UPLINKS: &str = "UPLINKS";
+    pub const PUBLISHED: &str = "PUBLISHED";
+    pub const PORT_RANGES: &str = "PORT_RANGES";
+    pub const CONNTRACK: &str = "CONNTRACK";
+    pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
-    pub const ALL: &[&str] = &[ENDPOINTS, STATS];
+    pub const ALL: &[&str] = &[ENDPOINTS, NETWORKS, UPLINKS, PUBLISHED, PORT_RANGES, CONNTRACK, CONFIG, STATS];
 }
 
 /// Program names as they appear in the object file and under the pin directory.
 pub mod program_names {
     pub const FROM_CONTAINER: &str = "from_container";
+    pub const FROM_UPLINK: &str = "from_uplink";
+    pub const TO_UPLINK: &str = "to_uplink";
+    pub const SOCK_CONNECT4: &str = "sock_connect4";
+    pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+    pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
 }
 
-/// Capacity of the endpoint table: one entry per sandbox address on this host.
 pub const MAX_ENDPOINTS: usize = 16384;
+pub const MAX_NETWORKS: usize = 1024;
+pub const MAX_UPLINKS: usize = 64;
+pub const MAX_PUBLISHED: usize = 65536;
+/// Published port ranges are searched only when no single-port mapping
+/// matched, and only for the first packet of a flow.
+pub const MAX_PORT_RANGES: usize = 64;
+/// Default conntrack capacity; the loader may size it from the config.
+pub const DEFAULT_CONNTRACK_ENTRIES: usize = 262144;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
 
 /// A sandbox interface address, the key of [`map_names::ENDPOINTS`].
 #[repr(C)]
@@ -36,66 +59,228 @@ pub struct Endpoint {
     pub _pad: [u8; 2],
 }
 
+pub mod network_flags {
+    /// Traffic leaving the host is source-NATed to the uplink address.
+    pub const MASQUERADE: u32 = 1;
+    /// No traffic may leave the network's subnet.
+    pub const INTERNAL: u32 = 2;
+}
+
+/// Per-network policy, keyed by `Endpoint::network_id`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkPolicy {
+    pub flags: u32,
+    pub subnet: [u8; 4],
+    pub subnet_mask: [u8; 4],
+    pub gateway: [u8; 4],
+    /// Source address for masquerade; zero means the uplink's own.
+    pub snat_addr: [u8; 4],
+    pub gateway_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// An interface traffic leaves the host through, keyed by ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Uplink {
+    pub addr: [u8; 4],
+}
+
+/// A published host port: which host address (zero for all) and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PublishedKey {
+    pub host_addr: [u8; 4],
+    pub host_port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Where a published port leads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishedTarget {
+    pub addr: [u8; 4],
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// A published range `host_first..=host_last` → `target_first + offset`, one
+/// slot of [`map_names::PORT_RANGES`]; a zero `proto` marks a free slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRange {
+    pub host_addr: [u8; 4],
+    pub host_first: u16,
+    pub host_last: u16,
+    pub target_addr: [u8; 4],
+    pub target_first: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// A connection as seen on the wire at the point netpath handles it. For
+/// ICMP echo the identifier stands in as `sport` (requests) or `dport`
+/// (replies).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// The same connection seen from the other side.
+    pub const fn reversed(&self) -> FlowKey {
+        FlowKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+pub mod ct_state {
+    pub const SYN_SENT: u8 = 1;
+    pub const ESTABLISHED: u8 = 2;
+    pub const CLOSING: u8 = 3;
+    pub const UDP: u8 = 4;
+    pub const ICMP: u8 = 5;
+}
+
+pub mod ct_flags {
+    pub const SNAT: u8 = 1;
+    pub const DNAT: u8 = 2;
+    /// The entry describes the reply direction of the connection.
+    pub const REPLY: u8 = 4;
+}
+
+/// One direction of a tracked connection: how to rewrite packets matching
+/// the key, and when the direction was last seen. Each connection has two
+/// entries, each naming the other as `pair`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    pub rewrite: FlowKey,
+    pub pair: FlowKey,
+    pub last_seen_ns: u64,
+    pub state: u8,
+    pub flags: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Data-path settings, the single slot of [`map_names::CONFIG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatapathConfig {
+    pub ct_syn_timeout_s: u32,
+    pub ct_established_timeout_s: u32,
+    pub ct_closing_timeout_s: u32,
+    pub ct_udp_timeout_s: u32,
+    pub ct_icmp_timeout_s: u32,
+    pub port_range_count: u32,
+    /// Socket programs act only in this network namespace.
+    pub host_netns_cookie: u64,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            ct_syn_timeout_s: 60,
+            ct_established_timeout_s: 21600,
+            ct_closing_timeout_s: 10,
+            ct_udp_timeout_s: 60,
+            ct_icmp_timeout_s: 30,
+            port_range_count: 0,
+            host_netns_cookie: 0,
+        }
+    }
+}
+
 /// Entry programs; each owns one slot of [`map_names::STATS`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Program {
     FromContainer = 0,
+    FromUplink = 1,
+    ToUplink = 2,
+    Socket = 3,
 }
 
 impl Program {
-    pub const ALL: [Program; 1] = [Program::FromContainer];
+    pub const ALL: [Program; 4] = [Program::FromContainer, Program::FromUplink, Program::ToUplink, Program::Socket];
 
     pub const fn name(self) -> &'static str {
         match self {
             Program::FromContainer => program_names::FROM_CONTAINER,
+            Program::FromUplink => program_names::FROM_UPLINK,
+            Program::ToUplink => program_names::TO_UPLINK,
+            Program::Socket => "socket",
         }
     }
 }
 
 pub const PROGRAM_COUNT: usize = Program::ALL.len();
 
-/// Per-CPU outcome counters of one entry program, a slot of
-/// [`map_names::STATS`]. `passed_*` packets continue through the kernel's own
-/// path (bridge, routing); `dropped_*` packets are gone.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub forwarded_packets: u64,
-    pub forwarded_bytes: u64,
-    pub passed_not_ipv4: u64,
-    pub passed_no_endpoint: u64,
-    pub passed_other_network: u64,
-    pub passed_unknown_source: u64,
-    pub dropped_malformed: u64,
-    pub dropped_redirect_failed: u64,
+macro_rules! counters {
+    ($($(#[$doc:meta])* $field:ident),* $(,)?) => {
+        /// Per-CPU outcome counters of one entry program, a slot of
+        /// [`map_names::STATS`]. `passed_*` packets continue through the
+        /// kernel's own path; `dropped_*` packets are gone.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$doc])* pub $field: u64,)*
+        }
+
+        impl Counters {
+            pub const FIELD_COUNT: usize = [$(stringify!($field)),*].len();
+
+            /// Field names and values in declaration order.
+            pub fn fields(&self) -> [(&'static str, u64); Self::FIELD_COUNT] {
+                [$((stringify!($field), self.$field)),*]
+            }
+
+            pub fn add(&mut self, other: &Counters) {
+                $(self.$field += other.$field;)*
+            }
+        }
+    };
 }
 
-impl Counters {
-    /// Field names and values in declaration order, for tables and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 8] {
-        [
-            ("forwarded_packets", self.forwarded_packets),
-            ("forwarded_bytes", self.forwarded_bytes),
-            ("passed_not_ipv4", self.passed_not_ipv4),
-            ("passed_no_endpoint", self.passed_no_endpoint),
-            ("passed_other_network", self.passed_other_network),
-            ("passed_unknown_source", self.passed_unknown_source),
-            ("dropped_malformed", self.dropped_malformed),
-            ("dropped_redirect_failed", self.dropped_redirect_failed),
-        ]
-    }
-
-    pub fn add(&mut self, other: &Counters) {
-        self.forwarded_packets += other.forwarded_packets;
-        self.forwarded_bytes += other.forwarded_bytes;
-        self.passed_not_ipv4 += other.passed_not_ipv4;
-        self.passed_no_endpoint += other.passed_no_endpoint;
-        self.passed_other_network += other.passed_other_network;
-        self.passed_unknown_source += other.passed_unknown_source;
-        self.dropped_malformed += other.dropped_malformed;
-        self.dropped_redirect_failed += other.dropped_redirect_failed;
-    }
+counters! {
+    /// Delivered straight into a sandbox of the same network.
+    forwarded_packets,
+    forwarded_bytes,
+    /// Translated (NAT) and delivered by the program.
+    nat_packets,
+    nat_bytes,
+    /// New connections to a published port.
+    dnat_new,
+    /// New masqueraded connections.
+    snat_new,
+    /// ICMP errors about a translated connection, translated back.
+    icmp_errors_translated,
+    /// Host-local connections steered by the socket programs.
+    socket_redirects,
+    passed_not_ipv4,
+    passed_no_endpoint,
+    passed_other_network,
+    passed_unknown_source,
+    passed_no_route,
+    dropped_malformed,
+    dropped_redirect_failed,
+    dropped_internal_network,
+    dropped_nat_port_exhausted,
+    dropped_conntrack_full,
 }
 
 #[cfg(feature = "user")]
@@ -104,5 +289,13 @@ mod pod {
     // explicit padding fields; every bit pattern is valid.
     unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::NetworkPolicy {}
+    unsafe impl aya::Pod for super::Uplink {}
+    unsafe impl aya::Pod for super::PublishedKey {}
+    unsafe impl aya::Pod for super::PublishedTarget {}
+    unsafe impl aya::Pod for super::PortRange {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::DatapathConfig {}
     unsafe impl aya::Pod for super::Counters {}
 }

@@ -1,11 +1,50 @@
 use aya_ebpf::{
-    btf_maps::{HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
-use netpath_common::{Counters, Endpoint, EndpointKey, MAX_ENDPOINTS, PROGRAM_COUNT};
+use netpath_common::{
+    Counters, CtEntry, DEFAULT_CONNTRACK_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FlowKey, MAX_ENDPOINTS,
+    MAX_NETWORKS, MAX_PORT_RANGES, MAX_PUBLISHED, MAX_UPLINKS, NetworkPolicy, PROGRAM_COUNT, PortRange, PublishedKey,
+    PublishedTarget, Uplink,
+};
 
 #[btf_map]
 pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, MAX_ENDPOINTS> = HashMap::new();
 
 #[btf_map]
+pub static NETWORKS: HashMap<u32, NetworkPolicy, MAX_NETWORKS> = HashMap::new();
+
+#[btf_map]
+pub static UPLINKS: HashMap<u32, Uplink, MAX_UPLINKS> = HashMap::new();
+
+#[btf_map]
+pub static PUBLISHED: HashMap<PublishedKey, PublishedTarget, MAX_PUBLISHED> = HashMap::new();
+
+#[btf_map]
+pub static PORT_RANGES: Array<PortRange, MAX_PORT_RANGES> = Array::new();
+
+#[btf_map]
+pub static CONNTRACK: LruHashMap<FlowKey, CtEntry, DEFAULT_CONNTRACK_ENTRIES> = LruHashMap::new();
+
+#[btf_map]
+pub static CONFIG: Array<DatapathConfig, 1> = Array::new();
+
+#[btf_map]
 pub static STATS: PerCpuArray<Counters, PROGRAM_COUNT> = PerCpuArray::new();
+
+#[inline(always)]
+pub fn config() -> DatapathConfig {
+    CONFIG.get(0).copied().unwrap_or_default()
+}
+
+#[inline(always)]
+pub fn endpoint(addr: [u8; 4]) -> Option<Endpoint> {
+    // SAFETY: the value is copied out before anything else touches the map.
+    unsafe { ENDPOINTS.get(EndpointKey { ipv4: addr }) }.copied()
+}
+
+#[inline(always)]
+pub fn network(id: u32) -> Option<NetworkPolicy> {
+    // SAFETY: as above.
+    unsafe { NETWORKS.get(id) }.copied()
+}

@@ -1,8 +1,28 @@
-//! Bounds-checked views into the packet, the only way the programs read it.
+//! Parsing: Ethernet and IPv4 through direct packet access, the transport
+//! header through `bpf_skb_load_bytes` (the IP header length varies).
 use aya_ebpf::programs::TcContext;
+use netpath_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
+pub const IP_OFF: usize = ETH_HLEN;
+pub const IP_TTL_OFF: usize = IP_OFF + 8;
+pub const IP_CSUM_OFF: usize = IP_OFF + 10;
+pub const IP_SRC_OFF: usize = IP_OFF + 12;
+pub const IP_DST_OFF: usize = IP_OFF + 16;
+pub const IPV4_HLEN: usize = 20;
+
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+pub const ICMP_HLEN: usize = 8;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 #[repr(C)]
 pub struct EthHdr {
@@ -25,6 +45,35 @@ pub struct Ipv4Hdr {
     pub daddr: [u8; 4],
 }
 
+/// What the transport header is, as far as NAT cares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tcp,
+    Udp,
+    EchoRequest,
+    EchoReply,
+    /// Destination unreachable, time exceeded or parameter problem: carries
+    /// the header of the packet it is about.
+    IcmpError,
+    /// Anything NAT leaves alone: other protocols, fragments.
+    Other,
+}
+
+pub struct Packet {
+    pub key: FlowKey,
+    pub kind: Kind,
+    pub l4_off: usize,
+    pub tcp_flags: u8,
+    pub ttl: u8,
+    pub len: u32,
+}
+
+pub enum Parsed {
+    Ipv4(Packet),
+    NotIpv4,
+    Malformed,
+}
+
 /// A pointer to a `T` at `offset`, or `None` when the packet is shorter.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
@@ -36,30 +85,134 @@ pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-pub enum L3<'a> {
-    Ipv4(&'a mut EthHdr, &'a Ipv4Hdr),
-    NotIpv4,
-    Malformed,
-}
-
-/// Parses Ethernet and, for IPv4, the fixed part of the IP header.
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> L3<'_> {
+pub fn parse(ctx: &TcContext) -> Parsed {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-        return L3::Malformed;
+        return Parsed::Malformed;
     };
     // SAFETY: ptr_at checked that the header lies within the packet.
-    let eth = unsafe { &mut *eth };
-    if u16::from_be(eth.proto_be) != ETH_P_IP {
-        return L3::NotIpv4;
+    if u16::from_be(unsafe { (*eth).proto_be }) != ETH_P_IP {
+        return Parsed::NotIpv4;
     }
-    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
-        return L3::Malformed;
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, IP_OFF) else {
+        return Parsed::Malformed;
     };
     // SAFETY: as above.
     let ip = unsafe { &*ip };
-    if ip.version_ihl >> 4 != 4 || ip.version_ihl & 0x0f < 5 {
-        return L3::Malformed;
+    let ihl = (ip.version_ihl & 0x0f) as usize * 4;
+    if ip.version_ihl >> 4 != 4 || ihl < IPV4_HLEN {
+        return Parsed::Malformed;
     }
-    L3::Ipv4(eth, ip)
+    let mut p = Packet {
+        key: FlowKey { saddr: ip.saddr, daddr: ip.daddr, proto: ip.protocol, ..FlowKey::default() },
+        kind: Kind::Other,
+        l4_off: IP_OFF + ihl,
+        tcp_flags: 0,
+        ttl: ip.ttl,
+        len: ctx.len(),
+    };
+    // Fragments carry no complete transport header: the kernel's path.
+    if u16::from_be(ip.frag_off_be) & 0x3fff != 0 {
+        return Parsed::Ipv4(p);
+    }
+    let ok = match ip.protocol {
+        IPPROTO_TCP => {
+            parse_ports(ctx, &mut p, Kind::Tcp) && load_u8(ctx, p.l4_off + 13).map(|f| p.tcp_flags = f).is_some()
+        }
+        IPPROTO_UDP => parse_ports(ctx, &mut p, Kind::Udp),
+        IPPROTO_ICMP => parse_icmp(ctx, &mut p),
+        _ => true,
+    };
+    if ok { Parsed::Ipv4(p) } else { Parsed::Malformed }
+}
+
+#[inline(always)]
+fn load_u8(ctx: &TcContext, off: usize) -> Option<u8> {
+    ctx.load::<u8>(off).ok()
+}
+
+#[inline(always)]
+fn load_port(ctx: &TcContext, off: usize) -> Option<u16> {
+    ctx.load::<u16>(off).ok().map(u16::from_be)
+}
+
+#[inline(always)]
+fn parse_ports(ctx: &TcContext, p: &mut Packet, kind: Kind) -> bool {
+    let (Some(sport), Some(dport)) = (load_port(ctx, p.l4_off), load_port(ctx, p.l4_off + 2)) else {
+        return false;
+    };
+    p.key.sport = sport;
+    p.key.dport = dport;
+    p.kind = kind;
+    true
+}
+
+#[inline(always)]
+fn parse_icmp(ctx: &TcContext, p: &mut Packet) -> bool {
+    let Some(icmp_type) = load_u8(ctx, p.l4_off) else {
+        return false;
+    };
+    match icmp_type {
+        ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
+            let Some(id) = load_port(ctx, p.l4_off + 4) else {
+                return false;
+            };
+            if icmp_type == ICMP_ECHO_REQUEST {
+                p.key.sport = id;
+                p.kind = Kind::EchoRequest;
+            } else {
+                p.key.dport = id;
+                p.kind = Kind::EchoReply;
+            }
+        }
+        ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM => p.kind = Kind::IcmpError,
+        _ => {}
+    }
+    true
+}
+
+/// The header quoted inside an ICMP error: the packet as it was sent.
+pub struct Quoted {
+    pub key: FlowKey,
+    pub kind: Kind,
+    pub ip_off: usize,
+    pub l4_off: usize,
+}
+
+#[inline(always)]
+pub fn parse_quoted(ctx: &TcContext, outer: &Packet) -> Option<Quoted> {
+    let ip_off = outer.l4_off + ICMP_HLEN;
+    let version_ihl = load_u8(ctx, ip_off)?;
+    // Options in the quoted header are rare enough to leave to the kernel.
+    if version_ihl != 0x45 {
+        return None;
+    }
+    let proto = load_u8(ctx, ip_off + 9)?;
+    let saddr = ctx.load::<[u8; 4]>(ip_off + 12).ok()?;
+    let daddr = ctx.load::<[u8; 4]>(ip_off + 16).ok()?;
+    let l4_off = ip_off + IPV4_HLEN;
+    let mut key = FlowKey { saddr, daddr, proto, ..FlowKey::default() };
+    let kind = match proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            key.sport = load_port(ctx, l4_off)?;
+            key.dport = load_port(ctx, l4_off + 2)?;
+            if proto == IPPROTO_TCP { Kind::Tcp } else { Kind::Udp }
+        }
+        IPPROTO_ICMP => {
+            let id = load_port(ctx, l4_off + 4)?;
+            match load_u8(ctx, l4_off)? {
+                ICMP_ECHO_REQUEST => {
+                    key.sport = id;
+                    Kind::EchoRequest
+                }
+                ICMP_ECHO_REPLY => {
+                    key.dport = id;
+                    Kind::EchoReply
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(Quoted { key, kind, ip_off, l4_off })
 }

@@ -6,20 +6,18 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    conntrack,
     host::Host,
     lab, network,
     paths::Roots,
+    ports,
     sandbox::{self, RunRequest},
     state::{State, Store},
     stats,
 };
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "netpath",
-    version,
-    about = "Docker-style container networking with an eBPF data path"
-)]
+#[command(name = "netpath", version, about = "Docker-style container networking with an eBPF data path")]
 pub struct Cli {
     /// Persistent state directory.
     #[arg(long, env = Roots::STATE_ENV, default_value = Roots::DEFAULT_STATE, global = true)]
@@ -64,6 +62,15 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// List port mappings of a sandbox, as `docker port` does.
+    Port {
+        name: String,
+        /// PORT[/PROTO]
+        port: Option<String>,
+    },
+    /// Inspect and clean the connection tracking table.
+    #[command(subcommand)]
+    Conntrack(ConntrackCommand),
     /// Show what the data path counted.
     Stats {
         #[arg(long)]
@@ -98,6 +105,14 @@ enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConntrackCommand {
+    /// List tracked connections, one line per direction.
+    Ls,
+    /// Delete expired entries now instead of when next looked up.
+    Gc,
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +162,9 @@ struct RunArgs {
     mac_address: Option<String>,
     #[arg(short = 'h', long)]
     hostname: Option<String>,
+    /// Publish ports: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO], ranges allowed.
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
     #[arg(last = true)]
     command: Vec<String>,
 }
@@ -164,19 +182,11 @@ pub fn main() -> i32 {
 
 /// The error chain on one line, outermost context first.
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
-    let roots = Roots {
-        state: cli.state_dir,
-        run: cli.run_dir,
-        bpf: cli.bpf_dir,
-        config: cli.config,
-    };
+    let roots = Roots { state: cli.state_dir, run: cli.run_dir, bpf: cli.bpf_dir, config: cli.config };
     match cli.command {
         Command::Lab(cmd) => lab::run_command(cmd),
         Command::Network(cmd) => network_command(roots, cmd),
@@ -186,9 +196,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 let (_store, state) = Store::open(&roots)?;
                 state.sandbox(&name)?.clone()
             };
-            Ok(sandbox::exit_code(sandbox::run_foreground(
-                &sandbox, &command,
-            )?))
+            Ok(sandbox::exit_code(sandbox::run_foreground(&sandbox, &command)?))
         }
         Command::Ps { json } => {
             let (_store, state) = Store::open(&roots)?;
@@ -210,6 +218,35 @@ fn dispatch(cli: Cli) -> Result<i32> {
             }
             store.save(&state)?;
             failed.map_or(Ok(0), Err)
+        }
+        Command::Port { name, port } => {
+            let (_store, state) = Store::open(&roots)?;
+            let sandbox = state.sandbox(&name)?;
+            let filter = port.as_deref().map(ports::parse_filter).transpose()?;
+            let lines = ports::describe(&sandbox.ports, filter);
+            if lines.is_empty() {
+                if let Some(p) = port {
+                    anyhow::bail!("no public port '{p}' published for {name}");
+                }
+            }
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(0)
+        }
+        Command::Conntrack(ConntrackCommand::Ls) => {
+            let datapath = crate::datapath::Datapath::at(&roots.bpf);
+            if datapath.is_loaded() {
+                print!("{}", conntrack::render(&datapath.conntrack_entries()?, conntrack::now_ns()));
+            }
+            Ok(0)
+        }
+        Command::Conntrack(ConntrackCommand::Gc) => {
+            let datapath = crate::datapath::Datapath::at(&roots.bpf);
+            if datapath.is_loaded() {
+                println!("{} expired entries removed", conntrack::collect_garbage(&datapath)?);
+            }
+            Ok(0)
         }
         Command::Stats { json, watch } => stats::show(&roots, json, watch),
         Command::System(SystemCommand::Reset) => {
@@ -306,6 +343,7 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
         ip: a.ip,
         mac: a.mac_address,
         hostname: a.hostname,
+        publish: a.publish,
     };
     let host = Host::open(roots)?;
     let sandbox = {
@@ -316,9 +354,7 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
                 Ok(pid) => {
                     sandbox.pid = Some(pid);
                     sandbox.command = a.command.clone();
-                    state
-                        .sandboxes
-                        .insert(sandbox.name.clone(), sandbox.clone());
+                    state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
                 }
                 Err(e) => {
                     let _ = sandbox::remove(&host, &mut state, &sandbox.name, true);
@@ -333,16 +369,11 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
         println!("{}", sandbox.id);
         return Ok(0);
     }
-    let command = if a.command.is_empty() {
-        vec!["/bin/sh".to_string()]
-    } else {
-        a.command
-    };
+    let command = if a.command.is_empty() { vec!["/bin/sh".to_string()] } else { a.command };
     let status = sandbox::run_foreground(&sandbox, &command);
     if a.rm {
         let (store, mut state) = Store::open(&host.roots)?;
-        sandbox::remove(&host, &mut state, &sandbox.name, true)
-            .context("removing the sandbox after its command")?;
+        sandbox::remove(&host, &mut state, &sandbox.name, true).context("removing the sandbox after its command")?;
         store.save(&state)?;
     }
     Ok(sandbox::exit_code(status?))
@@ -350,37 +381,16 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
 
 fn print_ps(state: &State, json: bool) -> Result<()> {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&state.sandboxes.values().collect::<Vec<_>>())?
-        );
+        println!("{}", serde_json::to_string_pretty(&state.sandboxes.values().collect::<Vec<_>>())?);
         return Ok(());
     }
-    println!(
-        "{:<14}{:<20}{:<16}{:<18}STATUS",
-        "SANDBOX ID", "NAME", "NETWORK", "IP"
-    );
+    println!("{:<14}{:<20}{:<16}{:<18}STATUS", "SANDBOX ID", "NAME", "NETWORK", "IP");
     for s in state.sandboxes.values() {
         let running = s.pid.is_some_and(|p| sandbox::process_in(p, &s.netns));
-        let status = if running {
-            format!("running (pid {})", s.pid.unwrap_or(0))
-        } else {
-            "up".to_string()
-        };
-        let (net, ip) = s
-            .attachments
-            .first()
-            .map_or(("-".to_string(), "-".to_string()), |a| {
-                (a.network.clone(), a.ip.to_string())
-            });
-        println!(
-            "{:<14}{:<20}{:<16}{:<18}{}",
-            &s.id[..12],
-            s.name,
-            net,
-            ip,
-            status
-        );
+        let status = if running { format!("running (pid {})", s.pid.unwrap_or(0)) } else { "up".to_string() };
+        let (net, ip) =
+            s.attachments.first().map_or(("-".to_string(), "-".to_string()), |a| (a.network.clone(), a.ip.to_string()));
+        println!("{:<14}{:<20}{:<16}{:<18}{}", &s.id[..12], s.name, net, ip, status);
     }
     Ok(())
 }

@@ -19,9 +19,37 @@ struct DaemonJson {
     fixed_cidr: Option<String>,
     mtu: Option<u32>,
     default_gateway: Option<Ipv4Addr>,
+    ip_masq: Option<bool>,
+    ip: Option<Ipv4Addr>,
+    uplinks: Option<Vec<String>>,
+    conntrack_max: Option<u32>,
+    conntrack_timeouts: Option<Timeouts>,
 }
 
-const KNOWN_KEYS: &[&str] = &["bridge", "bip", "fixed-cidr", "mtu", "default-gateway"];
+/// Conntrack timeouts in seconds (netpath's own key).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct Timeouts {
+    tcp_syn: Option<u32>,
+    tcp_established: Option<u32>,
+    tcp_closing: Option<u32>,
+    udp: Option<u32>,
+    icmp: Option<u32>,
+}
+
+/// Docker's keys netpath honours, then netpath's own.
+const KNOWN_KEYS: &[&str] = &[
+    "bridge",
+    "bip",
+    "fixed-cidr",
+    "mtu",
+    "default-gateway",
+    "ip-masq",
+    "ip",
+    "uplinks",
+    "conntrack-max",
+    "conntrack-timeouts",
+];
 
 /// What the default `bridge` network looks like on this instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +61,14 @@ pub struct Config {
     pub mtu: u32,
     /// The gateway sandboxes route through; the bridge address unless set.
     pub default_gateway: Ipv4Addr,
+    /// Masquerade for the default network.
+    pub ip_masq: bool,
+    /// Host address published ports bind to when `-p` names none.
+    pub default_bind_ip: Ipv4Addr,
+    /// Interfaces to the outside; those holding default routes when unset.
+    pub uplinks: Option<Vec<String>>,
+    pub conntrack_max: Option<u32>,
+    pub timeouts: netpath_common::DatapathConfig,
 }
 
 impl Default for Config {
@@ -44,6 +80,11 @@ impl Default for Config {
             fixed_cidr: None,
             mtu: DEFAULT_MTU,
             default_gateway: bip.ip(),
+            ip_masq: true,
+            default_bind_ip: Ipv4Addr::UNSPECIFIED,
+            uplinks: None,
+            conntrack_max: None,
+            timeouts: netpath_common::DatapathConfig::default(),
         }
     }
 }
@@ -81,10 +122,7 @@ impl Config {
         if let Some(fixed) = json.fixed_cidr {
             let fixed = parse_cidr(&fixed).context("fixed-cidr")?;
             if !crate::network::contains_net(config.subnet(), fixed) {
-                bail!(
-                    "fixed-cidr {fixed} is not inside the bridge subnet {}",
-                    config.subnet()
-                );
+                bail!("fixed-cidr {fixed} is not inside the bridge subnet {}", config.subnet());
             }
             config.fixed_cidr = Some(fixed);
         }
@@ -94,12 +132,35 @@ impl Config {
         }
         if let Some(gw) = json.default_gateway {
             if !config.subnet().contains(gw) {
-                bail!(
-                    "default-gateway {gw} is outside the bridge subnet {}",
-                    config.subnet()
-                );
+                bail!("default-gateway {gw} is outside the bridge subnet {}", config.subnet());
             }
             config.default_gateway = gw;
+        }
+        config.ip_masq = json.ip_masq.unwrap_or(true);
+        config.default_bind_ip = json.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        config.uplinks = json.uplinks;
+        if let Some(max) = json.conntrack_max {
+            if !(1024..=16_777_216).contains(&max) {
+                bail!("conntrack-max {max} must be between 1024 and 16777216");
+            }
+            config.conntrack_max = Some(max);
+        }
+        if let Some(t) = json.conntrack_timeouts {
+            let c = &mut config.timeouts;
+            for (field, value) in [
+                (&mut c.ct_syn_timeout_s, t.tcp_syn),
+                (&mut c.ct_established_timeout_s, t.tcp_established),
+                (&mut c.ct_closing_timeout_s, t.tcp_closing),
+                (&mut c.ct_udp_timeout_s, t.udp),
+                (&mut c.ct_icmp_timeout_s, t.icmp),
+            ] {
+                if let Some(v) = value {
+                    if v == 0 {
+                        bail!("conntrack timeouts must be at least one second");
+                    }
+                    *field = v;
+                }
+            }
         }
         Ok(config)
     }
@@ -111,9 +172,7 @@ impl Config {
 
 /// Parses an IPv4 CIDR the way a user would write it; host bits are cleared.
 pub fn parse_cidr(text: &str) -> Result<Ipv4Network> {
-    let net: Ipv4Network = text
-        .parse()
-        .map_err(|_| anyhow::anyhow!("invalid CIDR address: {text}"))?;
+    let net: Ipv4Network = text.parse().map_err(|_| anyhow::anyhow!("invalid CIDR address: {text}"))?;
     if !text.contains('/') {
         bail!("invalid CIDR address: {text} (no prefix length)");
     }
@@ -126,8 +185,7 @@ mod tests {
 
     #[test]
     fn daemon_json_shapes_the_default_network() {
-        let c = Config::parse(r#"{"bip":"192.168.10.1/24","mtu":1400,"log-driver":"json-file"}"#)
-            .unwrap();
+        let c = Config::parse(r#"{"bip":"192.168.10.1/24","mtu":1400,"log-driver":"json-file"}"#).unwrap();
         assert_eq!(c.subnet().to_string(), "192.168.10.0/24");
         assert_eq!(c.default_gateway, Ipv4Addr::new(192, 168, 10, 1));
         assert_eq!(c.mtu, 1400);

@@ -1,25 +1,44 @@
 //! The eBPF side as the loader sees it: one object, loaded once per instance
-//! and pinned (programs, maps, and one TCX link per interface) under the
+//! and pinned (programs, maps, and one TCX link per attachment) under the
 //! instance's bpffs directory, so the data path outlives every `netpath`
 //! process and later invocations only open pins.
 //!
-//! Layout: `<bpf>/programs/<program>`, `<bpf>/maps/<MAP>`, `<bpf>/links/<ifname>`.
+//! Layout: `<bpf>/programs/<program>`, `<bpf>/maps/<MAP>`,
+//! `<bpf>/links/<ifname>@<program>` (bpffs names may not contain dots).
 use std::{
     fs,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
 use aya::{
-    Ebpf,
-    maps::{HashMap, Map, MapData, PerCpuArray},
+    EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{SchedClassifier, TcAttachType, links::FdLink, tc},
 };
-use netpath_common::{Counters, Endpoint, EndpointKey, Program, map_names, program_names};
+use netpath_common::{
+    Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, NetworkPolicy, PortRange, Program, PublishedKey,
+    PublishedTarget, Uplink, map_names, program_names,
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// The TC programs and where each attaches.
+const TC_PROGRAMS: &[(&str, TcAttachType)] = &[
+    (program_names::FROM_CONTAINER, TcAttachType::Ingress),
+    (program_names::FROM_UPLINK, TcAttachType::Ingress),
+    (program_names::TO_UPLINK, TcAttachType::Egress),
+];
+
+/// Sizes and timeouts fixed when the data path is loaded.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub conntrack_max: Option<u32>,
+    pub config: DatapathConfig,
+}
 
 pub struct Datapath {
     dir: PathBuf,
@@ -28,9 +47,7 @@ pub struct Datapath {
 impl Datapath {
     /// The data path pinned at `dir`, without loading anything.
     pub fn at(dir: &Path) -> Self {
-        Datapath {
-            dir: dir.to_path_buf(),
-        }
+        Datapath { dir: dir.to_path_buf() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -45,72 +62,70 @@ impl Datapath {
         self.dir.join("programs").join(name)
     }
 
-    fn link_pin(&self, ifname: &str) -> PathBuf {
-        self.dir.join("links").join(ifname)
+    fn link_pin(&self, ifname: &str, program: &str) -> PathBuf {
+        self.dir.join("links").join(format!("{ifname}@{program}"))
     }
 
     pub fn is_loaded(&self) -> bool {
-        self.program_pin(program_names::FROM_CONTAINER).exists()
+        TC_PROGRAMS.iter().all(|(name, _)| self.program_pin(name).exists())
     }
 
     /// Loads and pins the object unless an earlier run already did.
-    pub fn ensure_loaded(&self) -> Result<()> {
+    pub fn ensure_loaded(&self, options: &LoadOptions) -> Result<()> {
         if self.is_loaded() {
             return Ok(());
         }
         ensure_bpffs(&self.dir)?;
-        let result = self.load();
+        let result = self.load(options);
         if result.is_err() {
             let _ = self.unload();
         }
         result
     }
 
-    fn load(&self) -> Result<()> {
+    fn load(&self, options: &LoadOptions) -> Result<()> {
         for sub in ["programs", "maps", "links"] {
             let d = self.dir.join(sub);
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let mut ebpf = Ebpf::load(OBJECT).context("loading the eBPF object")?;
-        for name in map_names::ALL {
-            let map = ebpf
-                .map(name)
-                .with_context(|| format!("object lacks map {name}"))?;
-            map.pin(self.maps_dir().join(name))
-                .with_context(|| format!("pinning map {name}"))?;
+        let mut loader = EbpfLoader::new();
+        if let Some(max) = options.conntrack_max {
+            loader.map_max_entries(map_names::CONNTRACK, max);
         }
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(program_names::FROM_CONTAINER)
-            .context("object lacks the from_container program")?
-            .try_into()?;
-        prog.load().context("verifier rejected from_container")?;
-        prog.pin(self.program_pin(program_names::FROM_CONTAINER))
-            .context("pinning from_container")?;
-        Ok(())
+        let mut ebpf = loader.load(OBJECT).context("loading the eBPF object")?;
+        for name in map_names::ALL {
+            let map = ebpf.map(name).with_context(|| format!("object lacks map {name}"))?;
+            map.pin(self.maps_dir().join(name)).with_context(|| format!("pinning map {name}"))?;
+        }
+        for (name, _) in TC_PROGRAMS {
+            let prog: &mut SchedClassifier =
+                ebpf.program_mut(name).with_context(|| format!("object lacks program {name}"))?.try_into()?;
+            prog.load().with_context(|| format!("verifier rejected {name}"))?;
+            prog.pin(self.program_pin(name)).with_context(|| format!("pinning {name}"))?;
+        }
+        self.set_config(&options.config)
     }
 
     /// Removes every pin: programs, maps and links. Links detach as their
     /// last reference goes.
     pub fn unload(&self) -> Result<()> {
         if self.dir.exists() {
-            fs::remove_dir_all(&self.dir)
-                .with_context(|| format!("removing pins under {}", self.dir.display()))?;
+            fs::remove_dir_all(&self.dir).with_context(|| format!("removing pins under {}", self.dir.display()))?;
         }
         Ok(())
     }
 
-    /// Attaches the sandbox-side program to TC ingress of `ifname` (a
-    /// host-side veth) and pins the link under the interface's name.
-    pub fn attach_from_container(&self, ifname: &str) -> Result<()> {
-        let mut prog = SchedClassifier::from_pin(self.program_pin(program_names::FROM_CONTAINER))
-            .context("opening pinned from_container")?;
-        let id = match prog.attach(ifname, TcAttachType::Ingress) {
+    /// Attaches `program` to `ifname` and pins the link.
+    fn attach(&self, program: &str, ifname: &str) -> Result<()> {
+        let (_, hook) = TC_PROGRAMS.iter().find(|(n, _)| *n == program).context("unknown program")?;
+        let mut prog = SchedClassifier::from_pin(self.program_pin(program))
+            .with_context(|| format!("opening pinned {program}"))?;
+        let id = match prog.attach(ifname, *hook) {
             Ok(id) => id,
             // Kernels before TCX need a clsact qdisc for the netlink attach.
             Err(_) => {
                 let _ = tc::qdisc_add_clsact(ifname);
-                prog.attach(ifname, TcAttachType::Ingress)
-                    .with_context(|| format!("attaching from_container to {ifname}"))?
+                prog.attach(ifname, *hook).with_context(|| format!("attaching {program} to {ifname}"))?
             }
         };
         let link = prog.take_link(id)?;
@@ -118,15 +133,14 @@ impl Datapath {
         // interface when the process exits and goes away with the interface.
         if let Ok(fd_link) = FdLink::try_from(link) {
             fd_link
-                .pin(self.link_pin(ifname))
-                .with_context(|| format!("pinning TCX link of {ifname}"))?;
+                .pin(self.link_pin(ifname, program))
+                .with_context(|| format!("pinning the {program} link of {ifname}"))?;
         }
         Ok(())
     }
 
-    /// Drops the pinned link of `ifname`; detaches if the interface still exists.
-    pub fn detach(&self, ifname: &str) -> Result<()> {
-        let pin = self.link_pin(ifname);
+    fn detach(&self, program: &str, ifname: &str) -> Result<()> {
+        let pin = self.link_pin(ifname, program);
         match fs::remove_file(&pin) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -134,10 +148,33 @@ impl Datapath {
         }
     }
 
+    /// Sandbox side: TC ingress of a sandbox's host-side veth.
+    pub fn attach_sandbox(&self, host_ifname: &str) -> Result<()> {
+        self.attach(program_names::FROM_CONTAINER, host_ifname)
+    }
+
+    pub fn detach_sandbox(&self, host_ifname: &str) -> Result<()> {
+        self.detach(program_names::FROM_CONTAINER, host_ifname)
+    }
+
+    pub fn is_uplink_attached(&self, ifname: &str) -> bool {
+        [program_names::FROM_UPLINK, program_names::TO_UPLINK].iter().all(|p| self.link_pin(ifname, p).exists())
+    }
+
+    /// Uplink side: TC ingress and egress of an interface to the outside.
+    pub fn attach_uplink(&self, ifname: &str, ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+        for program in [program_names::FROM_UPLINK, program_names::TO_UPLINK] {
+            if !self.link_pin(ifname, program).exists() {
+                self.attach(program, ifname)?;
+            }
+        }
+        let mut uplinks: HashMap<MapData, u32, Uplink> = HashMap::try_from(self.map(map_names::UPLINKS)?)?;
+        uplinks.insert(ifindex, Uplink { addr: addr.octets() }, 0).context("writing uplink")
+    }
+
     fn map(&self, name: &str) -> Result<Map> {
         let pin = self.maps_dir().join(name);
-        let data = MapData::from_pin(&pin)
-            .with_context(|| format!("opening pinned map {}", pin.display()))?;
+        let data = MapData::from_pin(&pin).with_context(|| format!("opening pinned map {}", pin.display()))?;
         Ok(Map::from_map_data(data)?)
     }
 
@@ -146,29 +183,109 @@ impl Datapath {
     }
 
     pub fn set_endpoint(&self, key: EndpointKey, endpoint: Endpoint) -> Result<()> {
-        self.endpoints()?
-            .insert(key, endpoint, 0)
-            .context("writing endpoint")
+        self.endpoints()?.insert(key, endpoint, 0).context("writing endpoint")
     }
 
     pub fn remove_endpoint(&self, key: EndpointKey) -> Result<()> {
-        match self.endpoints()?.remove(&key) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).context("removing endpoint"),
+        ignore_missing(self.endpoints()?.remove(&key)).context("removing endpoint")
+    }
+
+    pub fn set_network(&self, index: u32, policy: NetworkPolicy) -> Result<()> {
+        let mut map: HashMap<MapData, u32, NetworkPolicy> = HashMap::try_from(self.map(map_names::NETWORKS)?)?;
+        map.insert(index, policy, 0).context("writing network policy")
+    }
+
+    pub fn remove_network(&self, index: u32) -> Result<()> {
+        let mut map: HashMap<MapData, u32, NetworkPolicy> = HashMap::try_from(self.map(map_names::NETWORKS)?)?;
+        ignore_missing(map.remove(&index)).context("removing network policy")
+    }
+
+    pub fn published(&self) -> Result<HashMap<MapData, PublishedKey, PublishedTarget>> {
+        Ok(HashMap::try_from(self.map(map_names::PUBLISHED)?)?)
+    }
+
+    pub fn set_published(&self, key: PublishedKey, target: PublishedTarget) -> Result<()> {
+        self.published()?.insert(key, target, 0).context("writing published port")
+    }
+
+    pub fn remove_published(&self, key: PublishedKey) -> Result<()> {
+        ignore_missing(self.published()?.remove(&key)).context("removing published port")
+    }
+
+    fn ranges(&self) -> Result<Array<MapData, PortRange>> {
+        Ok(Array::try_from(self.map(map_names::PORT_RANGES)?)?)
+    }
+
+    /// Writes range slot `slot` (a zero `proto` frees it) and keeps the
+    /// program's search bound at the highest used slot.
+    pub fn set_range(&self, slot: u32, range: PortRange) -> Result<()> {
+        let mut ranges = self.ranges()?;
+        ranges.set(slot, range, 0).context("writing port range")?;
+        let mut used = 0;
+        for i in 0..ranges.len() {
+            if ranges.get(&i, 0)?.proto != 0 {
+                used = i + 1;
+            }
         }
+        let mut config = self.config()?;
+        config.port_range_count = used;
+        self.set_config(&config)
+    }
+
+    pub fn range_slots(&self) -> Result<Vec<PortRange>> {
+        let ranges = self.ranges()?;
+        (0..ranges.len()).map(|i| Ok(ranges.get(&i, 0)?)).collect()
+    }
+
+    pub fn config(&self) -> Result<DatapathConfig> {
+        let map: Array<MapData, DatapathConfig> = Array::try_from(self.map(map_names::CONFIG)?)?;
+        Ok(map.get(&0, 0)?)
+    }
+
+    pub fn set_config(&self, config: &DatapathConfig) -> Result<()> {
+        let mut map: Array<MapData, DatapathConfig> = Array::try_from(self.map(map_names::CONFIG)?)?;
+        map.set(0, *config, 0).context("writing data path config")
+    }
+
+    pub fn conntrack(&self) -> Result<HashMap<MapData, FlowKey, CtEntry>> {
+        Ok(HashMap::try_from(self.map(map_names::CONNTRACK)?)?)
+    }
+
+    /// Every tracked connection direction.
+    pub fn conntrack_entries(&self) -> Result<Vec<(FlowKey, CtEntry)>> {
+        let ct = self.conntrack()?;
+        let entries = ct.iter().filter_map(|r| r.ok()).collect();
+        Ok(entries)
+    }
+
+    /// Deletes the entries `doomed` selects; returns how many went.
+    pub fn remove_conntrack(&self, doomed: impl Fn(&FlowKey, &CtEntry) -> bool) -> Result<usize> {
+        let mut ct = self.conntrack()?;
+        let keys: Vec<FlowKey> =
+            ct.iter().filter_map(|r| r.ok()).filter(|(k, e)| doomed(k, e)).map(|(k, _)| k).collect();
+        for k in &keys {
+            ignore_missing(ct.remove(k))?;
+        }
+        Ok(keys.len())
     }
 
     /// Counters of `program`, summed over CPUs.
     pub fn counters(&self, program: Program) -> Result<Counters> {
-        let stats: PerCpuArray<MapData, Counters> =
-            PerCpuArray::try_from(self.map(map_names::STATS)?)?;
+        let stats: PerCpuArray<MapData, Counters> = PerCpuArray::try_from(self.map(map_names::STATS)?)?;
         let per_cpu = stats.get(&(program as u32), 0).context("reading STATS")?;
         let mut total = Counters::default();
         for c in per_cpu.iter() {
             total.add(c);
         }
         Ok(total)
+    }
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<()> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -185,19 +302,12 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
     if !dir.starts_with(root) {
         bail!("{} is not on a bpf filesystem", dir.display());
     }
-    nix::mount::mount(
-        Some("bpf"),
-        root,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .context("mounting bpffs on /sys/fs/bpf")?;
+    nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+        .context("mounting bpffs on /sys/fs/bpf")?;
     Ok(())
 }
 
 fn on_bpffs(path: &Path) -> Result<bool> {
-    let st =
-        nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
+    let st = nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
     Ok(st.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }

@@ -1,8 +1,17 @@
 //! The host namespace netpath manages: its configuration, rtnetlink handle
 //! and data path, opened once per command.
-use anyhow::Result;
+use std::net::Ipv4Addr;
 
-use crate::{config::Config, datapath::Datapath, link::Rtnl, paths::Roots};
+use anyhow::{Context, Result};
+use netpath_common::{NetworkPolicy, network_flags};
+
+use crate::{
+    config::Config,
+    datapath::{Datapath, LoadOptions},
+    link::Rtnl,
+    paths::Roots,
+    state::{Network, State},
+};
 
 pub struct Host {
     pub roots: Roots,
@@ -14,11 +23,70 @@ pub struct Host {
 impl Host {
     pub fn open(roots: Roots) -> Result<Host> {
         let config = Config::load(&roots.config)?;
-        Ok(Host {
-            datapath: Datapath::at(&roots.bpf),
-            rtnl: Rtnl::new()?,
-            config,
-            roots,
-        })
+        Ok(Host { datapath: Datapath::at(&roots.bpf), rtnl: Rtnl::new()?, config, roots })
+    }
+
+    /// Loads the data path if needed and brings its view of the networks and
+    /// uplinks up to date with `state` and the host.
+    pub fn prepare_datapath(&self, state: &State) -> Result<()> {
+        let mut config = self.config.timeouts;
+        config.host_netns_cookie = 0;
+        self.datapath.ensure_loaded(&LoadOptions { conntrack_max: self.config.conntrack_max, config })?;
+        for net in state.networks.values() {
+            self.sync_network(net)?;
+        }
+        for name in self.uplinks()? {
+            let Some(index) = self.rtnl.index(&name)? else { continue };
+            let Some((addr, _)) = self.rtnl.ipv4_addresses(index)?.first().copied() else { continue };
+            self.datapath.attach_uplink(&name, index, addr).with_context(|| format!("uplink {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes one network's policy, if the data path is loaded.
+    pub fn sync_network(&self, net: &Network) -> Result<()> {
+        if !self.datapath.is_loaded() {
+            return Ok(());
+        }
+        let gateway_mac = self.rtnl.mac(&net.bridge).unwrap_or_default();
+        self.datapath.set_network(net.index, policy(net, gateway_mac))
+    }
+
+    /// The configured uplinks, or the interfaces holding IPv4 default routes.
+    pub fn uplinks(&self) -> Result<Vec<String>> {
+        if let Some(list) = &self.config.uplinks {
+            return Ok(list.clone());
+        }
+        // /proc/self/net answers for this process's network namespace.
+        let routes = std::fs::read_to_string("/proc/self/net/route").context("reading routes")?;
+        let mut names: Vec<String> = routes
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+            })
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+}
+
+pub fn policy(net: &Network, gateway_mac: [u8; 6]) -> NetworkPolicy {
+    let mut flags = 0;
+    if net.masquerade() {
+        flags |= network_flags::MASQUERADE;
+    }
+    if net.internal {
+        flags |= network_flags::INTERNAL;
+    }
+    NetworkPolicy {
+        flags,
+        subnet: net.subnet.network().octets(),
+        subnet_mask: net.subnet.mask().octets(),
+        gateway: net.gateway.octets(),
+        snat_addr: net.snat_address().unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
+        gateway_mac,
+        _pad: [0; 2],
     }
 }

@@ -50,10 +50,7 @@ impl Lab {
             rnd[1]
         );
         let base = std::env::temp_dir().join(&id);
-        let roots = Roots::under(
-            &base,
-            PathBuf::from("/sys/fs/bpf").join(format!("netpath-{id}")),
-        );
+        let roots = Roots::under(&base, PathBuf::from("/sys/fs/bpf").join(format!("netpath-{id}")));
         let mut lab = Lab {
             host_ns: Path::new(NETNS_RUN_DIR).join(format!("{id}-host")),
             outside_ns: Path::new(NETNS_RUN_DIR).join(format!("{id}-out")),
@@ -81,8 +78,7 @@ impl Lab {
             rtnl.add_address(up, HOST_UPLINK_IP, UPLINK_PREFIX)?;
             rtnl.set_up(up)?;
             rtnl.add_default_route(OUTSIDE_IP)?;
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-                .context("enabling forwarding in the lab host")
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling forwarding in the lab host")
         })?;
         netns::run_in(&self.outside_ns, || {
             let rtnl = Rtnl::new()?;
@@ -141,15 +137,11 @@ impl Lab {
         self.torn_down = true;
         let mut errors = Vec::new();
         if self.roots.state.exists() {
-            match self
-                .netpath(&["system", "reset"])
-                .and_then(|mut c| Ok(c.output()?))
-            {
+            match self.netpath(&["system", "reset"]).and_then(|mut c| Ok(c.output()?)) {
                 Ok(out) if out.status.success() => {}
-                Ok(out) => errors.push(format!(
-                    "netpath system reset: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
+                Ok(out) => {
+                    errors.push(format!("netpath system reset: {}", String::from_utf8_lossy(&out.stderr).trim()))
+                }
                 Err(e) => errors.push(format!("netpath system reset: {e:#}")),
             }
         }
@@ -166,11 +158,7 @@ impl Lab {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            bail!("lab teardown: {}", errors.join("; "))
-        }
+        if errors.is_empty() { Ok(()) } else { bail!("lab teardown: {}", errors.join("; ")) }
     }
 }
 
@@ -183,20 +171,13 @@ impl Drop for Lab {
 }
 
 fn show_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
-    args.iter()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
 }
 
 /// Stdout of a finished command, or an error carrying its stderr.
 pub fn check(out: &Output, what: &str) -> Result<String> {
     if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -251,14 +232,8 @@ pub fn run_command(cmd: LabCommand) -> Result<i32> {
     match cmd {
         LabCommand::Demo { duration } => demo(Duration::from_secs(duration)),
         LabCommand::TcpSink { port, timeout } => tcp_sink(port, Duration::from_secs(timeout)),
-        LabCommand::TcpSend { to, bytes, timeout } => {
-            tcp_send(to, bytes, Duration::from_secs(timeout))
-        }
-        LabCommand::UdpSink {
-            port,
-            count,
-            timeout,
-        } => udp_sink(port, count, Duration::from_secs(timeout)),
+        LabCommand::TcpSend { to, bytes, timeout } => tcp_send(to, bytes, Duration::from_secs(timeout)),
+        LabCommand::UdpSink { port, count, timeout } => udp_sink(port, count, Duration::from_secs(timeout)),
         LabCommand::UdpSend { to, count, size } => udp_send(to, count, size),
     }
 }
@@ -361,21 +336,13 @@ fn udp_sink(port: u16, count: usize, timeout: Duration) -> Result<i32> {
                 hasher.update(&buf[..n]);
                 received += 1;
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 break;
             }
             Err(e) => return Err(e.into()),
         }
     }
-    println!(
-        "{}",
-        serde_json::json!({"peers": peers, "datagrams": received, "sha256": hex(&hasher.finalize())})
-    );
+    println!("{}", serde_json::json!({"peers": peers, "datagrams": received, "sha256": hex(&hasher.finalize())}));
     Ok(0)
 }
 
@@ -388,22 +355,13 @@ fn udp_send(to: SocketAddr, count: usize, size: usize) -> Result<i32> {
         // Paced so that a bounded burst never overruns the receiver's buffer.
         std::thread::sleep(Duration::from_micros(200));
     }
-    println!(
-        "{}",
-        serde_json::json!({"local": sock.local_addr()?.to_string(), "datagrams": count})
-    );
+    println!("{}", serde_json::json!({"local": sock.local_addr()?.to_string(), "datagrams": count}));
     Ok(0)
 }
 
 /// Starts a sink in the background and waits for its "listening" line.
-pub fn start_sink(
-    mut cmd: Command,
-) -> Result<(std::process::Child, BufReader<std::process::ChildStdout>)> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting sink")?;
+pub fn start_sink(mut cmd: Command) -> Result<(std::process::Child, BufReader<std::process::ChildStdout>)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().context("starting sink")?;
     let mut out = BufReader::new(child.stdout.take().context("sink stdout")?);
     let mut line = String::new();
     out.read_line(&mut line)?;
@@ -421,15 +379,8 @@ fn demo(duration: Duration) -> Result<i32> {
     let lab = Lab::create("demo", &exe)?;
     lab.netpath_ok(&["network", "create", "demo", "--subnet", "10.77.0.0/24"])?;
     lab.netpath_ok(&["run", "-d", "--name", "client", "--network", "demo"])?;
-    let have_iperf = Command::new("iperf3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let server: &[&str] = if have_iperf {
-        &["iperf3", "-s"]
-    } else {
-        &["sleep", "infinity"]
-    };
+    let have_iperf = Command::new("iperf3").arg("--version").output().is_ok_and(|o| o.status.success());
+    let server: &[&str] = if have_iperf { &["iperf3", "-s"] } else { &["sleep", "infinity"] };
     let mut args = vec!["run", "-d", "--name", "server", "--network", "demo", "--"];
     args.extend_from_slice(server);
     lab.netpath_ok(&args)?;
@@ -446,11 +397,7 @@ fn demo(duration: Duration) -> Result<i32> {
     let mut previous: Option<(Vec<_>, Instant)> = None;
     let mut burst: Option<std::process::Child> = None;
     while !signals::interrupted() && started.elapsed() < duration {
-        if have_iperf
-            && burst
-                .as_mut()
-                .is_none_or(|b| b.try_wait().ok().flatten().is_some())
-        {
+        if have_iperf && burst.as_mut().is_none_or(|b| b.try_wait().ok().flatten().is_some()) {
             burst = Some(
                 lab.sandbox_cmd("client", "iperf3")?
                     .args(["-c", server_ip, "-t", "2", "-b", "500M"])
@@ -460,14 +407,9 @@ fn demo(duration: Duration) -> Result<i32> {
             );
         }
         let now = stats::read(&datapath)?;
-        let before = previous
-            .as_ref()
-            .map(|(b, t): &(Vec<_>, Instant)| (b.as_slice(), t.elapsed()));
+        let before = previous.as_ref().map(|(b, t): &(Vec<_>, Instant)| (b.as_slice(), t.elapsed()));
         print!("\x1b[2J\x1b[H");
-        println!(
-            "netpath demo, lab {} — sandboxes client (10.77.0.2) and server ({server_ip})",
-            lab.id
-        );
+        println!("netpath demo, lab {} — sandboxes client (10.77.0.2) and server ({server_ip})", lab.id);
         println!(
             "traffic: ping every 200 ms{}; Ctrl-C to tear down\n",
             if have_iperf { ", iperf3 bursts" } else { "" }

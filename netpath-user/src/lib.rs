@@ -2,6 +2,7 @@
 //! The CLI, the lab, the tests and the bench all call into this library.
 pub mod cli;
 pub mod config;
+pub mod conntrack;
 pub mod datapath;
 pub mod host;
 pub mod lab;
@@ -9,6 +10,7 @@ pub mod link;
 pub mod netns;
 pub mod network;
 pub mod paths;
+pub mod ports;
 pub mod sandbox;
 pub mod signals;
 pub mod state;

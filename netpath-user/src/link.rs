@@ -28,10 +28,8 @@ pub struct LinkCounters {
 
 impl Rtnl {
     pub fn new() -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting netlink runtime")?;
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting netlink runtime")?;
         let handle = rt.block_on(async {
             let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
             tokio::spawn(conn);
@@ -40,23 +38,13 @@ impl Rtnl {
         Ok(Rtnl { rt, handle })
     }
 
-    fn run<T>(
-        &self,
-        f: impl Future<Output = Result<T, rtnetlink::Error>>,
-    ) -> Result<T, rtnetlink::Error> {
+    fn run<T>(&self, f: impl Future<Output = Result<T, rtnetlink::Error>>) -> Result<T, rtnetlink::Error> {
         self.rt.block_on(f)
     }
 
     fn find(&self, name: &str) -> Result<Option<LinkMessage>> {
         let h = self.handle.clone();
-        let res = self.run(async move {
-            h.link()
-                .get()
-                .match_name(name.to_string())
-                .execute()
-                .try_next()
-                .await
-        });
+        let res = self.run(async move { h.link().get().match_name(name.to_string()).execute().try_next().await });
         match res {
             Ok(link) => Ok(link),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
@@ -69,29 +57,22 @@ impl Rtnl {
     }
 
     pub fn require_index(&self, name: &str) -> Result<u32> {
-        self.index(name)?
-            .with_context(|| format!("link {name} does not exist"))
+        self.index(name)?.with_context(|| format!("link {name} does not exist"))
     }
 
     pub fn mac(&self, name: &str) -> Result<Mac> {
-        let link = self
-            .find(name)?
-            .with_context(|| format!("link {name} does not exist"))?;
+        let link = self.find(name)?.with_context(|| format!("link {name} does not exist"))?;
         link.attributes
             .iter()
             .find_map(|a| match a {
-                LinkAttribute::Address(b) if b.len() == 6 => {
-                    Some([b[0], b[1], b[2], b[3], b[4], b[5]])
-                }
+                LinkAttribute::Address(b) if b.len() == 6 => Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
                 _ => None,
             })
             .with_context(|| format!("link {name} has no MAC address"))
     }
 
     pub fn counters(&self, name: &str) -> Result<LinkCounters> {
-        let link = self
-            .find(name)?
-            .with_context(|| format!("link {name} does not exist"))?;
+        let link = self.find(name)?.with_context(|| format!("link {name} does not exist"))?;
         link.attributes
             .iter()
             .find_map(|a| match a {
@@ -108,9 +89,8 @@ impl Rtnl {
 
     pub fn link_names(&self) -> Result<Vec<String>> {
         let h = self.handle.clone();
-        let links: Vec<LinkMessage> = self
-            .run(async move { h.link().get().execute().try_collect().await })
-            .context("listing links")?;
+        let links: Vec<LinkMessage> =
+            self.run(async move { h.link().get().execute().try_collect().await }).context("listing links")?;
         Ok(links
             .iter()
             .filter_map(|l| {
@@ -144,68 +124,45 @@ impl Rtnl {
 
     fn set(&self, what: &str, msg: LinkMessage) -> Result<()> {
         let h = self.handle.clone();
-        self.run(async move { h.link().set(msg).execute().await })
-            .with_context(|| what.to_string())
+        self.run(async move { h.link().set(msg).execute().await }).with_context(|| what.to_string())
     }
 
     pub fn set_master(&self, index: u32, master: u32) -> Result<()> {
-        self.set(
-            "attaching link to bridge",
-            LinkUnspec::new_with_index(index).controller(master).build(),
-        )
+        self.set("attaching link to bridge", LinkUnspec::new_with_index(index).controller(master).build())
     }
 
     pub fn set_up(&self, index: u32) -> Result<()> {
-        self.set(
-            "setting link up",
-            LinkUnspec::new_with_index(index).up().build(),
-        )
+        self.set("setting link up", LinkUnspec::new_with_index(index).up().build())
     }
 
     pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
-        self.set(
-            "setting MTU",
-            LinkUnspec::new_with_index(index).mtu(mtu).build(),
-        )
+        self.set("setting MTU", LinkUnspec::new_with_index(index).mtu(mtu).build())
     }
 
     pub fn rename(&self, index: u32, name: &str) -> Result<()> {
-        self.set(
-            &format!("renaming link to {name}"),
-            LinkUnspec::new_with_index(index).name(name).build(),
-        )
+        self.set(&format!("renaming link to {name}"), LinkUnspec::new_with_index(index).name(name).build())
     }
 
     pub fn set_mac(&self, index: u32, mac: Mac) -> Result<()> {
-        self.set(
-            "setting MAC address",
-            LinkUnspec::new_with_index(index)
-                .address(mac.to_vec())
-                .build(),
-        )
+        self.set("setting MAC address", LinkUnspec::new_with_index(index).address(mac.to_vec()).build())
     }
 
     pub fn move_to_netns(&self, index: u32, netns: &std::fs::File) -> Result<()> {
         self.set(
             "moving link into sandbox namespace",
-            LinkUnspec::new_with_index(index)
-                .setns_by_fd(netns.as_raw_fd())
-                .build(),
+            LinkUnspec::new_with_index(index).setns_by_fd(netns.as_raw_fd()).build(),
         )
     }
 
     pub fn delete(&self, index: u32) -> Result<()> {
         let h = self.handle.clone();
-        self.run(async move { h.link().del(index).execute().await })
-            .context("deleting link")
+        self.run(async move { h.link().del(index).execute().await }).context("deleting link")
     }
 
     /// Deletes the named link if it exists.
     pub fn delete_by_name(&self, name: &str) -> Result<()> {
         match self.index(name)? {
-            Some(index) => self
-                .delete(index)
-                .with_context(|| format!("deleting {name}")),
+            Some(index) => self.delete(index).with_context(|| format!("deleting {name}")),
             None => Ok(()),
         }
     }
@@ -216,16 +173,31 @@ impl Rtnl {
             .with_context(|| format!("adding address {ip}/{prefix}"))
     }
 
+    /// IPv4 addresses of a link, primary first.
+    pub fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+        let h = self.handle.clone();
+        let msgs: Vec<AddressMessage> = self
+            .run(async move { h.address().get().set_link_index_filter(index).execute().try_collect().await })
+            .context("listing addresses")?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     pub fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
         self.add_route(Ipv4Addr::UNSPECIFIED, 0, gateway)
     }
 
     pub fn add_route(&self, dest: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
         let h = self.handle.clone();
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dest, prefix)
-            .gateway(gateway)
-            .build();
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dest, prefix).gateway(gateway).build();
         self.run(async move { h.route().add(msg).execute().await })
             .with_context(|| format!("adding route {dest}/{prefix} via {gateway}"))
     }

@@ -25,24 +25,14 @@ fn create(path: &Path, kind: CloneFlags, init: impl FnOnce() -> Result<()> + Sen
         .create_new(true)
         .open(path)
         .with_context(|| format!("creating namespace file {}", path.display()))?;
-    let proc_name = if kind == CloneFlags::CLONE_NEWNET {
-        "net"
-    } else {
-        "uts"
-    };
+    let proc_name = if kind == CloneFlags::CLONE_NEWNET { "net" } else { "uts" };
     let result = std::thread::scope(|s| {
         s.spawn(|| -> Result<()> {
             unshare(kind).context("unshare")?;
             init()?;
             let own = format!("/proc/thread-self/ns/{proc_name}");
-            mount(
-                Some(own.as_str()),
-                path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .with_context(|| format!("bind-mounting {own} on {}", path.display()))
+            mount(Some(own.as_str()), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .with_context(|| format!("bind-mounting {own} on {}", path.display()))
         })
         .join()
         .map_err(|_| anyhow!("namespace thread panicked"))?
@@ -58,9 +48,7 @@ pub fn create_net(path: &Path) -> Result<()> {
 }
 
 pub fn create_uts(path: &Path, hostname: &str) -> Result<()> {
-    create(path, CloneFlags::CLONE_NEWUTS, || {
-        nix::unistd::sethostname(hostname).context("sethostname")
-    })
+    create(path, CloneFlags::CLONE_NEWUTS, || nix::unistd::sethostname(hostname).context("sethostname"))
 }
 
 /// Unmounts and deletes a namespace file; a missing one is not an error.
@@ -80,8 +68,7 @@ pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Res
     let ns = File::open(path).with_context(|| format!("opening netns {}", path.display()))?;
     std::thread::scope(|s| {
         s.spawn(|| {
-            setns(&ns, CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("entering netns {}", path.display()))?;
+            setns(&ns, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering netns {}", path.display()))?;
             f()
         })
         .join()
@@ -98,18 +85,13 @@ pub struct Join {
 
 impl Join {
     pub fn net(path: impl Into<PathBuf>) -> Self {
-        Join {
-            net: Some(path.into()),
-            uts: None,
-        }
+        Join { net: Some(path.into()), uts: None }
     }
 
     /// Makes `cmd` enter these namespaces between fork and exec.
     pub fn apply(&self, cmd: &mut Command) -> Result<()> {
         let open = |p: &Option<PathBuf>| -> Result<Option<File>> {
-            p.as_ref()
-                .map(|p| File::open(p).with_context(|| format!("opening {}", p.display())))
-                .transpose()
+            p.as_ref().map(|p| File::open(p).with_context(|| format!("opening {}", p.display()))).transpose()
         };
         let net = open(&self.net)?;
         let uts = open(&self.uts)?;

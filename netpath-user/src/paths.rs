@@ -29,12 +29,7 @@ impl Roots {
     /// Roots for an instance whose every directory lies under `base`, except
     /// pins, which must live on bpffs.
     pub fn under(base: &Path, bpf: PathBuf) -> Self {
-        Roots {
-            state: base.join("state"),
-            run: base.join("run"),
-            bpf,
-            config: base.join("daemon.json"),
-        }
+        Roots { state: base.join("state"), run: base.join("run"), bpf, config: base.join("daemon.json") }
     }
 
     pub fn state_file(&self) -> PathBuf {

@@ -15,11 +15,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Routes SIGINT and SIGTERM to the flag.
 pub fn install() {
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic.
         let _ = unsafe { sigaction(sig, &action) };
@@ -33,8 +29,6 @@ pub fn interrupted() -> bool {
 pub fn sleep_unless_interrupted(total: Duration) {
     let end = Instant::now() + total;
     while !interrupted() && Instant::now() < end {
-        std::thread::sleep(
-            Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())),
-        );
+        std::thread::sleep(Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())));
     }
 }

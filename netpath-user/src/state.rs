@@ -55,6 +55,26 @@ pub struct Sandbox {
     /// The detached command started by `run -d`, if any.
     pub pid: Option<i32>,
     pub command: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<crate::ports::Mapping>,
+}
+
+impl Sandbox {
+    /// A record that holds nothing but ports, for planning allocations.
+    pub fn placeholder() -> Sandbox {
+        Sandbox {
+            name: String::new(),
+            id: String::new(),
+            created: String::new(),
+            hostname: String::new(),
+            netns: PathBuf::new(),
+            uts: PathBuf::new(),
+            attachments: Vec::new(),
+            pid: None,
+            command: Vec::new(),
+            ports: Vec::new(),
+        }
+    }
 }
 
 /// A sandbox's interface on one network.
@@ -68,32 +88,37 @@ pub struct Attachment {
     pub mac: Mac,
 }
 
+impl Network {
+    pub fn masquerade(&self) -> bool {
+        !self.internal && self.options.get(crate::network::OPT_MASQUERADE).is_none_or(|v| v != "false")
+    }
+
+    /// The address masquerade uses instead of the uplink's own.
+    pub fn snat_address(&self) -> Option<Ipv4Addr> {
+        self.options.get(crate::network::OPT_HOST_IPV4).and_then(|v| v.parse().ok())
+    }
+
+    /// The host address `-p` binds to when it names none.
+    pub fn host_binding(&self) -> Option<Ipv4Addr> {
+        self.options.get(crate::network::OPT_HOST_BINDING).and_then(|v| v.parse().ok())
+    }
+}
+
 impl State {
     pub fn network(&self, name: &str) -> Result<&Network> {
-        self.networks
-            .get(name)
-            .with_context(|| format!("network {name} not found"))
+        self.networks.get(name).with_context(|| format!("network {name} not found"))
     }
 
     pub fn sandbox(&self, name: &str) -> Result<&Sandbox> {
-        self.sandboxes
-            .get(name)
-            .with_context(|| format!("no such sandbox: {name}"))
+        self.sandboxes.get(name).with_context(|| format!("no such sandbox: {name}"))
     }
 
     /// Every address in use on `network`, gateway excluded.
     pub fn addresses_on<'a>(&'a self, network: &'a str) -> impl Iterator<Item = Ipv4Addr> + 'a {
-        self.sandboxes
-            .values()
-            .flat_map(|s| s.attachments.iter())
-            .filter(move |a| a.network == network)
-            .map(|a| a.ip)
+        self.sandboxes.values().flat_map(|s| s.attachments.iter()).filter(move |a| a.network == network).map(|a| a.ip)
     }
 
-    pub fn attachments_on<'a>(
-        &'a self,
-        network: &'a str,
-    ) -> impl Iterator<Item = (&'a Sandbox, &'a Attachment)> + 'a {
+    pub fn attachments_on<'a>(&'a self, network: &'a str) -> impl Iterator<Item = (&'a Sandbox, &'a Attachment)> + 'a {
         self.sandboxes
             .values()
             .flat_map(|s| s.attachments.iter().map(move |a| (s, a)))
@@ -109,8 +134,7 @@ pub struct Store {
 
 impl Store {
     pub fn open(roots: &Roots) -> Result<(Store, State)> {
-        fs::create_dir_all(&roots.state)
-            .with_context(|| format!("creating {}", roots.state.display()))?;
+        fs::create_dir_all(&roots.state).with_context(|| format!("creating {}", roots.state.display()))?;
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -123,8 +147,7 @@ impl Store {
         }
         let path = roots.state_file();
         let state = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("parsing {}", path.display()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };

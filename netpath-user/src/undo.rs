@@ -12,11 +12,7 @@ impl<'a> Undo<'a> {
         Undo { steps: Vec::new() }
     }
 
-    pub fn push(
-        &mut self,
-        what: impl Into<String>,
-        reverse: impl FnOnce() -> anyhow::Result<()> + 'a,
-    ) {
+    pub fn push(&mut self, what: impl Into<String>, reverse: impl FnOnce() -> anyhow::Result<()> + 'a) {
         self.steps.push((what.into(), Box::new(reverse)));
     }
 

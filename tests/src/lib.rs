@@ -11,9 +11,7 @@ use serde_json::Value;
 pub fn netpath_bin() -> PathBuf {
     std::env::var_os("NETPATH_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/netpath")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/netpath"))
 }
 
 pub fn lab(tag: &str) -> Lab {
@@ -28,14 +26,8 @@ pub fn sandboxes(lab: &Lab) -> Result<Vec<Value>> {
 /// The host-side veth of sandbox `name`.
 pub fn host_ifname(lab: &Lab, name: &str) -> Result<String> {
     let all = sandboxes(lab)?;
-    let s = all
-        .iter()
-        .find(|s| s["name"] == name)
-        .ok_or_else(|| anyhow::anyhow!("no sandbox {name}"))?;
-    Ok(s["attachments"][0]["host_ifname"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
+    let s = all.iter().find(|s| s["name"] == name).ok_or_else(|| anyhow::anyhow!("no sandbox {name}"))?;
+    Ok(s["attachments"][0]["host_ifname"].as_str().unwrap_or_default().to_string())
 }
 
 /// Runs a command, returning (exit code, stdout, stderr).

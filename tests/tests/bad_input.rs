@@ -41,113 +41,24 @@ fn snapshot(lab: &Lab) -> Snapshot {
 #[test]
 fn bad_input_is_rejected_and_changes_nothing() {
     let lab = lab("badinput");
-    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.30.0.0/24"])
-        .unwrap();
-    lab.netpath_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "s1",
-        "--network",
-        "n1",
-        "--ip",
-        "10.30.0.10",
-    ])
-    .unwrap();
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.30.0.0/24"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "s1", "--network", "n1", "--ip", "10.30.0.10"]).unwrap();
     let before = snapshot(&lab);
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["network", "create", "x", "--subnet", "10.0.0.0/33"],
-            "invalid CIDR",
-        ),
-        (
-            &["network", "create", "x", "--subnet", "not-a-cidr"],
-            "invalid CIDR",
-        ),
-        (
-            &[
-                "network",
-                "create",
-                "x",
-                "--subnet",
-                "10.40.0.0/24",
-                "--gateway",
-                "10.41.0.1",
-            ],
-            "gateway",
-        ),
-        (
-            &["network", "create", "x", "--subnet", "10.30.0.128/25"],
-            "overlaps",
-        ),
-        (
-            &["network", "create", "x", "--subnet", "172.17.3.0/24"],
-            "overlaps",
-        ),
-        (
-            &["network", "create", "n1", "--subnet", "10.50.0.0/24"],
-            "already exists",
-        ),
+        (&["network", "create", "x", "--subnet", "10.0.0.0/33"], "invalid CIDR"),
+        (&["network", "create", "x", "--subnet", "not-a-cidr"], "invalid CIDR"),
+        (&["network", "create", "x", "--subnet", "10.40.0.0/24", "--gateway", "10.41.0.1"], "gateway"),
+        (&["network", "create", "x", "--subnet", "10.30.0.128/25"], "overlaps"),
+        (&["network", "create", "x", "--subnet", "172.17.3.0/24"], "overlaps"),
+        (&["network", "create", "n1", "--subnet", "10.50.0.0/24"], "already exists"),
         (&["network", "create", "bridge"], "already exists"),
-        (
-            &["run", "-d", "--name", "s1", "--network", "n1"],
-            "already in use",
-        ),
-        (
-            &[
-                "run",
-                "-d",
-                "--name",
-                "s2",
-                "--network",
-                "n1",
-                "--ip",
-                "10.99.0.5",
-            ],
-            "not a usable address",
-        ),
-        (
-            &[
-                "run",
-                "-d",
-                "--name",
-                "s2",
-                "--network",
-                "n1",
-                "--ip",
-                "10.30.0.10",
-            ],
-            "already in use",
-        ),
-        (
-            &[
-                "run",
-                "-d",
-                "--name",
-                "s2",
-                "--network",
-                "n1",
-                "--ip",
-                "10.30.0.1",
-            ],
-            "already in use",
-        ),
-        (
-            &["run", "-d", "--name", "s2", "--network", "nosuch"],
-            "not found",
-        ),
+        (&["run", "-d", "--name", "s1", "--network", "n1"], "already in use"),
+        (&["run", "-d", "--name", "s2", "--network", "n1", "--ip", "10.99.0.5"], "not a usable address"),
+        (&["run", "-d", "--name", "s2", "--network", "n1", "--ip", "10.30.0.10"], "already in use"),
+        (&["run", "-d", "--name", "s2", "--network", "n1", "--ip", "10.30.0.1"], "already in use"),
+        (&["run", "-d", "--name", "s2", "--network", "nosuch"], "not found"),
         (&["run", "-d", "--name", "bad name"], "invalid name"),
-        (
-            &[
-                "run",
-                "-d",
-                "--name",
-                "s2",
-                "--mac-address",
-                "zz:00:00:00:00:00",
-            ],
-            "invalid MAC",
-        ),
+        (&["run", "-d", "--name", "s2", "--mac-address", "zz:00:00:00:00:00"], "invalid MAC"),
         (&["rm", "nosuch"], "no such sandbox"),
         (&["network", "rm", "nosuch"], "not found"),
         (&["network", "rm", "n1"], "active endpoints"),
@@ -157,16 +68,9 @@ fn bad_input_is_rejected_and_changes_nothing() {
     for (args, reason) in cases {
         let (code, stdout, stderr) = output(&mut lab.netpath(args).unwrap()).unwrap();
         assert_ne!(code, 0, "netpath {args:?} should fail; stdout {stdout}");
-        assert_eq!(
-            stderr.lines().count(),
-            1,
-            "one-line reason for {args:?}: {stderr:?}"
-        );
+        assert_eq!(stderr.lines().count(), 1, "one-line reason for {args:?}: {stderr:?}");
         assert!(stderr.starts_with("netpath: "), "{stderr}");
-        assert!(
-            stderr.contains(reason),
-            "netpath {args:?}: {stderr:?} should mention {reason:?}"
-        );
+        assert!(stderr.contains(reason), "netpath {args:?}: {stderr:?} should mention {reason:?}");
         assert_eq!(snapshot(&lab), before, "netpath {args:?} changed something");
     }
 }
@@ -174,10 +78,8 @@ fn bad_input_is_rejected_and_changes_nothing() {
 #[test]
 fn a_failure_half_way_rolls_back() {
     let lab = lab("rollback");
-    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.31.0.0/24"])
-        .unwrap();
-    lab.netpath_ok(&["run", "-d", "--name", "s1", "--network", "n1"])
-        .unwrap();
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.31.0.0/24"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "s1", "--network", "n1"]).unwrap();
     let bridge = lab.netpath_ok(&["network", "inspect", "n1"]).unwrap();
     let bridge: serde_json::Value = serde_json::from_str(&bridge).unwrap();
     let bridge = bridge[0]["Bridge"].as_str().unwrap().to_string();
@@ -188,17 +90,10 @@ fn a_failure_half_way_rolls_back() {
     lab.in_host(|r| r.delete_by_name(&bridge)).unwrap();
     let mut expected = before;
     expected.links.retain(|l| l != &bridge);
-    let (code, _, stderr) = output(
-        &mut lab
-            .netpath(&["run", "-d", "--name", "s2", "--network", "n1"])
-            .unwrap(),
-    )
-    .unwrap();
+    let (code, _, stderr) =
+        output(&mut lab.netpath(&["run", "-d", "--name", "s2", "--network", "n1"]).unwrap()).unwrap();
     assert_ne!(code, 0);
     assert!(stderr.contains(&bridge), "{stderr}");
     assert_eq!(snapshot(&lab), expected, "nothing of s2 is left");
-    assert_eq!(
-        lab.datapath().endpoints().unwrap().keys().count(),
-        endpoints_before
-    );
+    assert_eq!(lab.datapath().endpoints().unwrap().keys().count(), endpoints_before);
 }

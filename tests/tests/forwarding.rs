@@ -9,30 +9,9 @@ use netpath_tests::{host_ifname, lab, output};
 use serde_json::Value;
 
 fn two_sandboxes(lab: &lab::Lab) {
-    lab.netpath_ok(&["network", "create", "fast", "--subnet", "10.20.0.0/24"])
-        .unwrap();
-    lab.netpath_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "a",
-        "--network",
-        "fast",
-        "--ip",
-        "10.20.0.10",
-    ])
-    .unwrap();
-    lab.netpath_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "b",
-        "--network",
-        "fast",
-        "--ip",
-        "10.20.0.20",
-    ])
-    .unwrap();
+    lab.netpath_ok(&["network", "create", "fast", "--subnet", "10.20.0.0/24"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "fast", "--ip", "10.20.0.10"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "b", "--network", "fast", "--ip", "10.20.0.20"]).unwrap();
 }
 
 /// Runs a sink in sandbox `at`, the sender in `from`; returns both reports.
@@ -47,37 +26,19 @@ fn transfer(lab: &lab::Lab, at: &str, from: &str, sink: &[&str], send: &[&str]) 
     let mut received = String::new();
     out.read_to_string(&mut received).unwrap();
     assert!(child.wait().unwrap().success(), "sink failed");
-    (
-        serde_json::from_str(&received).unwrap(),
-        serde_json::from_str(sent.trim()).unwrap(),
-    )
+    (serde_json::from_str(&received).unwrap(), serde_json::from_str(sent.trim()).unwrap())
 }
 
 #[test]
 fn icmp_between_sandboxes() {
     let lab = lab("icmp");
     two_sandboxes(&lab);
-    let (code, stdout, _) = output(lab.sandbox_cmd("a", "ping").unwrap().args([
-        "-c",
-        "3",
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        "10.20.0.20",
-    ]))
-    .unwrap();
+    let (code, stdout, _) =
+        output(lab.sandbox_cmd("a", "ping").unwrap().args(["-c", "3", "-i", "0.2", "-W", "2", "10.20.0.20"])).unwrap();
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("3 received"), "{stdout}");
-    let forwarded = lab
-        .datapath()
-        .counters(Program::FromContainer)
-        .unwrap()
-        .forwarded_packets;
-    assert!(
-        forwarded >= 6,
-        "echo requests and replies take the fast path, counted {forwarded}"
-    );
+    let forwarded = lab.datapath().counters(Program::FromContainer).unwrap().forwarded_packets;
+    assert!(forwarded >= 6, "echo requests and replies take the fast path, counted {forwarded}");
 }
 
 #[test]
@@ -85,13 +46,7 @@ fn tcp_transfer_skips_the_bridge() {
     let lab = lab("tcp");
     two_sandboxes(&lab);
     // Resolve neighbours first so that no ARP crosses the bridge while measuring.
-    let (code, ..) =
-        output(
-            lab.sandbox_cmd("a", "ping")
-                .unwrap()
-                .args(["-c", "1", "-W", "2", "10.20.0.20"]),
-        )
-        .unwrap();
+    let (code, ..) = output(lab.sandbox_cmd("a", "ping").unwrap().args(["-c", "1", "-W", "2", "10.20.0.20"])).unwrap();
     assert_eq!(code, 0);
     let b_veth = host_ifname(&lab, "b").unwrap();
     let tx = |lab: &lab::Lab| -> LinkCounters { lab.in_host(|r| r.counters(&b_veth)).unwrap() };
@@ -104,35 +59,18 @@ fn tcp_transfer_skips_the_bridge() {
         "b",
         "a",
         &["tcp-sink", "--port", "5001"],
-        &[
-            "tcp-send",
-            "--to",
-            "10.20.0.20:5001",
-            "--bytes",
-            &bytes.to_string(),
-        ],
+        &["tcp-send", "--to", "10.20.0.20:5001", "--bytes", &bytes.to_string()],
     );
 
     let after_link = tx(&lab);
     let after = lab.datapath().counters(Program::FromContainer).unwrap();
     assert_eq!(received["bytes"], bytes);
     assert_eq!(received["sha256"], sent["sha256"], "payload arrived intact");
-    assert_eq!(
-        received["peer"], sent["local"],
-        "the receiver sees the sender's own address and port"
-    );
-    assert!(
-        received["peer"]
-            .as_str()
-            .unwrap()
-            .starts_with("10.20.0.10:")
-    );
+    assert_eq!(received["peer"], sent["local"], "the receiver sees the sender's own address and port");
+    assert!(received["peer"].as_str().unwrap().starts_with("10.20.0.10:"));
     assert_eq!(received["local"], "10.20.0.20:5001");
     let forwarded = after.forwarded_packets - before.forwarded_packets;
-    assert!(
-        forwarded > 100,
-        "bulk transfer forwarded by the program: {forwarded} packets"
-    );
+    assert!(forwarded > 100, "bulk transfer forwarded by the program: {forwarded} packets");
     assert!(after.forwarded_bytes - before.forwarded_bytes >= bytes as u64);
     assert_eq!(
         after_link.tx_packets, before_link.tx_packets,
@@ -144,41 +82,21 @@ fn tcp_transfer_skips_the_bridge() {
 fn udp_datagrams_between_sandboxes() {
     let lab = lab("udp");
     two_sandboxes(&lab);
-    let before = lab
-        .datapath()
-        .counters(Program::FromContainer)
-        .unwrap()
-        .forwarded_packets;
+    let before = lab.datapath().counters(Program::FromContainer).unwrap().forwarded_packets;
     let (received, sent) = transfer(
         &lab,
         "a",
         "b",
         &["udp-sink", "--port", "6000", "--count", "200"],
-        &[
-            "udp-send",
-            "--to",
-            "10.20.0.10:6000",
-            "--count",
-            "200",
-            "--size",
-            "1200",
-        ],
+        &["udp-send", "--to", "10.20.0.10:6000", "--count", "200", "--size", "1200"],
     );
     assert_eq!(received["datagrams"], 200);
     assert_eq!(received["peers"], serde_json::json!([sent["local"]]));
     assert!(sent["local"].as_str().unwrap().starts_with("10.20.0.20:"));
     let one = netpath::lab::payload(1200);
     assert_eq!(received["sha256"], sha2_of_repeated(&one, 200));
-    let forwarded = lab
-        .datapath()
-        .counters(Program::FromContainer)
-        .unwrap()
-        .forwarded_packets
-        - before;
-    assert!(
-        forwarded >= 200,
-        "datagrams took the fast path: {forwarded}"
-    );
+    let forwarded = lab.datapath().counters(Program::FromContainer).unwrap().forwarded_packets - before;
+    assert!(forwarded >= 200, "datagrams took the fast path: {forwarded}");
 }
 
 fn sha2_of_repeated(chunk: &[u8], times: usize) -> String {

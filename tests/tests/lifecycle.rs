@@ -13,12 +13,7 @@ fn host_out(lab: &Lab, argv: &[&str]) -> String {
 
 fn assert_no_firewall_rules(lab: &Lab) {
     let rules = host_out(lab, &["iptables-save"]);
-    assert!(
-        !rules
-            .lines()
-            .any(|l| l.starts_with("-A") || l.starts_with(':')),
-        "iptables: {rules}"
-    );
+    assert!(!rules.lines().any(|l| l.starts_with("-A") || l.starts_with(':')), "iptables: {rules}");
     let ruleset = host_out(lab, &["nft", "list", "ruleset"]);
     assert!(ruleset.trim().is_empty(), "nft: {ruleset}");
 }
@@ -26,16 +21,7 @@ fn assert_no_firewall_rules(lab: &Lab) {
 #[test]
 fn commands_run_inside_sandboxes() {
     let lab = lab("exec");
-    lab.netpath_ok(&[
-        "network",
-        "create",
-        "n1",
-        "--subnet",
-        "10.32.0.0/24",
-        "--mtu",
-        "1450",
-    ])
-    .unwrap();
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.32.0.0/24", "--mtu", "1450"]).unwrap();
     lab.netpath_ok(&[
         "run",
         "-d",
@@ -49,50 +35,21 @@ fn commands_run_inside_sandboxes() {
         "02:11:22:33:44:55",
     ])
     .unwrap();
-    let (code, out, _) =
-        output(&mut lab.netpath(&["exec", "s1", "--", "hostname"]).unwrap()).unwrap();
+    let (code, out, _) = output(&mut lab.netpath(&["exec", "s1", "--", "hostname"]).unwrap()).unwrap();
     assert_eq!((code, out.trim()), (0, "box.example"));
-    let (_, link, _) = output(
-        &mut lab
-            .netpath(&["exec", "s1", "--", "ip", "-o", "link", "show", "eth0"])
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(
-        link.contains("mtu 1450") && link.contains("02:11:22:33:44:55"),
-        "{link}"
-    );
-    let (_, addr, _) = output(
-        &mut lab
-            .netpath(&["exec", "s1", "--", "ip", "-o", "-4", "addr", "show", "eth0"])
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, link, _) =
+        output(&mut lab.netpath(&["exec", "s1", "--", "ip", "-o", "link", "show", "eth0"]).unwrap()).unwrap();
+    assert!(link.contains("mtu 1450") && link.contains("02:11:22:33:44:55"), "{link}");
+    let (_, addr, _) =
+        output(&mut lab.netpath(&["exec", "s1", "--", "ip", "-o", "-4", "addr", "show", "eth0"]).unwrap()).unwrap();
     assert!(addr.contains("10.32.0.2/24"), "{addr}");
-    let (_, route, _) = output(
-        &mut lab
-            .netpath(&["exec", "s1", "--", "ip", "route", "show", "default"])
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, route, _) =
+        output(&mut lab.netpath(&["exec", "s1", "--", "ip", "route", "show", "default"]).unwrap()).unwrap();
     assert!(route.contains("via 10.32.0.1"), "{route}");
 
     // The command's exit code passes through, and --rm removes the sandbox.
     let (code, ..) = output(
-        &mut lab
-            .netpath(&[
-                "run",
-                "--rm",
-                "--name",
-                "t",
-                "--network",
-                "n1",
-                "--",
-                "sh",
-                "-c",
-                "exit 7",
-            ])
-            .unwrap(),
+        &mut lab.netpath(&["run", "--rm", "--name", "t", "--network", "n1", "--", "sh", "-c", "exit 7"]).unwrap(),
     )
     .unwrap();
     assert_eq!(code, 7);
@@ -103,29 +60,14 @@ fn commands_run_inside_sandboxes() {
 
     let inspect: serde_json::Value =
         serde_json::from_str(&lab.netpath_ok(&["network", "inspect", "n1"]).unwrap()).unwrap();
-    let members: Vec<_> = inspect[0]["Containers"]
-        .as_object()
-        .unwrap()
-        .values()
-        .collect();
+    let members: Vec<_> = inspect[0]["Containers"].as_object().unwrap().values().collect();
     assert_eq!(members.len(), 1);
     assert_eq!(members[0]["Name"], "s1");
     assert_eq!(members[0]["IPv4Address"], "10.32.0.2/24");
     assert_eq!(inspect[0]["IPAM"]["Config"][0]["Gateway"], "10.32.0.1");
 
     // A detached command runs until rm -f, which plain rm refuses.
-    lab.netpath_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "svc",
-        "--network",
-        "n1",
-        "--",
-        "sleep",
-        "600",
-    ])
-    .unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "svc", "--network", "n1", "--", "sleep", "600"]).unwrap();
     let (code, _, err) = output(&mut lab.netpath(&["rm", "svc"]).unwrap()).unwrap();
     assert_ne!(code, 0, "{err}");
     lab.netpath_ok(&["rm", "-f", "svc"]).unwrap();
@@ -135,37 +77,20 @@ fn commands_run_inside_sandboxes() {
 fn default_network_follows_daemon_json() {
     let lab = lab("config");
     std::fs::create_dir_all(lab.roots.config.parent().unwrap()).unwrap();
-    std::fs::write(
-        &lab.roots.config,
-        r#"{"bip": "192.168.10.1/24", "mtu": 1400, "bridge": "np-test0"}"#,
-    )
-    .unwrap();
+    std::fs::write(&lab.roots.config, r#"{"bip": "192.168.10.1/24", "mtu": 1400, "bridge": "np-test0"}"#).unwrap();
     lab.netpath_ok(&["run", "-d", "--name", "s1"]).unwrap();
     let bridge = host_out(&lab, &["ip", "-o", "-4", "addr", "show", "np-test0"]);
     assert!(bridge.contains("192.168.10.1/24"), "{bridge}");
     let mtu = host_out(&lab, &["ip", "-o", "link", "show", "np-test0"]);
     assert!(mtu.contains("mtu 1400"), "{mtu}");
-    let (_, eth0, _) = output(
-        &mut lab
-            .netpath(&["exec", "s1", "--", "ip", "-o", "addr", "show", "eth0"])
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, eth0, _) =
+        output(&mut lab.netpath(&["exec", "s1", "--", "ip", "-o", "addr", "show", "eth0"]).unwrap()).unwrap();
     assert!(eth0.contains("192.168.10.2/24"), "{eth0}");
-    let (_, link, _) = output(
-        &mut lab
-            .netpath(&["exec", "s1", "--", "ip", "-o", "link", "show", "eth0"])
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, link, _) =
+        output(&mut lab.netpath(&["exec", "s1", "--", "ip", "-o", "link", "show", "eth0"]).unwrap()).unwrap();
     assert!(link.contains("mtu 1400"), "{link}");
     let (code, out, _) =
-        output(
-            lab.sandbox_cmd("s1", "ping")
-                .unwrap()
-                .args(["-c", "1", "-W", "2", "192.168.10.1"]),
-        )
-        .unwrap();
+        output(lab.sandbox_cmd("s1", "ping").unwrap().args(["-c", "1", "-W", "2", "192.168.10.1"])).unwrap();
     assert_eq!(code, 0, "the gateway answers: {out}");
 }
 
@@ -175,40 +100,18 @@ fn every_map_dumps_with_field_names() {
     lab.netpath_ok(&["run", "-d", "--name", "s1"]).unwrap();
     let maps = lab.datapath().maps_dir();
     for (map, fields) in [
-        (
-            "ENDPOINTS",
-            &["\"ipv4\"", "\"host_ifindex\"", "\"network_id\"", "\"mac\""][..],
-        ),
-        (
-            "STATS",
-            &[
-                "\"forwarded_packets\"",
-                "\"dropped_malformed\"",
-                "\"passed_not_ipv4\"",
-            ][..],
-        ),
+        ("ENDPOINTS", &["\"ipv4\"", "\"host_ifindex\"", "\"network_id\"", "\"mac\""][..]),
+        ("STATS", &["\"forwarded_packets\"", "\"dropped_malformed\"", "\"passed_not_ipv4\""][..]),
     ] {
-        let dump = output(
-            std::process::Command::new("bpftool")
-                .args(["map", "dump", "pinned"])
-                .arg(maps.join(map)),
-        )
-        .unwrap();
+        let dump =
+            output(std::process::Command::new("bpftool").args(["map", "dump", "pinned"]).arg(maps.join(map))).unwrap();
         assert_eq!(dump.0, 0, "{}", dump.2);
         for f in fields {
             assert!(dump.1.contains(f), "{map} dump lacks {f}: {}", dump.1);
         }
     }
-    let listed: Vec<_> = std::fs::read_dir(&maps)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert_eq!(
-        listed.len(),
-        netpath_common::map_names::ALL.len(),
-        "every pinned map is covered: {listed:?}"
-    );
+    let listed: Vec<_> = std::fs::read_dir(&maps).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(listed.len(), netpath_common::map_names::ALL.len(), "every pinned map is covered: {listed:?}");
 }
 
 #[test]
@@ -219,62 +122,28 @@ fn removing_everything_leaves_nothing_and_no_firewall_rules_ever() {
         l.sort();
         l
     };
-    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.33.0.0/24"])
-        .unwrap();
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.33.0.0/24"]).unwrap();
     lab.netpath_ok(&["network", "create", "n2"]).unwrap();
-    lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1"])
-        .unwrap();
-    lab.netpath_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "b",
-        "--network",
-        "n2",
-        "--",
-        "sleep",
-        "600",
-    ])
-    .unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "b", "--network", "n2", "--", "sleep", "600"]).unwrap();
     lab.netpath_ok(&["run", "-d", "--name", "c"]).unwrap();
-    let (code, ..) =
-        output(
-            lab.sandbox_cmd("a", "ping")
-                .unwrap()
-                .args(["-c", "1", "-W", "2", "10.33.0.1"]),
-        )
-        .unwrap();
+    let (code, ..) = output(lab.sandbox_cmd("a", "ping").unwrap().args(["-c", "1", "-W", "2", "10.33.0.1"])).unwrap();
     assert_eq!(code, 0);
     assert_no_firewall_rules(&lab);
 
     lab.netpath_ok(&["rm", "-f", "a", "b", "c"]).unwrap();
     lab.netpath_ok(&["network", "rm", "n1", "n2"]).unwrap();
-    assert!(
-        !lab.in_host(|r| r.link_names())
-            .unwrap()
-            .iter()
-            .any(|l| l.starts_with("veth"))
-    );
+    assert!(!lab.in_host(|r| r.link_names()).unwrap().iter().any(|l| l.starts_with("veth")));
     lab.netpath_ok(&["system", "reset"]).unwrap();
 
     let mut links_after = lab.in_host(|r| r.link_names()).unwrap();
     links_after.sort();
     assert_eq!(links_after, links_before, "no leftover links");
     assert!(!lab.roots.bpf.exists(), "no leftover pins");
-    let ns_files: Vec<_> = std::fs::read_dir(lab.roots.netns_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .collect();
-    assert!(
-        ns_files.is_empty(),
-        "no leftover namespace files: {ns_files:?}"
-    );
+    let ns_files: Vec<_> = std::fs::read_dir(lab.roots.netns_dir()).into_iter().flatten().flatten().collect();
+    assert!(ns_files.is_empty(), "no leftover namespace files: {ns_files:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(lab.roots.run.to_str().unwrap()),
-        "no leftover mounts"
-    );
+    assert!(!mounts.contains(lab.roots.run.to_str().unwrap()), "no leftover mounts");
     assert_eq!(lab.netpath_ok(&["ps"]).unwrap().lines().count(), 1);
     assert_no_firewall_rules(&lab);
 }

@@ -44,10 +44,7 @@ fn main() {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask sits in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
 }
 
 fn netpath_bin() -> PathBuf {
@@ -64,19 +61,14 @@ fn run(cli: Cli) -> Result<()> {
         Task::Run { args } => {
             setup::ensure()?;
             build()?;
-            let args = if args.is_empty() {
-                vec!["lab".into(), "demo".into()]
-            } else {
-                args
-            };
+            let args = if args.is_empty() { vec!["lab".into(), "demo".into()] } else { args };
             exec(Command::new(netpath_bin()).args(&args))
         }
         Task::Test { args } => {
             setup::ensure()?;
             build()?;
             let mut cmd = cargo();
-            cmd.args(["nextest", "run", "--release", "--no-fail-fast"])
-                .args(&args);
+            cmd.args(["nextest", "run", "--release", "--no-fail-fast"]).args(&args);
             cmd.env("NETPATH_BIN", netpath_bin());
             exec(&mut cmd)
         }
@@ -90,14 +82,7 @@ fn cargo() -> Command {
 }
 
 fn build() -> Result<()> {
-    exec(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "netpath-user",
-        "--bin",
-        "netpath",
-    ]))?;
+    exec(cargo().args(["build", "--release", "-p", "netpath-user", "--bin", "netpath"]))?;
     if !netpath_bin().exists() {
         bail!("build finished but {} is missing", netpath_bin().display());
     }

@@ -37,10 +37,7 @@ pub fn ensure() -> Result<()> {
 }
 
 fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -59,11 +56,7 @@ fn installed(pkg: &str) -> bool {
 }
 
 fn apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -78,9 +71,7 @@ fn apt_packages() -> Result<()> {
 fn cargo_bin(name: &str) -> std::path::PathBuf {
     let home = std::env::var_os("CARGO_HOME")
         .map(Into::into)
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
-        });
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"));
     home.join("bin").join(name)
 }
 
@@ -93,22 +84,18 @@ fn bpf_linker() -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22");
-    run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
-            .args(["--no-default-features", "--features", "llvm-22"])
-            .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
-    )
+    run(Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
 }
 
 /// A rustup toolchain pairing Debian's rustc (which ships a prebuilt bpf
 /// `core`) with stable cargo, for aya-build to call.
 fn linked_toolchain() -> Result<()> {
     let bin = Path::new(TOOLCHAIN_DIR).join("bin");
-    let ok =
-        succeeds(Command::new("rustup").args(["run", TOOLCHAIN, "rustc", "--print", "sysroot"]))
-            && std::fs::read_link(bin.join("rustc"))
-                .is_ok_and(|t| t == Path::new("/usr/bin/rustc"));
+    let ok = succeeds(Command::new("rustup").args(["run", TOOLCHAIN, "rustc", "--print", "sysroot"]))
+        && std::fs::read_link(bin.join("rustc")).is_ok_and(|t| t == Path::new("/usr/bin/rustc"));
     if ok {
         return Ok(());
     }
@@ -126,8 +113,7 @@ fn linked_toolchain() -> Result<()> {
     for (name, target) in [("rustc", "/usr/bin/rustc"), ("cargo", cargo.as_str())] {
         let link = bin.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(target, &link)
-            .with_context(|| format!("linking {}", link.display()))?;
+        std::os::unix::fs::symlink(target, &link).with_context(|| format!("linking {}", link.display()))?;
     }
     run(Command::new("rustup").args(["toolchain", "link", TOOLCHAIN, TOOLCHAIN_DIR]))
 }

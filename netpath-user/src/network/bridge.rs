@@ -17,16 +17,15 @@ use crate::{
 pub fn create(host: &Host, net: &Network) -> Result<()> {
     host.rtnl.ensure_absent(&net.bridge)?;
     let id = net.id.as_bytes();
-    let hex = |i: usize| {
-        u8::from_str_radix(std::str::from_utf8(&id[i..i + 2]).unwrap_or("00"), 16).unwrap_or(0)
-    };
+    let hex = |i: usize| u8::from_str_radix(std::str::from_utf8(&id[i..i + 2]).unwrap_or("00"), 16).unwrap_or(0);
     let mac = [0x02, 0x42, hex(0), hex(2), hex(4), hex(6)];
     let index = host.rtnl.add_bridge(&net.bridge, net.mtu, mac)?;
     let mut undo = Undo::new();
     undo.push(format!("bridge {}", net.bridge), || host.rtnl.delete(index));
     crate::sysctl::disable_ipv6(&net.bridge)?;
-    host.rtnl
-        .add_address(index, net.gateway, net.subnet.prefix())?;
+    // Sandboxes reach the outside through the host, as with Docker.
+    crate::sysctl::set("net.ipv4.ip_forward", "1")?;
+    host.rtnl.add_address(index, net.gateway, net.subnet.prefix())?;
     host.rtnl.set_up(index)?;
     undo.commit();
     Ok(())
@@ -38,49 +37,28 @@ pub fn remove(host: &Host, net: &Network) -> Result<()> {
 
 /// Plugs a sandbox into `net`: veth pair, addressing inside the sandbox,
 /// bridge port, data path program and endpoint entry. All or nothing.
-pub fn attach(
-    host: &Host,
-    net: &Network,
-    netns_path: &Path,
-    att: &Attachment,
-    default_route: bool,
-) -> Result<()> {
+pub fn attach(host: &Host, net: &Network, netns_path: &Path, att: &Attachment, default_route: bool) -> Result<()> {
     let peer_tmp = format!("{}p", att.host_ifname);
     let (host_index, peer_index) = host.rtnl.add_veth(&att.host_ifname, &peer_tmp, net.mtu)?;
     let mut undo = Undo::new();
-    undo.push(format!("veth {}", att.host_ifname), || {
-        host.rtnl.delete_by_name(&att.host_ifname)
-    });
+    undo.push(format!("veth {}", att.host_ifname), || host.rtnl.delete_by_name(&att.host_ifname));
 
-    let ns_file =
-        File::open(netns_path).with_context(|| format!("opening {}", netns_path.display()))?;
+    let ns_file = File::open(netns_path).with_context(|| format!("opening {}", netns_path.display()))?;
     host.rtnl.move_to_netns(peer_index, &ns_file)?;
     let gateway = net.gateway;
-    netns::run_in(netns_path, || {
-        configure_inside(&peer_tmp, att, net.subnet.prefix(), gateway, default_route)
-    })
-    .context("configuring the sandbox interface")?;
+    netns::run_in(netns_path, || configure_inside(&peer_tmp, att, net.subnet.prefix(), gateway, default_route))
+        .context("configuring the sandbox interface")?;
 
     let bridge_index = host.rtnl.require_index(&net.bridge)?;
     host.rtnl.set_master(host_index, bridge_index)?;
     crate::sysctl::disable_ipv6(&att.host_ifname)?;
     host.rtnl.set_up(host_index)?;
 
-    host.datapath.ensure_loaded()?;
-    host.datapath.attach_from_container(&att.host_ifname)?;
-    undo.push("data path link", || host.datapath.detach(&att.host_ifname));
-    let key = EndpointKey {
-        ipv4: att.ip.octets(),
-    };
-    host.datapath.set_endpoint(
-        key,
-        Endpoint {
-            host_ifindex: host_index,
-            network_id: net.index,
-            mac: att.mac,
-            _pad: [0; 2],
-        },
-    )?;
+    host.datapath.attach_sandbox(&att.host_ifname)?;
+    undo.push("data path link", || host.datapath.detach_sandbox(&att.host_ifname));
+    let key = EndpointKey { ipv4: att.ip.octets() };
+    host.datapath
+        .set_endpoint(key, Endpoint { host_ifindex: host_index, network_id: net.index, mac: att.mac, _pad: [0; 2] })?;
     undo.commit();
     Ok(())
 }
@@ -110,10 +88,8 @@ fn configure_inside(
 /// one failed; the first error is returned.
 pub fn detach(host: &Host, att: &Attachment) -> Result<()> {
     let results = [
-        host.datapath.remove_endpoint(EndpointKey {
-            ipv4: att.ip.octets(),
-        }),
-        host.datapath.detach(&att.host_ifname),
+        host.datapath.remove_endpoint(EndpointKey { ipv4: att.ip.octets() }),
+        host.datapath.detach_sandbox(&att.host_ifname),
         host.rtnl.delete_by_name(&att.host_ifname),
     ];
     results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())

@@ -27,11 +27,7 @@ pub fn allocate(
     let taken = |ip: Ipv4Addr| ip == network.gateway || used.contains(&ip);
     if let Some(ip) = requested {
         if !is_host_address(network.subnet, ip) {
-            bail!(
-                "address {ip} is not a usable address of network {} ({})",
-                network.name,
-                network.subnet
-            );
+            bail!("address {ip} is not a usable address of network {} ({})", network.name, network.subnet);
         }
         if taken(ip) {
             bail!("address {ip} is already in use on network {}", network.name);

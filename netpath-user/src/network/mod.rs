@@ -20,14 +20,15 @@ pub const RESERVED_NAMES: &[&str] = &["bridge", "host", "none", "default"];
 
 pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
+pub const OPT_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
+pub const OPT_HOST_IPV4: &str = "com.docker.network.host_ipv4";
 
 /// Docker's default-address-pools: /16s from 172.17.0.0/12, then /20s of
 /// 192.168.0.0/16.
 fn default_pools() -> impl Iterator<Item = Ipv4Network> {
-    let b172 =
-        (17u8..=31).map(|b| Ipv4Network::new(Ipv4Addr::new(172, b, 0, 0), 16).expect("valid"));
-    let b192 =
-        (0u8..16).map(|i| Ipv4Network::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).expect("valid"));
+    let b172 = (17u8..=31).map(|b| Ipv4Network::new(Ipv4Addr::new(172, b, 0, 0), 16).expect("valid"));
+    let b192 = (0u8..16).map(|i| Ipv4Network::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).expect("valid"));
     b172.chain(b192)
 }
 
@@ -90,11 +91,7 @@ fn parse_key_values(items: &[String], what: &str) -> Result<BTreeMap<String, Str
 /// Subnets already taken: every network's, and the default network's even
 /// before it exists.
 fn taken_subnets(state: &State, config: &Config) -> Vec<(String, Ipv4Network)> {
-    let mut taken: Vec<_> = state
-        .networks
-        .values()
-        .map(|n| (n.name.clone(), n.subnet))
-        .collect();
+    let mut taken: Vec<_> = state.networks.values().map(|n| (n.name.clone(), n.subnet)).collect();
     if !state.networks.contains_key(DEFAULT_NETWORK) {
         taken.push((DEFAULT_NETWORK.to_string(), config.subnet()));
     }
@@ -102,12 +99,7 @@ fn taken_subnets(state: &State, config: &Config) -> Vec<(String, Ipv4Network)> {
 }
 
 fn next_index(state: &State) -> u32 {
-    state
-        .networks
-        .values()
-        .map(|n| n.index)
-        .max()
-        .map_or(1, |i| i + 1)
+    state.networks.values().map(|n| n.index).max().map_or(1, |i| i + 1)
 }
 
 /// Turns a request into a network record, checking everything first; nothing
@@ -139,15 +131,11 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
         }
         None => default_pools()
             .find(|p| !taken.iter().any(|(_, t)| overlaps(*t, *p)))
-            .ok_or_else(|| {
-                anyhow::anyhow!("could not find an available, non-overlapping address pool")
-            })?,
+            .ok_or_else(|| anyhow::anyhow!("could not find an available, non-overlapping address pool"))?,
     };
     let gateway = match &req.gateway {
         Some(g) => {
-            let gw: Ipv4Addr = g
-                .parse()
-                .map_err(|_| anyhow::anyhow!("invalid gateway address: {g}"))?;
+            let gw: Ipv4Addr = g.parse().map_err(|_| anyhow::anyhow!("invalid gateway address: {g}"))?;
             if !ipam::is_host_address(subnet, gw) {
                 bail!("gateway {gw} is not a usable address of subnet {subnet}");
             }
@@ -168,12 +156,20 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
     };
     let mtu = match (req.mtu, options.get(OPT_MTU)) {
         (Some(m), _) => m,
-        (None, Some(m)) => m
-            .parse()
-            .map_err(|_| anyhow::anyhow!("invalid {OPT_MTU} {m:?}"))?,
+        (None, Some(m)) => m.parse().map_err(|_| anyhow::anyhow!("invalid {OPT_MTU} {m:?}"))?,
         (None, None) => config.mtu,
     };
     validate_mtu(mtu)?;
+    for key in [OPT_HOST_BINDING, OPT_HOST_IPV4] {
+        if let Some(v) = options.get(key) {
+            v.parse::<Ipv4Addr>().map_err(|_| anyhow::anyhow!("invalid {key} {v:?}: an IPv4 address"))?;
+        }
+    }
+    if let Some(v) = options.get(OPT_MASQUERADE) {
+        if v != "true" && v != "false" {
+            bail!("invalid {OPT_MASQUERADE} {v:?}: true or false");
+        }
+    }
     let id = state::new_id();
     let bridge = match options.get(OPT_BRIDGE_NAME) {
         Some(b) => b.clone(),
@@ -181,10 +177,7 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
     };
     validate_ifname(&bridge)?;
     if let Some(other) = state.networks.values().find(|n| n.bridge == bridge) {
-        bail!(
-            "bridge name {bridge} is already used by network {}",
-            other.name
-        );
+        bail!("bridge name {bridge} is already used by network {}", other.name);
     }
     Ok(Network {
         name: req.name.clone(),
@@ -219,12 +212,11 @@ pub fn plan_default(state: &State, config: &Config) -> Network {
         mtu: config.mtu,
         internal: false,
         options: BTreeMap::from([
-            (
-                "com.docker.network.bridge.default_bridge".into(),
-                "true".into(),
-            ),
+            ("com.docker.network.bridge.default_bridge".into(), "true".into()),
             (OPT_BRIDGE_NAME.into(), config.bridge.clone()),
             (OPT_MTU.into(), config.mtu.to_string()),
+            (OPT_MASQUERADE.into(), config.ip_masq.to_string()),
+            (OPT_HOST_BINDING.into(), config.default_bind_ip.to_string()),
         ]),
         labels: BTreeMap::new(),
         is_default: true,
@@ -235,6 +227,10 @@ pub fn plan_default(state: &State, config: &Config) -> Network {
 pub fn create(host: &crate::host::Host, state: &mut State, req: &CreateRequest) -> Result<Network> {
     let net = plan(state, &host.config, req)?;
     bridge::create(host, &net)?;
+    if let Err(e) = host.sync_network(&net) {
+        let _ = bridge::remove(host, &net);
+        return Err(e);
+    }
     state.networks.insert(net.name.clone(), net.clone());
     Ok(net)
 }
@@ -246,29 +242,28 @@ pub fn ensure_default(host: &crate::host::Host, state: &mut State) -> Result<()>
     }
     let net = plan_default(state, &host.config);
     bridge::create(host, &net)?;
+    if let Err(e) = host.sync_network(&net) {
+        let _ = bridge::remove(host, &net);
+        return Err(e);
+    }
     state.networks.insert(net.name.clone(), net);
     Ok(())
 }
 
 /// Removes a network that no sandbox uses.
-pub fn remove(
-    host: &crate::host::Host,
-    state: &mut State,
-    name: &str,
-    allow_default: bool,
-) -> Result<()> {
+pub fn remove(host: &crate::host::Host, state: &mut State, name: &str, allow_default: bool) -> Result<()> {
     let net = state.network(name)?.clone();
     if net.is_default && !allow_default {
         bail!("{name} is a pre-defined network and cannot be removed");
     }
-    let users: Vec<&str> = state
-        .attachments_on(name)
-        .map(|(s, _)| s.name.as_str())
-        .collect();
+    let users: Vec<&str> = state.attachments_on(name).map(|(s, _)| s.name.as_str()).collect();
     if !users.is_empty() {
         bail!("network {name} has active endpoints: {}", users.join(", "));
     }
     bridge::remove(host, &net)?;
+    if host.datapath.is_loaded() {
+        host.datapath.remove_network(net.index)?;
+    }
     state.networks.remove(name);
     Ok(())
 }
@@ -291,14 +286,7 @@ mod tests {
         let state = State::default();
         let config = Config::default();
         assert!(plan(&state, &config, &req("n", Some("10.0.0.0/33"), None)).is_err());
-        assert!(
-            plan(
-                &state,
-                &config,
-                &req("n", Some("10.0.0.0/24"), Some("10.0.1.1"))
-            )
-            .is_err()
-        );
+        assert!(plan(&state, &config, &req("n", Some("10.0.0.0/24"), Some("10.0.1.1"))).is_err());
         assert!(plan(&state, &config, &req("n", Some("172.17.5.0/24"), None)).is_err());
         assert!(plan(&state, &config, &req("bad name", None, None)).is_err());
         assert!(plan(&state, &config, &req("bridge", None, None)).is_err());

@@ -1,0 +1,102 @@
+//! Connection tracking for translated connections. Each connection has two
+//! entries, one per direction, keyed by the tuple as it appears on the wire
+//! where netpath sees it, each saying how to rewrite that direction. Expiry
+//! is lazy (checked on lookup) plus a userspace sweep; the map is an LRU so a
+//! full table evicts the coldest entry instead of refusing new connections.
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_coarse_ns};
+use netpath_common::{CtEntry, DatapathConfig, FlowKey, IPPROTO_TCP, IPPROTO_UDP, ct_state};
+
+use crate::{
+    maps::CONNTRACK,
+    packet::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
+
+const NS_PER_S: u64 = 1_000_000_000;
+/// How stale `last_seen_ns` may get before a packet refreshes it; avoids a
+/// write to a shared cache line on every packet.
+const REFRESH_NS: u64 = NS_PER_S;
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+#[inline(always)]
+fn timeout_ns(state: u8, cfg: &DatapathConfig) -> u64 {
+    let s = match state {
+        ct_state::SYN_SENT => cfg.ct_syn_timeout_s,
+        ct_state::ESTABLISHED => cfg.ct_established_timeout_s,
+        ct_state::CLOSING => cfg.ct_closing_timeout_s,
+        ct_state::UDP => cfg.ct_udp_timeout_s,
+        _ => cfg.ct_icmp_timeout_s,
+    };
+    s as u64 * NS_PER_S
+}
+
+#[inline(always)]
+pub fn initial_state(p: &Packet) -> u8 {
+    match p.key.proto {
+        IPPROTO_TCP if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => ct_state::SYN_SENT,
+        IPPROTO_TCP => ct_state::ESTABLISHED,
+        IPPROTO_UDP => ct_state::UDP,
+        _ => ct_state::ICMP,
+    }
+}
+
+#[inline(always)]
+fn next_state(state: u8, p: &Packet) -> u8 {
+    if p.key.proto != IPPROTO_TCP {
+        return state;
+    }
+    let f = p.tcp_flags;
+    if f & (TCP_FIN | TCP_RST) != 0 {
+        ct_state::CLOSING
+    } else if f & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        ct_state::SYN_SENT
+    } else if state == ct_state::SYN_SENT && f & TCP_ACK != 0 {
+        ct_state::ESTABLISHED
+    } else {
+        state
+    }
+}
+
+/// The live entry for `key`, refreshed by `p`; expired entries (and their
+/// pair) are removed and reported as absent.
+#[inline(always)]
+pub fn lookup(key: &FlowKey, p: &Packet, cfg: &DatapathConfig, now: u64) -> Option<CtEntry> {
+    let entry = CONNTRACK.get_ptr_mut(key)?;
+    // SAFETY: the pointer refers to the map value for the rest of this run;
+    // concurrent updates of these plain fields are benign.
+    let e = unsafe { &mut *entry };
+    if now.saturating_sub(e.last_seen_ns) > timeout_ns(e.state, cfg) {
+        let pair = e.pair;
+        let _ = CONNTRACK.remove(key);
+        let _ = CONNTRACK.remove(pair);
+        return None;
+    }
+    let state = next_state(e.state, p);
+    if state != e.state || now.saturating_sub(e.last_seen_ns) > REFRESH_NS {
+        e.state = state;
+        e.last_seen_ns = now;
+    }
+    Some(*e)
+}
+
+/// Records both directions of a new connection. The reply direction is
+/// claimed first and only if free, which makes the choice of a translated
+/// source port atomic across CPUs.
+#[inline(always)]
+pub fn claim_reply(key: &FlowKey, entry: &CtEntry) -> bool {
+    CONNTRACK.insert(key, entry, BPF_NOEXIST as u64).is_ok()
+}
+
+#[inline(always)]
+pub fn insert(key: &FlowKey, entry: &CtEntry) -> bool {
+    CONNTRACK.insert(key, entry, 0).is_ok()
+}
+
+#[inline(always)]
+pub fn remove(key: &FlowKey) {
+    let _ = CONNTRACK.remove(key);
+}

@@ -1,0 +1,179 @@
+//! TC ingress of every sandbox's host-side veth: what a sandbox sends.
+//!
+//! - Traffic to a sandbox of the same network is handed straight to it
+//!   (`bpf_redirect_peer`), skipping the bridge.
+//! - Tracked connections whose translated destination is a sandbox on this
+//!   host (hairpin through a published port, and its replies) are translated
+//!   and delivered here too.
+//! - New connections from a sandbox to a published port of this host are
+//!   DNATed here (hairpin); to itself, also SNATed to the gateway, since a
+//!   sandbox drops packets that claim to come from its own address.
+//! - `--internal` networks lose everything leaving their subnet.
+//! - Everything else goes the kernel's way; masquerade happens on the uplink.
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use netpath_common::{CtEntry, Endpoint, FlowKey, NetworkPolicy, Program, ct_flags, network_flags};
+
+use crate::{
+    conntrack, maps, nat,
+    packet::{Kind, Packet, Parsed, parse},
+    route::{self, TC_ACT_REDIRECT},
+    stats::count,
+};
+
+const PROGRAM: Program = Program::FromContainer;
+
+#[inline(always)]
+pub fn run(ctx: &TcContext) -> i32 {
+    let p = match parse(ctx) {
+        Parsed::Ipv4(p) => p,
+        Parsed::NotIpv4 => {
+            count(PROGRAM, |c| c.passed_not_ipv4 += 1);
+            return TC_ACT_OK;
+        }
+        Parsed::Malformed => {
+            count(PROGRAM, |c| c.dropped_malformed += 1);
+            return TC_ACT_SHOT;
+        }
+    };
+    let cfg = maps::config();
+    let now = conntrack::now();
+    if p.kind != Kind::Other {
+        if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
+            return tracked(ctx, &p, &entry);
+        }
+    }
+    // The source must be the sandbox behind this very veth, so that a
+    // sandbox cannot borrow another's address to reach past its network.
+    let ifindex = route::ingress_ifindex(ctx);
+    let Some(src) = maps::endpoint(p.key.saddr).filter(|src| src.host_ifindex == ifindex) else {
+        count(PROGRAM, |c| c.passed_unknown_source += 1);
+        return TC_ACT_OK;
+    };
+    if let Some(dst) = maps::endpoint(p.key.daddr) {
+        if src.network_id != dst.network_id {
+            count(PROGRAM, |c| c.passed_other_network += 1);
+            return TC_ACT_OK;
+        }
+        return same_network(ctx, &p, &dst);
+    }
+    let Some(net) = maps::network(src.network_id) else {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    };
+    if matches!(p.kind, Kind::Tcp | Kind::Udp) {
+        if let Some(target) = crate::publish::find(&p.key, cfg.port_range_count) {
+            if p.key.daddr == net.gateway || route::is_local(ctx, ifindex, p.key.saddr, p.key.daddr) {
+                return hairpin(ctx, &p, &net, target.addr, target.port, now);
+            }
+        }
+    }
+    if net.flags & network_flags::INTERNAL != 0 && !in_subnet(&net, p.key.daddr) {
+        count(PROGRAM, |c| c.dropped_internal_network += 1);
+        return TC_ACT_SHOT;
+    }
+    count(PROGRAM, |c| c.passed_no_endpoint += 1);
+    TC_ACT_OK
+}
+
+#[inline(always)]
+fn in_subnet(net: &NetworkPolicy, addr: [u8; 4]) -> bool {
+    let a = u32::from_ne_bytes(addr);
+    let m = u32::from_ne_bytes(net.subnet_mask);
+    a & m == u32::from_ne_bytes(net.subnet) & m
+}
+
+#[inline(always)]
+fn same_network(ctx: &TcContext, p: &Packet, dst: &Endpoint) -> i32 {
+    if ctx.store(0, &dst.mac, 0).is_err() {
+        count(PROGRAM, |c| c.dropped_redirect_failed += 1);
+        return TC_ACT_SHOT;
+    }
+    let verdict = route::into_sandbox(dst);
+    let len = u64::from(p.len);
+    if verdict == TC_ACT_REDIRECT {
+        count(PROGRAM, |c| {
+            c.forwarded_packets += 1;
+            c.forwarded_bytes += len;
+        });
+    } else {
+        count(PROGRAM, |c| c.dropped_redirect_failed += 1);
+    }
+    verdict
+}
+
+/// A packet of a tracked connection: translated and delivered here when its
+/// new destination is a sandbox of this host, else left for the uplink.
+#[inline(always)]
+fn tracked(ctx: &TcContext, p: &Packet, entry: &CtEntry) -> i32 {
+    let Some(dst) = maps::endpoint(entry.rewrite.daddr) else {
+        return TC_ACT_OK;
+    };
+    deliver_translated(ctx, p, &entry.rewrite, &dst)
+}
+
+#[inline(always)]
+fn deliver_translated(ctx: &TcContext, p: &Packet, to: &FlowKey, dst: &Endpoint) -> i32 {
+    let gw_mac = maps::network(dst.network_id).map(|n| n.gateway_mac).unwrap_or_default();
+    if nat::rewrite(ctx, p, to).is_err()
+        || nat::decrement_ttl(ctx, p).is_err()
+        || nat::set_macs(ctx, &dst.mac, &gw_mac).is_err()
+    {
+        count(PROGRAM, |c| c.dropped_redirect_failed += 1);
+        return TC_ACT_SHOT;
+    }
+    let verdict = route::into_sandbox(dst);
+    let len = u64::from(p.len);
+    count(PROGRAM, |c| {
+        c.nat_packets += 1;
+        c.nat_bytes += len;
+    });
+    verdict
+}
+
+/// A sandbox connecting to a published port of this host.
+#[inline(always)]
+fn hairpin(ctx: &TcContext, p: &Packet, net: &NetworkPolicy, taddr: [u8; 4], tport: u16, now: u64) -> i32 {
+    let Some(dst) = maps::endpoint(taddr) else {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    };
+    let to_self = taddr == p.key.saddr;
+    let state = conntrack::initial_state(p);
+    let mut flags = ct_flags::DNAT;
+    if to_self {
+        flags |= ct_flags::SNAT;
+    }
+    let src_addr = if to_self { net.gateway } else { p.key.saddr };
+    for attempt in 0..nat::SNAT_ATTEMPTS {
+        let sport = if to_self { nat::candidate_port(p.key.sport, attempt) } else { p.key.sport };
+        let orig_to = FlowKey { saddr: src_addr, daddr: taddr, sport, dport: tport, ..p.key };
+        let reply_key = orig_to.reversed();
+        let reply = CtEntry {
+            rewrite: p.key.reversed(),
+            pair: p.key,
+            last_seen_ns: now,
+            state,
+            flags: flags | ct_flags::REPLY,
+            _pad: [0; 6],
+        };
+        if !conntrack::claim_reply(&reply_key, &reply) {
+            if !to_self {
+                break;
+            }
+            continue;
+        }
+        let orig = CtEntry { rewrite: orig_to, pair: reply_key, last_seen_ns: now, state, flags, _pad: [0; 6] };
+        if !conntrack::insert(&p.key, &orig) {
+            conntrack::remove(&reply_key);
+            count(PROGRAM, |c| c.dropped_conntrack_full += 1);
+            return TC_ACT_SHOT;
+        }
+        count(PROGRAM, |c| c.dnat_new += 1);
+        return deliver_translated(ctx, p, &orig_to, &dst);
+    }
+    count(PROGRAM, |c| c.dropped_nat_port_exhausted += 1);
+    TC_ACT_SHOT
+}

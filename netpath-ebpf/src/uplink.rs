@@ -1,0 +1,246 @@
+//! The host's uplinks, where traffic enters from and leaves to the outside.
+//!
+//! `from_uplink` (TC ingress): replies to masqueraded connections and
+//! connections to published ports are translated and handed straight into
+//! the sandbox; ICMP errors about them are translated too. `to_uplink` (TC
+//! egress): sandbox traffic the kernel routed out is masqueraded, and replies
+//! of published-port connections get the published address back.
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use netpath_common::{CtEntry, FlowKey, Program, ct_flags, network_flags};
+
+use crate::{
+    conntrack,
+    maps::{self, UPLINKS},
+    nat,
+    packet::{Kind, Packet, Parsed, parse, parse_quoted},
+    route::{self, TC_ACT_REDIRECT},
+    stats::count,
+};
+
+#[inline(always)]
+fn parsed(ctx: &TcContext, program: Program) -> Result<Packet, i32> {
+    match parse(ctx) {
+        Parsed::Ipv4(p) => Ok(p),
+        Parsed::NotIpv4 => {
+            count(program, |c| c.passed_not_ipv4 += 1);
+            Err(TC_ACT_OK)
+        }
+        Parsed::Malformed => {
+            count(program, |c| c.dropped_malformed += 1);
+            Err(TC_ACT_SHOT)
+        }
+    }
+}
+
+#[inline(always)]
+pub fn from_uplink(ctx: &TcContext) -> i32 {
+    const PROGRAM: Program = Program::FromUplink;
+    let p = match parsed(ctx, PROGRAM) {
+        Ok(p) => p,
+        Err(verdict) => return verdict,
+    };
+    let cfg = maps::config();
+    let now = conntrack::now();
+    match p.kind {
+        Kind::Other => {
+            count(PROGRAM, |c| c.passed_no_endpoint += 1);
+            return TC_ACT_OK;
+        }
+        Kind::IcmpError => return icmp_error(ctx, &p, &cfg, now),
+        _ => {}
+    }
+    if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
+        return into_sandbox(ctx, &p, &entry.rewrite, PROGRAM);
+    }
+    if !matches!(p.kind, Kind::Tcp | Kind::Udp) {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    }
+    let Some(target) = crate::publish::find(&p.key, cfg.port_range_count) else {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    };
+    let ifindex = route::ingress_ifindex(ctx);
+    // SAFETY: value copied out immediately.
+    let uplink_addr = unsafe { UPLINKS.get(ifindex) }.map(|u| u.addr);
+    if uplink_addr != Some(p.key.daddr) && !route::is_local(ctx, ifindex, p.key.saddr, p.key.daddr) {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    }
+    let orig_to = FlowKey { daddr: target.addr, dport: target.port, ..p.key };
+    let state = conntrack::initial_state(&p);
+    let reply_key = orig_to.reversed();
+    let reply = CtEntry {
+        rewrite: p.key.reversed(),
+        pair: p.key,
+        last_seen_ns: now,
+        state,
+        flags: ct_flags::DNAT | ct_flags::REPLY,
+        _pad: [0; 6],
+    };
+    let orig =
+        CtEntry { rewrite: orig_to, pair: reply_key, last_seen_ns: now, state, flags: ct_flags::DNAT, _pad: [0; 6] };
+    if !conntrack::insert(&reply_key, &reply) || !conntrack::insert(&p.key, &orig) {
+        conntrack::remove(&reply_key);
+        count(PROGRAM, |c| c.dropped_conntrack_full += 1);
+        return TC_ACT_SHOT;
+    }
+    count(PROGRAM, |c| c.dnat_new += 1);
+    into_sandbox(ctx, &p, &orig_to, PROGRAM)
+}
+
+/// Translates `p` to `to` and, when that lands in a sandbox of this host,
+/// delivers it there; otherwise the kernel routes the translated packet.
+#[inline(always)]
+fn into_sandbox(ctx: &TcContext, p: &Packet, to: &FlowKey, program: Program) -> i32 {
+    if nat::rewrite(ctx, p, to).is_err() {
+        count(program, |c| c.dropped_redirect_failed += 1);
+        return TC_ACT_SHOT;
+    }
+    let len = u64::from(p.len);
+    count(program, |c| {
+        c.nat_packets += 1;
+        c.nat_bytes += len;
+    });
+    let Some(dst) = maps::endpoint(to.daddr) else {
+        return TC_ACT_OK;
+    };
+    deliver(ctx, p, &dst, program)
+}
+
+#[inline(always)]
+fn deliver(ctx: &TcContext, p: &Packet, dst: &netpath_common::Endpoint, program: Program) -> i32 {
+    let gw_mac = maps::network(dst.network_id).map(|n| n.gateway_mac).unwrap_or_default();
+    if nat::decrement_ttl(ctx, p).is_err() {
+        // Let the kernel answer with time exceeded.
+        return TC_ACT_OK;
+    }
+    if nat::set_macs(ctx, &dst.mac, &gw_mac).is_err() {
+        count(program, |c| c.dropped_redirect_failed += 1);
+        return TC_ACT_SHOT;
+    }
+    let verdict = route::into_sandbox(dst);
+    if verdict != TC_ACT_REDIRECT {
+        count(program, |c| c.dropped_redirect_failed += 1);
+    }
+    verdict
+}
+
+/// An ICMP error about a translated connection: the quoted header is the
+/// packet as netpath sent it, so the connection is found under the reverse
+/// of the quote, and the error is rewritten to what the sandbox sent.
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, p: &Packet, cfg: &netpath_common::DatapathConfig, now: u64) -> i32 {
+    const PROGRAM: Program = Program::FromUplink;
+    let Some(q) = parse_quoted(ctx, p) else {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    };
+    let Some(entry) = conntrack::lookup(&q.key.reversed(), p, cfg, now) else {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    };
+    let quoted_to = entry.rewrite.reversed();
+    let Some(dst) = maps::endpoint(quoted_to.saddr) else {
+        return TC_ACT_OK;
+    };
+    if nat::rewrite_icmp_error(ctx, p, &q, &quoted_to, quoted_to.saddr).is_err() {
+        count(PROGRAM, |c| c.dropped_redirect_failed += 1);
+        return TC_ACT_SHOT;
+    }
+    count(PROGRAM, |c| c.icmp_errors_translated += 1);
+    deliver(ctx, p, &dst, PROGRAM)
+}
+
+#[inline(always)]
+pub fn to_uplink(ctx: &TcContext) -> i32 {
+    const PROGRAM: Program = Program::ToUplink;
+    let p = match parsed(ctx, PROGRAM) {
+        Ok(p) => p,
+        Err(verdict) => return verdict,
+    };
+    if matches!(p.kind, Kind::Other | Kind::IcmpError) {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    }
+    let cfg = maps::config();
+    let now = conntrack::now();
+    if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
+        return translate_out(ctx, &p, &entry.rewrite, PROGRAM);
+    }
+    let Some(src) = maps::endpoint(p.key.saddr) else {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    };
+    let Some(net) = maps::network(src.network_id) else {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    };
+    if net.flags & network_flags::MASQUERADE == 0 {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    }
+    let ifindex = route::ingress_ifindex(ctx);
+    let nat_addr = if net.snat_addr != [0; 4] {
+        net.snat_addr
+    } else {
+        // SAFETY: value copied out immediately.
+        match unsafe { UPLINKS.get(ifindex) } {
+            Some(u) => u.addr,
+            None => {
+                count(PROGRAM, |c| c.passed_no_endpoint += 1);
+                return TC_ACT_OK;
+            }
+        }
+    };
+    let state = conntrack::initial_state(&p);
+    for attempt in 0..nat::SNAT_ATTEMPTS {
+        let orig_to = FlowKey { saddr: nat_addr, sport: nat::candidate_port(p.key.sport, attempt), ..p.key };
+        let reply_key = orig_to.reversed();
+        let reply = CtEntry {
+            rewrite: p.key.reversed(),
+            pair: p.key,
+            last_seen_ns: now,
+            state,
+            flags: ct_flags::SNAT | ct_flags::REPLY,
+            _pad: [0; 6],
+        };
+        if !conntrack::claim_reply(&reply_key, &reply) {
+            continue;
+        }
+        let orig = CtEntry {
+            rewrite: orig_to,
+            pair: reply_key,
+            last_seen_ns: now,
+            state,
+            flags: ct_flags::SNAT,
+            _pad: [0; 6],
+        };
+        if !conntrack::insert(&p.key, &orig) {
+            conntrack::remove(&reply_key);
+            count(PROGRAM, |c| c.dropped_conntrack_full += 1);
+            return TC_ACT_SHOT;
+        }
+        count(PROGRAM, |c| c.snat_new += 1);
+        return translate_out(ctx, &p, &orig_to, PROGRAM);
+    }
+    count(PROGRAM, |c| c.dropped_nat_port_exhausted += 1);
+    TC_ACT_SHOT
+}
+
+#[inline(always)]
+fn translate_out(ctx: &TcContext, p: &Packet, to: &FlowKey, program: Program) -> i32 {
+    if nat::rewrite(ctx, p, to).is_err() {
+        count(program, |c| c.dropped_redirect_failed += 1);
+        return TC_ACT_SHOT;
+    }
+    let len = u64::from(p.len);
+    count(program, |c| {
+        c.nat_packets += 1;
+        c.nat_bytes += len;
+    });
+    TC_ACT_OK
+}

@@ -1,0 +1,304 @@
+//! Published ports: Docker's `-p` forms parsed, host ports allocated and
+//! checked for conflicts, and the mappings written to the data path (one
+//! hash entry per single port, one range slot per range).
+use std::net::Ipv4Addr;
+
+use anyhow::{Result, bail};
+use netpath_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_PORT_RANGES, PortRange, PublishedKey, PublishedTarget};
+use serde::{Deserialize, Serialize};
+
+use crate::{datapath::Datapath, state::State};
+
+/// Where Docker hands out host ports for `-p CONTAINER_PORT`.
+pub const EPHEMERAL_FIRST: u16 = 32768;
+pub const EPHEMERAL_LAST: u16 = 60999;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => IPPROTO_TCP,
+            Proto::Udp => IPPROTO_UDP,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// One published mapping as stored: host ports `host_first..=host_last` on
+/// `host_ip` lead to the same-sized container range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    pub proto: Proto,
+    pub host_ip: Ipv4Addr,
+    pub host_first: u16,
+    pub host_last: u16,
+    pub container_first: u16,
+    /// The range slot in the data path, when this mapping is a range.
+    pub range_slot: Option<u32>,
+}
+
+impl Mapping {
+    pub fn len(&self) -> u16 {
+        self.host_last - self.host_first + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn overlaps(&self, proto: Proto, ip: Ipv4Addr, first: u16, last: u16) -> bool {
+        self.proto == proto
+            && (self.host_ip == ip || self.host_ip.is_unspecified() || ip.is_unspecified())
+            && first <= self.host_last
+            && self.host_first <= last
+    }
+}
+
+/// A `-p` request before host ports are chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub proto: Proto,
+    pub host_ip: Option<Ipv4Addr>,
+    /// `None` means "any free port" for each container port.
+    pub host: Option<(u16, u16)>,
+    pub container: (u16, u16),
+}
+
+fn parse_range(text: &str, what: &str) -> Result<(u16, u16)> {
+    let parse_port = |s: &str| -> Result<u16> {
+        match s.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => bail!("invalid {what} port {s:?}"),
+        }
+    };
+    let (first, last) = match text.split_once('-') {
+        Some((a, b)) => (parse_port(a)?, parse_port(b)?),
+        None => {
+            let p = parse_port(text)?;
+            (p, p)
+        }
+    };
+    if last < first {
+        bail!("invalid {what} port range {text:?}");
+    }
+    Ok((first, last))
+}
+
+/// Parses Docker's `[IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/PROTO]`.
+pub fn parse(spec: &str) -> Result<Request> {
+    let (rest, proto) = match spec.rsplit_once('/') {
+        Some((r, "tcp")) => (r, Proto::Tcp),
+        Some((r, "udp")) => (r, Proto::Udp),
+        Some((_, p)) => bail!("invalid proto {p:?} in {spec:?}: tcp or udp"),
+        None => (spec, Proto::Tcp),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (ip, host, container) = match parts.as_slice() {
+        [c] => (None, None, *c),
+        [h, c] => (None, Some(*h), *c),
+        [ip, h, c] => (Some(*ip), (!h.is_empty()).then_some(*h), *c),
+        _ => bail!("invalid port specification {spec:?}"),
+    };
+    let host_ip = ip
+        .map(|ip| ip.parse::<Ipv4Addr>().map_err(|_| anyhow::anyhow!("invalid IP address {ip:?} in {spec:?}")))
+        .transpose()?;
+    let container = parse_range(container, "container")?;
+    let host = host.map(|h| parse_range(h, "host")).transpose()?;
+    if let Some((hf, hl)) = host {
+        let (hn, cn) = (hl - hf, container.1 - container.0);
+        if hn != cn && cn != 0 {
+            bail!("invalid port specification {spec:?}: host and container port ranges differ in size");
+        }
+    }
+    Ok(Request { proto, host_ip, host, container })
+}
+
+fn taken(state: &State, proto: Proto, ip: Ipv4Addr, first: u16, last: u16) -> bool {
+    state.sandboxes.values().flat_map(|s| &s.ports).any(|m| m.overlaps(proto, ip, first, last))
+}
+
+/// Chooses host ports for `requests` against what `state` holds (and each
+/// other), Docker's way: a fixed port must be free; `-p 80` takes the lowest
+/// free ephemeral port; `-p 9000-9009:80` the first free port of the range.
+pub fn allocate(state: &State, requests: &[Request], default_ip: Ipv4Addr) -> Result<Vec<Mapping>> {
+    let mut scratch = state.clone();
+    let mut out: Vec<Mapping> = Vec::new();
+    for r in requests {
+        let ip = r.host_ip.unwrap_or(default_ip);
+        let mut add = |scratch: &mut State, first: u16, last: u16, container_first: u16| -> Result<()> {
+            if taken(scratch, r.proto, ip, first, last) {
+                bail!("Bind for {ip}:{first} failed: port is already allocated");
+            }
+            let m = Mapping {
+                proto: r.proto,
+                host_ip: ip,
+                host_first: first,
+                host_last: last,
+                container_first,
+                range_slot: None,
+            };
+            // Park the mapping in a placeholder sandbox so later requests see it.
+            scratch
+                .sandboxes
+                .entry(String::new())
+                .or_insert_with(crate::state::Sandbox::placeholder)
+                .ports
+                .push(m.clone());
+            out.push(m);
+            Ok(())
+        };
+        match r.host {
+            Some((hf, hl)) if hl - hf == r.container.1 - r.container.0 => add(&mut scratch, hf, hl, r.container.0)?,
+            Some((hf, hl)) => {
+                let port = (hf..=hl).find(|&p| !taken(&scratch, r.proto, ip, p, p)).ok_or_else(|| {
+                    anyhow::anyhow!("Bind for {ip}:{hf}-{hl} failed: every port is already allocated")
+                })?;
+                add(&mut scratch, port, port, r.container.0)?
+            }
+            None => {
+                for c in r.container.0..=r.container.1 {
+                    let port = (EPHEMERAL_FIRST..=EPHEMERAL_LAST)
+                        .find(|&p| !taken(&scratch, r.proto, ip, p, p))
+                        .ok_or_else(|| anyhow::anyhow!("no free host port left for {c}/{}", r.proto.name()))?;
+                    add(&mut scratch, port, port, c)?;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn key(m: &Mapping, port: u16) -> PublishedKey {
+    PublishedKey { host_addr: m.host_ip.octets(), host_port: port, proto: m.proto.number(), _pad: 0 }
+}
+
+/// Writes `mappings` (leading to `target`) into the data path, taking range
+/// slots as needed. All or nothing.
+pub fn install(datapath: &Datapath, mappings: &mut [Mapping], target: Ipv4Addr) -> Result<()> {
+    let mut done = 0;
+    let result = (|| -> Result<()> {
+        for m in mappings.iter_mut() {
+            if m.len() == 1 {
+                datapath.set_published(
+                    key(m, m.host_first),
+                    PublishedTarget { addr: target.octets(), port: m.container_first, _pad: 0 },
+                )?;
+            } else {
+                let slots = datapath.range_slots()?;
+                let slot = slots
+                    .iter()
+                    .position(|r| r.proto == 0)
+                    .ok_or_else(|| anyhow::anyhow!("all {MAX_PORT_RANGES} port range slots are in use"))?;
+                datapath.set_range(
+                    slot as u32,
+                    PortRange {
+                        host_addr: m.host_ip.octets(),
+                        host_first: m.host_first,
+                        host_last: m.host_last,
+                        target_addr: target.octets(),
+                        target_first: m.container_first,
+                        proto: m.proto.number(),
+                        _pad: 0,
+                    },
+                )?;
+                m.range_slot = Some(slot as u32);
+            }
+            done += 1;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = uninstall(datapath, &mappings[..done]);
+    }
+    result
+}
+
+/// Removes mappings from the data path; keeps going past failures.
+pub fn uninstall(datapath: &Datapath, mappings: &[Mapping]) -> Result<()> {
+    let mut first_error = None;
+    for m in mappings {
+        let r = match m.range_slot {
+            Some(slot) => datapath.set_range(slot, PortRange::default()),
+            None => datapath.remove_published(key(m, m.host_first)),
+        };
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// `docker port` lines: `80/tcp -> 0.0.0.0:32768`, or only the host side when
+/// asked about one container port.
+pub fn describe(mappings: &[Mapping], filter: Option<(u16, Proto)>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for m in mappings {
+        for i in 0..m.len() {
+            let (c, h) = (m.container_first + i, m.host_first + i);
+            match filter {
+                Some((port, proto)) if port == c && proto == m.proto => lines.push(format!("{}:{h}", m.host_ip)),
+                Some(_) => {}
+                None => lines.push(format!("{c}/{} -> {}:{h}", m.proto.name(), m.host_ip)),
+            }
+        }
+    }
+    lines
+}
+
+/// Parses the `PORT[/PROTO]` argument of `port`.
+pub fn parse_filter(text: &str) -> Result<(u16, Proto)> {
+    let r = parse(text)?;
+    if r.host.is_some() || r.host_ip.is_some() || r.container.0 != r.container.1 {
+        bail!("invalid port {text:?}: PORT[/PROTO]");
+    }
+    Ok((r.container.0, r.proto))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_docker_form() {
+        let p = parse("80").unwrap();
+        assert_eq!((p.host_ip, p.host, p.container, p.proto), (None, None, (80, 80), Proto::Tcp));
+        assert_eq!(parse("8080:80").unwrap().host, Some((8080, 8080)));
+        let p = parse("127.0.0.1::80/udp").unwrap();
+        assert_eq!((p.host_ip, p.host, p.proto), (Some(Ipv4Addr::LOCALHOST), None, Proto::Udp));
+        let p = parse("10.0.0.1:8080:80").unwrap();
+        assert_eq!((p.host_ip, p.host), (Some(Ipv4Addr::new(10, 0, 0, 1)), Some((8080, 8080))));
+        assert_eq!(parse("9000-9009:9000-9009").unwrap().host, Some((9000, 9009)));
+        assert_eq!(parse("9000-9009:80").unwrap().container, (80, 80));
+        assert!(parse("9000-9009:80-81").is_err());
+        assert!(parse("0").is_err());
+        assert!(parse("80/sctp").is_err());
+        assert!(parse("x:1:2").is_err());
+    }
+
+    #[test]
+    fn allocation_follows_docker() {
+        let state = State::default();
+        let any = Ipv4Addr::UNSPECIFIED;
+        let reqs = [parse("80").unwrap(), parse("81").unwrap(), parse("9000-9009:80").unwrap()];
+        let m = allocate(&state, &reqs, any).unwrap();
+        assert_eq!(m[0].host_first, EPHEMERAL_FIRST);
+        assert_eq!(m[1].host_first, EPHEMERAL_FIRST + 1);
+        assert_eq!((m[2].host_first, m[2].container_first), (9000, 80));
+        assert!(allocate(&state, &[parse("8080:80").unwrap(), parse("8080:81").unwrap()], any).is_err());
+        let lines = describe(&m[..1], None);
+        assert_eq!(lines, vec!["80/tcp -> 0.0.0.0:32768".to_string()]);
+        assert_eq!(describe(&m, Some((81, Proto::Tcp))), vec!["0.0.0.0:32769".to_string()]);
+    }
+}
