@@ -25,6 +25,8 @@ pub const OUTSIDE_UPLINK: &str = "eth0";
 pub const HOST_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const UPLINK_PREFIX: u8 = 24;
+pub const FAR_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+pub const FAR_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
 
 pub struct Lab {
     pub id: String,
@@ -77,8 +79,7 @@ impl Lab {
             rtnl.move_to_netns(peer, &outside)?;
             rtnl.add_address(up, HOST_UPLINK_IP, UPLINK_PREFIX)?;
             rtnl.set_up(up)?;
-            rtnl.add_default_route(OUTSIDE_IP)?;
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling forwarding in the lab host")
+            rtnl.add_default_route(OUTSIDE_IP)
         })?;
         netns::run_in(&self.outside_ns, || {
             let rtnl = Rtnl::new()?;
@@ -123,6 +124,39 @@ impl Lab {
         Datapath::at(&self.roots.bpf)
     }
 
+    /// Adds a "far" host behind the outside namespace, reached over a link
+    /// of `mtu` bytes: the outside becomes a router with a narrow next hop.
+    pub fn add_far_host(&self, mtu: u32) -> Result<Ipv4Addr> {
+        let far_ns = self.far_ns();
+        netns::create_net(&far_ns)?;
+        let far = std::fs::File::open(&far_ns)?;
+        netns::run_in(&self.outside_ns, || {
+            let rtnl = Rtnl::new()?;
+            let (near, peer) = rtnl.add_veth("far0", "farpeer", mtu)?;
+            rtnl.move_to_netns(peer, &far)?;
+            rtnl.add_address(near, FAR_ROUTER_IP, 24)?;
+            rtnl.set_up(near)?;
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling forwarding outside")
+        })?;
+        netns::run_in(&far_ns, || {
+            let rtnl = Rtnl::new()?;
+            rtnl.loopback_up()?;
+            let idx = rtnl.require_index("farpeer")?;
+            rtnl.add_address(idx, FAR_IP, 24)?;
+            rtnl.set_up(idx)?;
+            rtnl.add_default_route(FAR_ROUTER_IP)
+        })?;
+        Ok(FAR_IP)
+    }
+
+    pub fn far_ns(&self) -> PathBuf {
+        Path::new(NETNS_RUN_DIR).join(format!("{}-far", self.id))
+    }
+
+    pub fn far_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        netns::Join::net(self.far_ns()).command(program)
+    }
+
     /// Runs `f` with an rtnetlink handle in the lab host namespace.
     pub fn in_host<T: Send>(&self, f: impl FnOnce(&Rtnl) -> Result<T> + Send) -> Result<T> {
         netns::run_in(&self.host_ns, || f(&Rtnl::new()?))
@@ -145,7 +179,8 @@ impl Lab {
                 Err(e) => errors.push(format!("netpath system reset: {e:#}")),
             }
         }
-        for ns in [&self.host_ns, &self.outside_ns] {
+        let far = self.far_ns();
+        for ns in [&self.host_ns, &self.outside_ns, &far] {
             crate::sandbox::kill_all_in(ns);
             if let Err(e) = netns::remove(ns) {
                 errors.push(format!("{e:#}"));
@@ -217,6 +252,24 @@ pub enum LabCommand {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Accept connections and read each to EOF until MAX were served or
+    /// TIMEOUT passed; print how many and from where.
+    TcpServe {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        max: usize,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Open COUNT short connections one after another (connect, send a byte,
+    /// close); print how many succeeded.
+    TcpChurn {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        count: usize,
+    },
     /// Send COUNT UDP datagrams of SIZE bytes.
     UdpSend {
         #[arg(long)]
@@ -235,6 +288,8 @@ pub fn run_command(cmd: LabCommand) -> Result<i32> {
         LabCommand::TcpSend { to, bytes, timeout } => tcp_send(to, bytes, Duration::from_secs(timeout)),
         LabCommand::UdpSink { port, count, timeout } => udp_sink(port, count, Duration::from_secs(timeout)),
         LabCommand::UdpSend { to, count, size } => udp_send(to, count, size),
+        LabCommand::TcpServe { port, max, timeout } => tcp_serve(port, max, Duration::from_secs(timeout)),
+        LabCommand::TcpChurn { to, count } => tcp_churn(to, count),
     }
 }
 
@@ -313,6 +368,52 @@ fn tcp_send(to: SocketAddr, bytes: usize, timeout: Duration) -> Result<i32> {
         "{}",
         serde_json::json!({"local": local.to_string(), "bytes": bytes, "sha256": hex(&Sha256::digest(&data))})
     );
+    Ok(0)
+}
+
+fn tcp_serve(port: u16, max: usize, timeout: Duration) -> Result<i32> {
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    ready(listener.local_addr()?);
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    let mut served = 0usize;
+    let mut peers = std::collections::BTreeSet::new();
+    while served < max && Instant::now() < deadline {
+        match listener.accept() {
+            Ok((mut stream, peer)) => {
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink);
+                peers.insert(peer.ip().to_string());
+                served += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{}", serde_json::json!({"served": served, "peers": peers}));
+    Ok(0)
+}
+
+fn tcp_churn(to: SocketAddr, count: usize) -> Result<i32> {
+    let (mut ok, mut failed) = (0usize, 0usize);
+    for _ in 0..count {
+        let once = || -> std::io::Result<()> {
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"x")?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest)?;
+            Ok(())
+        };
+        match once() {
+            Ok(()) => ok += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    println!("{}", serde_json::json!({"ok": ok, "failed": failed}));
     Ok(0)
 }
 

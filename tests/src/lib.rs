@@ -39,3 +39,59 @@ pub fn output(cmd: &mut std::process::Command) -> Result<(i32, String, String)> 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
+
+/// Where a probe runs.
+#[derive(Clone, Copy, Debug)]
+pub enum At<'a> {
+    Sandbox(&'a str),
+    Host,
+    Outside,
+    Far,
+}
+
+/// `netpath lab PROBE ARGS...` run at `at`, without going through netpath's
+/// own exec (so the probe sees exactly the namespace).
+pub fn probe(lab: &Lab, at: At, args: &[&str]) -> std::process::Command {
+    let bin = lab.netpath_bin.clone();
+    let mut cmd = match at {
+        At::Sandbox(name) => lab.sandbox_cmd(name, &bin),
+        At::Host => lab.host_cmd(&bin),
+        At::Outside => lab.outside_cmd(&bin),
+        At::Far => lab.far_cmd(&bin),
+    }
+    .expect("probe command");
+    cmd.arg("lab").args(args);
+    cmd
+}
+
+/// Starts `sink` (a probe that prints a "listening" line first), runs
+/// `send` to completion, and returns both reports.
+pub fn transfer(sink: std::process::Command, mut send: std::process::Command) -> Result<(Value, Value)> {
+    use std::io::Read;
+    let (mut child, mut out) = netpath::lab::start_sink(sink)?;
+    let sent = send.output();
+    let sent = match sent {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("sender failed: {other:?}");
+        }
+    };
+    let mut received = String::new();
+    out.read_to_string(&mut received)?;
+    anyhow::ensure!(child.wait()?.success(), "sink failed");
+    Ok((serde_json::from_str(received.trim())?, serde_json::from_str(sent.trim())?))
+}
+
+/// One TCP transfer of `bytes` from `from` to `to_addr` (port `port` of a
+/// sink at `sink_at`); returns (receiver report, sender report) after
+/// checking the payload arrived intact.
+pub fn tcp_check(lab: &Lab, sink_at: At, sink_port: u16, from: At, to: &str, bytes: usize) -> Result<(Value, Value)> {
+    let (r, s) = transfer(
+        probe(lab, sink_at, &["tcp-sink", "--port", &sink_port.to_string(), "--timeout", "10"]),
+        probe(lab, from, &["tcp-send", "--to", to, "--bytes", &bytes.to_string(), "--timeout", "5"]),
+    )?;
+    anyhow::ensure!(r["bytes"] == bytes && r["sha256"] == s["sha256"], "payload mismatch: {r} vs {s}");
+    Ok((r, s))
+}

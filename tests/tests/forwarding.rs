@@ -1,11 +1,9 @@
 //! Sandbox-to-sandbox traffic on one network goes through the eBPF fast path:
 //! checked at the receiver (source address, port, payload hash) and by the
 //! destination's host-side veth, whose TX counter must not move.
-use std::io::Read;
-
 use netpath::{lab, link::LinkCounters};
 use netpath_common::Program;
-use netpath_tests::{host_ifname, lab, output};
+use netpath_tests::{At, host_ifname, lab, output, probe};
 use serde_json::Value;
 
 fn two_sandboxes(lab: &lab::Lab) {
@@ -16,17 +14,7 @@ fn two_sandboxes(lab: &lab::Lab) {
 
 /// Runs a sink in sandbox `at`, the sender in `from`; returns both reports.
 fn transfer(lab: &lab::Lab, at: &str, from: &str, sink: &[&str], send: &[&str]) -> (Value, Value) {
-    let bin = lab.netpath_bin.clone();
-    let mut sink_cmd = lab.sandbox_cmd(at, &bin).unwrap();
-    sink_cmd.args(["lab"]).args(sink);
-    let (mut child, mut out) = lab::start_sink(sink_cmd).unwrap();
-    let mut send_cmd = lab.sandbox_cmd(from, &bin).unwrap();
-    send_cmd.args(["lab"]).args(send);
-    let sent = lab::check(&send_cmd.output().unwrap(), "sender").unwrap();
-    let mut received = String::new();
-    out.read_to_string(&mut received).unwrap();
-    assert!(child.wait().unwrap().success(), "sink failed");
-    (serde_json::from_str(&received).unwrap(), serde_json::from_str(sent.trim()).unwrap())
+    netpath_tests::transfer(probe(lab, At::Sandbox(at), sink), probe(lab, At::Sandbox(from), send)).unwrap()
 }
 
 #[test]

@@ -1,0 +1,255 @@
+//! NAT in eBPF, checked at the receiver: masquerade to the outside, ports
+//! published in every Docker form, hairpin, ICMP errors through the NAT,
+//! and conntrack hygiene. No iptables rule and no proxy process anywhere.
+use netpath_common::Program;
+use netpath_tests::{At, Lab, lab, output, probe, tcp_check, transfer};
+
+const HOST: &str = "198.18.0.2";
+const OUTSIDE: &str = "198.18.0.1";
+
+fn counters(lab: &Lab, p: Program) -> netpath_common::Counters {
+    lab.datapath().counters(p).unwrap()
+}
+
+fn ping(lab: &Lab, at: At, dst: &str) -> bool {
+    let mut cmd = match at {
+        At::Sandbox(n) => lab.sandbox_cmd(n, "ping").unwrap(),
+        At::Outside => lab.outside_cmd("ping").unwrap(),
+        At::Host => lab.host_cmd("ping").unwrap(),
+        At::Far => lab.far_cmd("ping").unwrap(),
+    };
+    output(cmd.args(["-c", "2", "-i", "0.2", "-W", "1", dst])).unwrap().0 == 0
+}
+
+#[test]
+fn masquerade_to_the_outside() {
+    let lab = lab("masq");
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.40.0.0/24"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1"]).unwrap();
+    let snat_before = counters(&lab, Program::ToUplink).snat_new;
+
+    let (r, s) = tcp_check(&lab, At::Outside, 7000, At::Sandbox("a"), "198.18.0.1:7000", 1 << 20).unwrap();
+    let peer = r["peer"].as_str().unwrap();
+    assert!(peer.starts_with("198.18.0.2:"), "the outside sees the uplink address, not {peer}");
+    assert!(s["local"].as_str().unwrap().starts_with("10.40.0.2:"), "{s}");
+
+    let (r, s) = transfer(
+        probe(&lab, At::Outside, &["udp-sink", "--port", "7001", "--count", "50"]),
+        probe(&lab, At::Sandbox("a"), &["udp-send", "--to", "198.18.0.1:7001", "--count", "50"]),
+    )
+    .unwrap();
+    assert_eq!(r["datagrams"], 50);
+    let peers = r["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1);
+    assert!(peers[0].as_str().unwrap().starts_with("198.18.0.2:"), "{r} / {s}");
+
+    assert!(ping(&lab, At::Sandbox("a"), OUTSIDE), "echo replies come back through the NAT");
+    assert!(counters(&lab, Program::ToUplink).snat_new >= snat_before + 3);
+    assert!(counters(&lab, Program::FromUplink).nat_packets > 0, "replies were translated on the way in");
+}
+
+#[test]
+fn internal_and_unmasqueraded_networks() {
+    let lab = lab("nomasq");
+    lab.netpath_ok(&["network", "create", "--internal", "int", "--subnet", "10.41.0.0/24"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "i", "--network", "int"]).unwrap();
+    let dropped = counters(&lab, Program::FromContainer).dropped_internal_network;
+    assert!(!ping(&lab, At::Sandbox("i"), OUTSIDE), "an internal network has no egress");
+    let (code, ..) = output(&mut probe(
+        &lab,
+        At::Sandbox("i"),
+        &["tcp-send", "--to", "198.18.0.1:7002", "--bytes", "10", "--timeout", "1"],
+    ))
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(counters(&lab, Program::FromContainer).dropped_internal_network > dropped);
+
+    lab.netpath_ok(&[
+        "network",
+        "create",
+        "plain",
+        "--subnet",
+        "10.42.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+    ])
+    .unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "p", "--network", "plain"]).unwrap();
+    // Without NAT the outside needs a route back to the sandbox subnet.
+    let (code, ..) =
+        output(lab.outside_cmd("ip").unwrap().args(["route", "add", "10.42.0.0/24", "via", HOST])).unwrap();
+    assert_eq!(code, 0);
+    let (r, _) = tcp_check(&lab, At::Outside, 7003, At::Sandbox("p"), "198.18.0.1:7003", 4096).unwrap();
+    assert!(r["peer"].as_str().unwrap().starts_with("10.42.0.2:"), "source is the sandbox address: {r}");
+}
+
+/// Connects from the outside to HOST:host_port and checks the server in
+/// `sandbox` on `container_port` saw the client's own address.
+fn reach_published(lab: &Lab, sandbox: &str, container_port: u16, host_addr: &str, host_port: u16) {
+    let (r, s) =
+        tcp_check(lab, At::Sandbox(sandbox), container_port, At::Outside, &format!("{host_addr}:{host_port}"), 2048)
+            .unwrap_or_else(|e| panic!("{host_addr}:{host_port} -> {sandbox}:{container_port}: {e:#}"));
+    assert_eq!(r["peer"], s["local"], "the sandbox sees the real client");
+    assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.1:"));
+    assert!(r["local"].as_str().unwrap().ends_with(&format!(":{container_port}")));
+}
+
+#[test]
+fn every_publish_form_from_the_outside() {
+    let lab = lab("publish");
+    lab.in_host(|r| r.add_address(r.require_index(netpath::lab::HOST_UPLINK)?, "198.18.0.3".parse()?, 24)).unwrap();
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.43.0.0/24"]).unwrap();
+    let before_ranges = lab.datapath().range_slots().map(|s| s.iter().filter(|r| r.proto != 0).count()).unwrap_or(0);
+    lab.netpath_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "n1",
+        "-p",
+        "80",
+        "-p",
+        "8080:81",
+        "-p",
+        "198.18.0.2::82",
+        "-p",
+        "198.18.0.2:8083:83",
+        "-p",
+        "9000-9999:9000-9999",
+        "-p",
+        "10000-10009:84",
+        "-p",
+        "5353:53/udp",
+    ])
+    .unwrap();
+    let port = lab.netpath_ok(&["port", "web"]).unwrap();
+    let mut lines: Vec<&str> = port.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 4 + 1000 + 1 + 1, "{port}");
+    for expected in [
+        "80/tcp -> 0.0.0.0:32768",
+        "81/tcp -> 0.0.0.0:8080",
+        "82/tcp -> 198.18.0.2:32769",
+        "83/tcp -> 198.18.0.2:8083",
+        "9000/tcp -> 0.0.0.0:9000",
+        "9999/tcp -> 0.0.0.0:9999",
+        "84/tcp -> 0.0.0.0:10000",
+        "53/udp -> 0.0.0.0:5353",
+    ] {
+        assert!(lines.contains(&expected), "missing {expected:?} in\n{port}");
+    }
+    assert_eq!(lab.netpath_ok(&["port", "web", "81/tcp"]).unwrap().trim(), "0.0.0.0:8080");
+    let ranges = lab.datapath().range_slots().unwrap().iter().filter(|r| r.proto != 0).count();
+    assert_eq!(ranges, before_ranges + 1, "a 1,000-port range is one map entry");
+    let singles = lab.datapath().published().unwrap().keys().count();
+    assert_eq!(singles, 6, "one entry per single port");
+
+    reach_published(&lab, "web", 80, HOST, 32768);
+    reach_published(&lab, "web", 81, HOST, 8080);
+    reach_published(&lab, "web", 81, "198.18.0.3", 8080);
+    reach_published(&lab, "web", 82, HOST, 32769);
+    reach_published(&lab, "web", 83, HOST, 8083);
+    reach_published(&lab, "web", 9000, HOST, 9000);
+    reach_published(&lab, "web", 9537, HOST, 9537);
+    reach_published(&lab, "web", 84, HOST, 10000);
+    // Bound to one host address: not reachable through another.
+    let (code, ..) = output(&mut probe(
+        &lab,
+        At::Outside,
+        &["tcp-send", "--to", "198.18.0.3:8083", "--bytes", "1", "--timeout", "1"],
+    ))
+    .unwrap();
+    assert_ne!(code, 0, "198.18.0.3:8083 must not lead to a port bound to 198.18.0.2");
+
+    let (r, s) = transfer(
+        probe(&lab, At::Sandbox("web"), &["udp-sink", "--port", "53", "--count", "20"]),
+        probe(&lab, At::Outside, &["udp-send", "--to", "198.18.0.2:5353", "--count", "20"]),
+    )
+    .unwrap();
+    assert_eq!(r["datagrams"], 20);
+    assert_eq!(r["peers"], serde_json::json!([s["local"]]));
+
+    // Taken ports are refused; removing the sandbox frees them.
+    let (code, _, err) =
+        output(&mut lab.netpath(&["run", "-d", "--name", "web2", "--network", "n1", "-p", "8080:80"]).unwrap())
+            .unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("port is already allocated"), "{err}");
+    let listeners = output(lab.host_cmd("ss").unwrap().args(["-Hlntu"])).unwrap().1;
+    assert!(listeners.trim().is_empty(), "nothing listens on published ports: {listeners}");
+    lab.netpath_ok(&["rm", "-f", "web"]).unwrap();
+    assert_eq!(lab.datapath().published().unwrap().keys().count(), 0);
+    assert_eq!(lab.datapath().range_slots().unwrap().iter().filter(|r| r.proto != 0).count(), 0);
+    lab.netpath_ok(&["run", "-d", "--name", "web2", "--network", "n1", "-p", "8080:80"]).unwrap();
+}
+
+#[test]
+fn hairpin_from_self_and_sibling() {
+    let lab = lab("hairpin");
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.44.0.0/24"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "web", "--network", "n1", "--ip", "10.44.0.10", "-p", "8080:80"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "sib", "--network", "n1", "--ip", "10.44.0.20"]).unwrap();
+    let (r, _) = tcp_check(&lab, At::Sandbox("web"), 80, At::Sandbox("sib"), "198.18.0.2:8080", 100_000).unwrap();
+    assert!(r["peer"].as_str().unwrap().starts_with("10.44.0.20:"), "a sibling keeps its address: {r}");
+    let (r, _) = tcp_check(&lab, At::Sandbox("web"), 80, At::Sandbox("web"), "198.18.0.2:8080", 100_000).unwrap();
+    assert!(r["peer"].as_str().unwrap().starts_with("10.44.0.1:"), "to itself, through the gateway: {r}");
+    let (r, _) = tcp_check(&lab, At::Sandbox("web"), 80, At::Sandbox("sib"), "10.44.0.1:8080", 1000).unwrap();
+    assert!(r["peer"].as_str().unwrap().starts_with("10.44.0.20:"), "via the gateway address too: {r}");
+    assert!(counters(&lab, Program::FromContainer).dnat_new >= 3);
+}
+
+#[test]
+fn icmp_fragmentation_needed_reaches_the_sandbox() {
+    let lab = lab("pmtu");
+    let far = lab.add_far_host(1000).unwrap().to_string();
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.45.0.0/24"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1"]).unwrap();
+    assert!(ping(&lab, At::Sandbox("a"), &far), "small packets pass");
+    let before = counters(&lab, Program::FromUplink).icmp_errors_translated;
+    let (_, out, _) =
+        output(lab.sandbox_cmd("a", "ping").unwrap().args(["-M", "do", "-s", "1300", "-c", "2", "-W", "1", &far]))
+            .unwrap();
+    assert!(out.contains("mtu = 1000") || out.contains("mtu=1000"), "the sandbox was told the path MTU: {out}");
+    assert!(counters(&lab, Program::FromUplink).icmp_errors_translated > before);
+    let (_, route, _) = output(lab.sandbox_cmd("a", "ip").unwrap().args(["route", "get", &far])).unwrap();
+    assert!(route.contains("mtu 1000"), "the route cache learned it: {route}");
+}
+
+#[test]
+fn conntrack_is_bounded_and_cleaned() {
+    let lab = lab("conntrack");
+    std::fs::create_dir_all(lab.roots.config.parent().unwrap()).unwrap();
+    std::fs::write(&lab.roots.config, r#"{"conntrack-max": 1024, "conntrack-timeouts": {"tcp-closing": 1}}"#).unwrap();
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.46.0.0/24"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1"]).unwrap();
+    let count = 1500;
+    let (served, churn) = transfer(
+        probe(&lab, At::Outside, &["tcp-serve", "--port", "7100", "--max", &count.to_string(), "--timeout", "120"]),
+        probe(&lab, At::Sandbox("a"), &["tcp-churn", "--to", "198.18.0.1:7100", "--count", &count.to_string()]),
+    )
+    .unwrap();
+    assert_eq!(churn["ok"], count, "every short connection got through a table smaller than the load: {churn}");
+    assert_eq!(served["served"], count);
+    let entries = lab.datapath().conntrack_entries().unwrap().len();
+    assert!(entries <= 1024, "the table stays within its size: {entries}");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    lab.netpath_ok(&["conntrack", "gc"]).unwrap();
+    let left = lab.datapath().conntrack_entries().unwrap().len();
+    assert!(left < 10, "closed connections expire: {left} left");
+
+    lab.netpath_ok(&["run", "-d", "--name", "b", "--network", "n1", "-p", "8080:80"]).unwrap();
+    tcp_check(&lab, At::Sandbox("b"), 80, At::Outside, "198.18.0.2:8080", 10).unwrap();
+    let ip = [10, 46, 0, 3];
+    let involves = |lab: &Lab| {
+        lab.datapath()
+            .conntrack_entries()
+            .unwrap()
+            .iter()
+            .filter(|(k, e)| [k.saddr, k.daddr, e.rewrite.saddr, e.rewrite.daddr].contains(&ip))
+            .count()
+    };
+    assert!(involves(&lab) > 0);
+    lab.netpath_ok(&["rm", "-f", "b"]).unwrap();
+    assert_eq!(involves(&lab), 0, "a removed sandbox leaves no conntrack entry");
+}
