@@ -12,9 +12,12 @@ pub mod map_names {
     pub const PUBLISHED: &str = "PUBLISHED";
     pub const PORT_RANGES: &str = "PORT_RANGES";
     pub const CONNTRACK: &str = "CONNTRACK";
+    pub const HOST_ADDRS: &str = "HOST_ADDRS";
+    pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
     pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
-    pub const ALL: &[&str] = &[ENDPOINTS, NETWORKS, UPLINKS, PUBLISHED, PORT_RANGES, CONNTRACK, CONFIG, STATS];
+    pub const ALL: &[&str] =
+        &[ENDPOINTS, NETWORKS, UPLINKS, PUBLISHED, PORT_RANGES, CONNTRACK, HOST_ADDRS, SOCK_REVNAT, CONFIG, STATS];
 }
 
 /// Program names as they appear in the object file and under the pin directory.
@@ -34,6 +37,8 @@ pub const MAX_PUBLISHED: usize = 65536;
 /// Published port ranges are searched only when no single-port mapping
 /// matched, and only for the first packet of a flow.
 pub const MAX_PORT_RANGES: usize = 64;
+pub const MAX_HOST_ADDRS: usize = 256;
+pub const SOCK_REVNAT_ENTRIES: usize = 65536;
 /// Default conntrack capacity; the loader may size it from the config.
 pub const DEFAULT_CONNTRACK_ENTRIES: usize = 262144;
 
@@ -177,6 +182,25 @@ pub struct CtEntry {
     pub _pad: [u8; 6],
 }
 
+/// A UDP socket and the sandbox address it was steered to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockRevKey {
+    pub cookie: u64,
+    pub addr: [u8; 4],
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// The address that socket's process asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevValue {
+    pub addr: [u8; 4],
+    pub port: u16,
+    pub _pad: u16,
+}
+
 /// Data-path settings, the single slot of [`map_names::CONFIG`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,5 +321,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::DatapathConfig {}
+    unsafe impl aya::Pod for super::SockRevKey {}
+    unsafe impl aya::Pod for super::SockRevValue {}
     unsafe impl aya::Pod for super::Counters {}
 }

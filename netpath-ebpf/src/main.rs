@@ -10,10 +10,14 @@ mod nat;
 mod packet;
 mod publish;
 mod route;
+mod socket;
 mod stats;
 mod uplink;
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    macros::{cgroup_sock_addr, classifier},
+    programs::{SockAddrContext, TcContext},
+};
 
 /// TC ingress of every sandbox's host-side veth: sees what a sandbox sends.
 #[classifier]
@@ -31,6 +35,24 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn to_uplink(ctx: TcContext) -> i32 {
     uplink::to_uplink(&ctx)
+}
+
+/// cgroup connect4: TCP and connected UDP sockets of the host namespace.
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
+    socket::connect4(&ctx)
+}
+
+/// cgroup sendmsg4: unconnected UDP sends of the host namespace.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    socket::sendmsg4(&ctx)
+}
+
+/// cgroup recvmsg4: replies shown as coming from the address asked for.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    socket::recvmsg4(&ctx)
 }
 
 #[cfg(not(test))]

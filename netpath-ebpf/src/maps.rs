@@ -4,8 +4,8 @@ use aya_ebpf::{
 };
 use netpath_common::{
     Counters, CtEntry, DEFAULT_CONNTRACK_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FlowKey, MAX_ENDPOINTS,
-    MAX_NETWORKS, MAX_PORT_RANGES, MAX_PUBLISHED, MAX_UPLINKS, NetworkPolicy, PROGRAM_COUNT, PortRange, PublishedKey,
-    PublishedTarget, Uplink,
+    MAX_HOST_ADDRS, MAX_NETWORKS, MAX_PORT_RANGES, MAX_PUBLISHED, MAX_UPLINKS, NetworkPolicy, PROGRAM_COUNT, PortRange,
+    PublishedKey, PublishedTarget, SOCK_REVNAT_ENTRIES, SockRevKey, SockRevValue, Uplink,
 };
 
 #[btf_map]
@@ -25,6 +25,13 @@ pub static PORT_RANGES: Array<PortRange, MAX_PORT_RANGES> = Array::new();
 
 #[btf_map]
 pub static CONNTRACK: LruHashMap<FlowKey, CtEntry, DEFAULT_CONNTRACK_ENTRIES> = LruHashMap::new();
+
+/// Addresses of the host namespace, for the socket programs.
+#[btf_map]
+pub static HOST_ADDRS: HashMap<[u8; 4], u8, MAX_HOST_ADDRS> = HashMap::new();
+
+#[btf_map]
+pub static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue, SOCK_REVNAT_ENTRIES> = LruHashMap::new();
 
 #[btf_map]
 pub static CONFIG: Array<DatapathConfig, 1> = Array::new();

@@ -31,6 +31,9 @@ pub struct Cli {
     /// Configuration file in Docker's daemon.json format.
     #[arg(long, env = Roots::CONFIG_ENV, default_value = Roots::DEFAULT_CONFIG, global = true)]
     config: PathBuf,
+    /// cgroup v2 directory for the socket programs (host-local access).
+    #[arg(long, env = Roots::CGROUP_ENV, global = true)]
+    cgroup: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -186,7 +189,13 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
-    let roots = Roots { state: cli.state_dir, run: cli.run_dir, bpf: cli.bpf_dir, config: cli.config };
+    let roots = Roots {
+        state: cli.state_dir,
+        run: cli.run_dir,
+        bpf: cli.bpf_dir,
+        config: cli.config,
+        cgroup: cli.cgroup.unwrap_or_else(Roots::default_cgroup),
+    };
     match cli.command {
         Command::Lab(cmd) => lab::run_command(cmd),
         Command::Network(cmd) => network_command(roots, cmd),

@@ -15,7 +15,10 @@ use anyhow::{Context, Result, bail};
 use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{SchedClassifier, TcAttachType, links::FdLink, tc},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, cgroup_sock_addr::CgroupSockAddrAttachType,
+        links::FdLink, tc,
+    },
 };
 use netpath_common::{
     Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, NetworkPolicy, PortRange, Program, PublishedKey,
@@ -31,6 +34,13 @@ const TC_PROGRAMS: &[(&str, TcAttachType)] = &[
     (program_names::FROM_CONTAINER, TcAttachType::Ingress),
     (program_names::FROM_UPLINK, TcAttachType::Ingress),
     (program_names::TO_UPLINK, TcAttachType::Egress),
+];
+
+/// The socket programs and their cgroup hooks.
+const SOCK_PROGRAMS: &[(&str, CgroupSockAddrAttachType)] = &[
+    (program_names::SOCK_CONNECT4, CgroupSockAddrAttachType::Connect4),
+    (program_names::SOCK_SENDMSG4, CgroupSockAddrAttachType::UDPSendMsg4),
+    (program_names::SOCK_RECVMSG4, CgroupSockAddrAttachType::UDPRecvMsg4),
 ];
 
 /// Sizes and timeouts fixed when the data path is loaded.
@@ -67,7 +77,8 @@ impl Datapath {
     }
 
     pub fn is_loaded(&self) -> bool {
-        TC_PROGRAMS.iter().all(|(name, _)| self.program_pin(name).exists())
+        let mut names = TC_PROGRAMS.iter().map(|(n, _)| n).chain(SOCK_PROGRAMS.iter().map(|(n, _)| n));
+        names.all(|name| self.program_pin(name).exists())
     }
 
     /// Loads and pins the object unless an earlier run already did.
@@ -99,6 +110,12 @@ impl Datapath {
         }
         for (name, _) in TC_PROGRAMS {
             let prog: &mut SchedClassifier =
+                ebpf.program_mut(name).with_context(|| format!("object lacks program {name}"))?.try_into()?;
+            prog.load().with_context(|| format!("verifier rejected {name}"))?;
+            prog.pin(self.program_pin(name)).with_context(|| format!("pinning {name}"))?;
+        }
+        for (name, _) in SOCK_PROGRAMS {
+            let prog: &mut CgroupSockAddr =
                 ebpf.program_mut(name).with_context(|| format!("object lacks program {name}"))?.try_into()?;
             prog.load().with_context(|| format!("verifier rejected {name}"))?;
             prog.pin(self.program_pin(name)).with_context(|| format!("pinning {name}"))?;
@@ -170,6 +187,45 @@ impl Datapath {
         }
         let mut uplinks: HashMap<MapData, u32, Uplink> = HashMap::try_from(self.map(map_names::UPLINKS)?)?;
         uplinks.insert(ifindex, Uplink { addr: addr.octets() }, 0).context("writing uplink")
+    }
+
+    /// Attaches the socket programs to `cgroup` (once) and tells them which
+    /// network namespace is the host's.
+    pub fn attach_sockets(&self, cgroup: &Path, host_netns_cookie: u64) -> Result<()> {
+        for (name, hook) in SOCK_PROGRAMS {
+            let pin = self.link_pin("cgroup", name);
+            if pin.exists() {
+                continue;
+            }
+            let mut prog = CgroupSockAddr::from_pin(self.program_pin(name), *hook)
+                .with_context(|| format!("opening pinned {name}"))?;
+            let dir = fs::File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+            let id = prog
+                .attach(&dir, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+            let link: FdLink = prog.take_link(id)?.try_into().context("socket program link")?;
+            link.pin(&pin).with_context(|| format!("pinning the {name} link"))?;
+        }
+        let mut config = self.config()?;
+        if config.host_netns_cookie != host_netns_cookie {
+            config.host_netns_cookie = host_netns_cookie;
+            self.set_config(&config)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the set of host addresses the socket programs recognise.
+    pub fn set_host_addresses(&self, addrs: &[Ipv4Addr]) -> Result<()> {
+        let mut map: HashMap<MapData, [u8; 4], u8> = HashMap::try_from(self.map(map_names::HOST_ADDRS)?)?;
+        let stale: Vec<[u8; 4]> =
+            map.keys().filter_map(|k| k.ok()).filter(|k| !addrs.iter().any(|a| a.octets() == *k)).collect();
+        for k in stale {
+            ignore_missing(map.remove(&k))?;
+        }
+        for a in addrs {
+            map.insert(a.octets(), 1, 0)?;
+        }
+        Ok(())
     }
 
     fn map(&self, name: &str) -> Result<Map> {

@@ -40,7 +40,9 @@ impl Host {
             let Some((addr, _)) = self.rtnl.ipv4_addresses(index)?.first().copied() else { continue };
             self.datapath.attach_uplink(&name, index, addr).with_context(|| format!("uplink {name}"))?;
         }
-        Ok(())
+        let addrs: Vec<Ipv4Addr> = self.rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).collect();
+        self.datapath.set_host_addresses(&addrs)?;
+        self.datapath.attach_sockets(&self.roots.cgroup, netns_cookie()?)
     }
 
     /// Writes one network's policy, if the data path is loaded.
@@ -70,6 +72,29 @@ impl Host {
         names.dedup();
         Ok(names)
     }
+}
+
+/// The cookie of this process's network namespace, as the socket programs
+/// see it.
+fn netns_cookie() -> Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").context("socket for the netns cookie")?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("SO_NETNS_COOKIE");
+    }
+    Ok(cookie)
 }
 
 pub fn policy(net: &Network, gateway_mac: [u8; 6]) -> NetworkPolicy {

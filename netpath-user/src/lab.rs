@@ -52,7 +52,11 @@ impl Lab {
             rnd[1]
         );
         let base = std::env::temp_dir().join(&id);
-        let roots = Roots::under(&base, PathBuf::from("/sys/fs/bpf").join(format!("netpath-{id}")));
+        let roots = Roots::under(
+            &base,
+            PathBuf::from("/sys/fs/bpf").join(format!("netpath-{id}")),
+            Roots::default_cgroup().join(&id),
+        );
         let mut lab = Lab {
             host_ns: Path::new(NETNS_RUN_DIR).join(format!("{id}-host")),
             outside_ns: Path::new(NETNS_RUN_DIR).join(format!("{id}-out")),
@@ -69,6 +73,8 @@ impl Lab {
 
     fn build(&mut self) -> Result<()> {
         std::fs::create_dir_all(&self.base)?;
+        std::fs::create_dir(&self.roots.cgroup)
+            .with_context(|| format!("creating cgroup {}", self.roots.cgroup.display()))?;
         netns::create_net(&self.host_ns)?;
         netns::create_net(&self.outside_ns)?;
         let outside = std::fs::File::open(&self.outside_ns)?;
@@ -109,6 +115,24 @@ impl Lab {
 
     pub fn host_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         netns::Join::net(&self.host_ns).command(program)
+    }
+
+    /// A command in the lab host that runs inside the lab's cgroup, where
+    /// netpath's socket programs apply.
+    pub fn host_cmd_in_cgroup(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        let mut cmd = self.host_cmd(program)?;
+        let procs = std::fs::File::options()
+            .write(true)
+            .open(self.roots.cgroup.join("cgroup.procs"))
+            .context("opening the lab cgroup")?;
+        // SAFETY: write(2) is async-signal-safe; "0" moves the caller itself.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                use std::io::Write;
+                (&procs).write_all(b"0")
+            });
+        }
+        Ok(cmd)
     }
 
     pub fn outside_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
@@ -184,6 +208,11 @@ impl Lab {
             crate::sandbox::kill_all_in(ns);
             if let Err(e) = netns::remove(ns) {
                 errors.push(format!("{e:#}"));
+            }
+        }
+        if self.roots.cgroup.exists() {
+            if let Err(e) = std::fs::remove_dir(&self.roots.cgroup) {
+                errors.push(format!("removing {}: {e}", self.roots.cgroup.display()));
             }
         }
         for dir in [&self.roots.bpf, &self.base] {
@@ -270,6 +299,23 @@ pub enum LabCommand {
         #[arg(long)]
         count: usize,
     },
+    /// Answer up to COUNT UDP datagrams with the same bytes.
+    UdpEcho {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Send one UDP datagram from an unconnected socket and print where the
+    /// answer appeared to come from.
+    UdpAsk {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Send COUNT UDP datagrams of SIZE bytes.
     UdpSend {
         #[arg(long)]
@@ -290,6 +336,8 @@ pub fn run_command(cmd: LabCommand) -> Result<i32> {
         LabCommand::UdpSend { to, count, size } => udp_send(to, count, size),
         LabCommand::TcpServe { port, max, timeout } => tcp_serve(port, max, Duration::from_secs(timeout)),
         LabCommand::TcpChurn { to, count } => tcp_churn(to, count),
+        LabCommand::UdpEcho { port, count, timeout } => udp_echo(port, count, Duration::from_secs(timeout)),
+        LabCommand::UdpAsk { to, timeout } => udp_ask(to, Duration::from_secs(timeout)),
     }
 }
 
@@ -414,6 +462,32 @@ fn tcp_churn(to: SocketAddr, count: usize) -> Result<i32> {
         }
     }
     println!("{}", serde_json::json!({"ok": ok, "failed": failed}));
+    Ok(0)
+}
+
+fn udp_echo(port: u16, count: usize, timeout: Duration) -> Result<i32> {
+    let sock = UdpSocket::bind(("0.0.0.0", port))?;
+    ready(sock.local_addr()?);
+    sock.set_read_timeout(Some(timeout))?;
+    let mut peers = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..count {
+        let Ok((n, peer)) = sock.recv_from(&mut buf) else { break };
+        sock.send_to(&buf[..n], peer)?;
+        peers.push(peer.to_string());
+    }
+    println!("{}", serde_json::json!({"peers": peers}));
+    Ok(0)
+}
+
+fn udp_ask(to: SocketAddr, timeout: Duration) -> Result<i32> {
+    let sock = UdpSocket::bind(("0.0.0.0", 0))?;
+    sock.set_read_timeout(Some(timeout))?;
+    let question = payload(64);
+    sock.send_to(&question, to)?;
+    let mut buf = [0u8; 256];
+    let (n, from) = sock.recv_from(&mut buf).context("no answer")?;
+    println!("{}", serde_json::json!({"from": from.to_string(), "echoed": buf[..n] == question[..]}));
     Ok(0)
 }
 

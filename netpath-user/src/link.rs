@@ -191,6 +191,23 @@ impl Rtnl {
             .collect())
     }
 
+    /// Every IPv4 address in this namespace.
+    pub fn all_ipv4_addresses(&self) -> Result<Vec<(Ipv4Addr, u8)>> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+        let h = self.handle.clone();
+        let msgs: Vec<AddressMessage> =
+            self.run(async move { h.address().get().execute().try_collect().await }).context("listing addresses")?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     pub fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
         self.add_route(Ipv4Addr::UNSPECIFIED, 0, gateway)
     }

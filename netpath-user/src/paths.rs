@@ -13,6 +13,9 @@ pub struct Roots {
     pub bpf: PathBuf,
     /// Docker-style daemon.json; absent means defaults.
     pub config: PathBuf,
+    /// cgroup v2 directory the socket programs attach to; they act only for
+    /// sockets of the host namespace.
+    pub cgroup: PathBuf,
 }
 
 impl Roots {
@@ -20,6 +23,7 @@ impl Roots {
     pub const RUN_ENV: &str = "NETPATH_RUN_DIR";
     pub const BPF_ENV: &str = "NETPATH_BPF_DIR";
     pub const CONFIG_ENV: &str = "NETPATH_CONFIG";
+    pub const CGROUP_ENV: &str = "NETPATH_CGROUP";
 
     pub const DEFAULT_STATE: &str = "/var/lib/netpath";
     pub const DEFAULT_RUN: &str = "/run/netpath";
@@ -28,8 +32,15 @@ impl Roots {
 
     /// Roots for an instance whose every directory lies under `base`, except
     /// pins, which must live on bpffs.
-    pub fn under(base: &Path, bpf: PathBuf) -> Self {
-        Roots { state: base.join("state"), run: base.join("run"), bpf, config: base.join("daemon.json") }
+    pub fn under(base: &Path, bpf: PathBuf, cgroup: PathBuf) -> Self {
+        Roots { state: base.join("state"), run: base.join("run"), bpf, config: base.join("daemon.json"), cgroup }
+    }
+
+    /// The cgroup v2 root: the unified hierarchy of a hybrid layout, else
+    /// /sys/fs/cgroup itself.
+    pub fn default_cgroup() -> PathBuf {
+        let unified = Path::new("/sys/fs/cgroup/unified");
+        if unified.join("cgroup.procs").exists() { unified.into() } else { "/sys/fs/cgroup".into() }
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -53,12 +64,13 @@ impl Roots {
     }
 
     /// The environment that hands these roots to a child `netpath`.
-    pub fn env(&self) -> [(&'static str, &Path); 4] {
+    pub fn env(&self) -> [(&'static str, &Path); 5] {
         [
             (Self::STATE_ENV, &self.state),
             (Self::RUN_ENV, &self.run),
             (Self::BPF_ENV, &self.bpf),
             (Self::CONFIG_ENV, &self.config),
+            (Self::CGROUP_ENV, &self.cgroup),
         ]
     }
 }

@@ -45,6 +45,8 @@ pub fn output(cmd: &mut std::process::Command) -> Result<(i32, String, String)> 
 pub enum At<'a> {
     Sandbox(&'a str),
     Host,
+    /// The lab host, inside the cgroup netpath's socket programs watch.
+    HostCgroup,
     Outside,
     Far,
 }
@@ -56,6 +58,7 @@ pub fn probe(lab: &Lab, at: At, args: &[&str]) -> std::process::Command {
     let mut cmd = match at {
         At::Sandbox(name) => lab.sandbox_cmd(name, &bin),
         At::Host => lab.host_cmd(&bin),
+        At::HostCgroup => lab.host_cmd_in_cgroup(&bin),
         At::Outside => lab.outside_cmd(&bin),
         At::Far => lab.far_cmd(&bin),
     }

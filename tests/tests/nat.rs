@@ -15,7 +15,7 @@ fn ping(lab: &Lab, at: At, dst: &str) -> bool {
     let mut cmd = match at {
         At::Sandbox(n) => lab.sandbox_cmd(n, "ping").unwrap(),
         At::Outside => lab.outside_cmd("ping").unwrap(),
-        At::Host => lab.host_cmd("ping").unwrap(),
+        At::Host | At::HostCgroup => lab.host_cmd("ping").unwrap(),
         At::Far => lab.far_cmd("ping").unwrap(),
     };
     output(cmd.args(["-c", "2", "-i", "0.2", "-W", "1", dst])).unwrap().0 == 0
@@ -252,4 +252,77 @@ fn conntrack_is_bounded_and_cleaned() {
     assert!(involves(&lab) > 0);
     lab.netpath_ok(&["rm", "-f", "b"]).unwrap();
     assert_eq!(involves(&lab), 0, "a removed sandbox leaves no conntrack entry");
+}
+
+#[test]
+fn host_local_access_at_the_socket_layer() {
+    let lab = lab("hostlocal");
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.47.0.0/24"]).unwrap();
+    lab.netpath_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "n1",
+        "--ip",
+        "10.47.0.10",
+        "-p",
+        "8080:80",
+        "-p",
+        "127.0.0.1:8081:81",
+        "-p",
+        "5353:53/udp",
+    ])
+    .unwrap();
+    let before = counters(&lab, Program::Socket).socket_redirects;
+    for (to, port) in [("127.0.0.1:8080", 80), ("198.18.0.2:8080", 80), ("10.47.0.1:8080", 80), ("127.0.0.1:8081", 81)]
+    {
+        let (r, _) = tcp_check(&lab, At::Sandbox("web"), port, At::HostCgroup, to, 50_000)
+            .unwrap_or_else(|e| panic!("host -> {to}: {e:#}"));
+        assert!(r["peer"].as_str().unwrap().starts_with("10.47.0.1:"), "the host reaches it from the gateway: {r}");
+    }
+    let (echo, ask) = transfer(
+        probe(&lab, At::Sandbox("web"), &["udp-echo", "--port", "53"]),
+        probe(&lab, At::HostCgroup, &["udp-ask", "--to", "127.0.0.1:5353"]),
+    )
+    .unwrap();
+    assert_eq!(ask["echoed"], true, "{ask} / {echo}");
+    assert_eq!(ask["from"], "127.0.0.1:5353", "the answer appears to come from where the question went");
+    assert!(counters(&lab, Program::Socket).socket_redirects >= before + 5);
+    // Outside the watched cgroup nothing is steered: plain loopback has no listener.
+    let (code, ..) =
+        output(&mut probe(&lab, At::Host, &["tcp-send", "--to", "127.0.0.1:8080", "--bytes", "1", "--timeout", "1"]))
+            .unwrap();
+    assert_ne!(code, 0);
+    let listeners = output(lab.host_cmd("ss").unwrap().args(["-Hlntu"])).unwrap().1;
+    assert!(listeners.trim().is_empty(), "no proxy listens: {listeners}");
+    let sysctl = output(lab.host_cmd("cat").unwrap().arg("/proc/sys/net/ipv4/conf/all/route_localnet")).unwrap().1;
+    assert_eq!(sysctl.trim(), "0", "no route_localnet in the host namespace");
+}
+
+#[test]
+fn ten_thousand_published_ports() {
+    let lab = lab("manyports");
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.48.0.0/24"]).unwrap();
+    // Through the CLI's own code path: one sandbox publishing 10,000 ports.
+    let mut args: Vec<String> = ["run", "-d", "--name", "many", "--network", "n1"].map(String::from).to_vec();
+    for port in 20000..30000 {
+        args.push("-p".into());
+        args.push(format!("{port}:80"));
+    }
+    lab.netpath_ok(&args).unwrap();
+    assert_eq!(lab.datapath().published().unwrap().keys().count(), 10_000);
+    for port in [20000, 24567, 29999] {
+        reach_published(&lab, "many", 80, HOST, port);
+    }
+    lab.netpath_ok(&["run", "-d", "--name", "one", "--network", "n1", "-p", "30000:80"]).unwrap();
+    assert_eq!(lab.datapath().published().unwrap().keys().count(), 10_001, "adding one changes one entry");
+    reach_published(&lab, "one", 80, HOST, 30000);
+    lab.netpath_ok(&["rm", "-f", "one"]).unwrap();
+    assert_eq!(lab.datapath().published().unwrap().keys().count(), 10_000, "removing one changes one entry");
+    let rules = output(&mut lab.host_cmd("iptables-save").unwrap()).unwrap().1;
+    assert!(!rules.lines().any(|l| l.starts_with("-A")), "{rules}");
+    let ruleset = output(lab.host_cmd("nft").unwrap().args(["list", "ruleset"])).unwrap().1;
+    assert!(ruleset.trim().is_empty(), "{ruleset}");
 }
