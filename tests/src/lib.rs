@@ -98,3 +98,8 @@ pub fn tcp_check(lab: &Lab, sink_at: At, sink_port: u16, from: At, to: &str, byt
     anyhow::ensure!(r["bytes"] == bytes && r["sha256"] == s["sha256"], "payload mismatch: {r} vs {s}");
     Ok((r, s))
 }
+
+/// A command line written as one string, split on whitespace.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}

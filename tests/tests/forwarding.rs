@@ -95,3 +95,18 @@ fn sha2_of_repeated(chunk: &[u8], times: usize) -> String {
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn malformed_frames_are_dropped_and_counted() {
+    let lab = lab("malformed");
+    two_sandboxes(&lab);
+    let before = lab.datapath().counters(Program::FromContainer).unwrap().dropped_malformed;
+    let (code, out, err) = output(&mut probe(&lab, At::Sandbox("a"), &["send-malformed"])).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let sent = netpath::lab::malformed_frames().len();
+    assert!(out.contains(&format!("\"sent\":{sent}")), "{out}");
+    let dropped = lab.datapath().counters(Program::FromContainer).unwrap().dropped_malformed - before;
+    assert_eq!(dropped, sent as u64, "every broken frame is dropped and counted");
+    let (code, ..) = output(lab.sandbox_cmd("a", "ping").unwrap().args(["-c", "1", "-W", "2", "10.20.0.20"])).unwrap();
+    assert_eq!(code, 0, "the data path still forwards");
+}

@@ -2,7 +2,7 @@
 //! published in every Docker form, hairpin, ICMP errors through the NAT,
 //! and conntrack hygiene. No iptables rule and no proxy process anywhere.
 use netpath_common::Program;
-use netpath_tests::{At, Lab, lab, output, probe, tcp_check, transfer};
+use netpath_tests::{At, Lab, lab, output, probe, tcp_check, transfer, words};
 
 const HOST: &str = "198.18.0.2";
 const OUTSIDE: &str = "198.18.0.1";
@@ -100,33 +100,16 @@ fn every_publish_form_from_the_outside() {
     lab.in_host(|r| r.add_address(r.require_index(netpath::lab::HOST_UPLINK)?, "198.18.0.3".parse()?, 24)).unwrap();
     lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.43.0.0/24"]).unwrap();
     let before_ranges = lab.datapath().range_slots().map(|s| s.iter().filter(|r| r.proto != 0).count()).unwrap_or(0);
-    lab.netpath_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "n1",
-        "-p",
-        "80",
-        "-p",
-        "8080:81",
-        "-p",
-        "198.18.0.2::82",
-        "-p",
-        "198.18.0.2:8083:83",
-        "-p",
-        "9000-9999:9000-9999",
-        "-p",
-        "10000-10009:84",
-        "-p",
-        "5353:53/udp",
-    ])
+    lab.netpath_ok(&words(
+        "run -d --name web --network n1 -p 80 -p 8080:81 -p 198.18.0.2::82 -p 198.18.0.2:8083:83 \
+         -p 9000-9999:9000-9999 -p 10000-10009:84 -p 5353:53/udp \
+         -p 90/udp -p 198.18.0.2::91/udp -p 198.18.0.2:8092:92/udp -p 7000-7009:7000-7009/udp",
+    ))
     .unwrap();
     let port = lab.netpath_ok(&["port", "web"]).unwrap();
     let mut lines: Vec<&str> = port.lines().collect();
     lines.sort();
-    assert_eq!(lines.len(), 4 + 1000 + 1 + 1, "{port}");
+    assert_eq!(lines.len(), 4 + 1000 + 1 + 1 + 3 + 10, "{port}");
     for expected in [
         "80/tcp -> 0.0.0.0:32768",
         "81/tcp -> 0.0.0.0:8080",
@@ -136,14 +119,18 @@ fn every_publish_form_from_the_outside() {
         "9999/tcp -> 0.0.0.0:9999",
         "84/tcp -> 0.0.0.0:10000",
         "53/udp -> 0.0.0.0:5353",
+        "90/udp -> 0.0.0.0:32768",
+        "91/udp -> 198.18.0.2:32769",
+        "92/udp -> 198.18.0.2:8092",
+        "7005/udp -> 0.0.0.0:7005",
     ] {
         assert!(lines.contains(&expected), "missing {expected:?} in\n{port}");
     }
     assert_eq!(lab.netpath_ok(&["port", "web", "81/tcp"]).unwrap().trim(), "0.0.0.0:8080");
     let ranges = lab.datapath().range_slots().unwrap().iter().filter(|r| r.proto != 0).count();
-    assert_eq!(ranges, before_ranges + 1, "a 1,000-port range is one map entry");
+    assert_eq!(ranges, before_ranges + 2, "a 1,000-port range (and a 10-port one) is one map entry each");
     let singles = lab.datapath().published().unwrap().keys().count();
-    assert_eq!(singles, 6, "one entry per single port");
+    assert_eq!(singles, 9, "one entry per single port");
 
     reach_published(&lab, "web", 80, HOST, 32768);
     reach_published(&lab, "web", 81, HOST, 8080);
@@ -162,13 +149,24 @@ fn every_publish_form_from_the_outside() {
     .unwrap();
     assert_ne!(code, 0, "198.18.0.3:8083 must not lead to a port bound to 198.18.0.2");
 
-    let (r, s) = transfer(
-        probe(&lab, At::Sandbox("web"), &["udp-sink", "--port", "53", "--count", "20"]),
-        probe(&lab, At::Outside, &["udp-send", "--to", "198.18.0.2:5353", "--count", "20"]),
-    )
-    .unwrap();
-    assert_eq!(r["datagrams"], 20);
-    assert_eq!(r["peers"], serde_json::json!([s["local"]]));
+    for (cport, host) in [
+        (53, "198.18.0.2:5353"),
+        (90, "198.18.0.2:32768"),
+        (91, "198.18.0.2:32769"),
+        (92, "198.18.0.2:8092"),
+        (7005, "198.18.0.2:7005"),
+    ] {
+        let (r, s) = transfer(
+            probe(&lab, At::Sandbox("web"), &["udp-sink", "--port", &cport.to_string(), "--count", "20"]),
+            probe(&lab, At::Outside, &["udp-send", "--to", host, "--count", "20"]),
+        )
+        .unwrap();
+        assert_eq!(r["datagrams"], 20, "{host} -> {cport}/udp");
+        assert_eq!(r["peers"], serde_json::json!([s["local"]]), "{host}: the sandbox sees the real client");
+    }
+    let (code, ..) =
+        output(&mut probe(&lab, At::Outside, &["udp-send", "--to", "198.18.0.3:8092", "--count", "1"])).unwrap();
+    assert_eq!(code, 0);
 
     // Taken ports are refused; removing the sandbox frees them.
     let (code, _, err) =
@@ -181,6 +179,7 @@ fn every_publish_form_from_the_outside() {
     lab.netpath_ok(&["rm", "-f", "web"]).unwrap();
     assert_eq!(lab.datapath().published().unwrap().keys().count(), 0);
     assert_eq!(lab.datapath().range_slots().unwrap().iter().filter(|r| r.proto != 0).count(), 0);
+    assert_eq!(lab.datapath().config().unwrap().port_range_count, 0);
     lab.netpath_ok(&["run", "-d", "--name", "web2", "--network", "n1", "-p", "8080:80"]).unwrap();
 }
 
