@@ -13,11 +13,23 @@ pub mod map_names {
     pub const PORT_RANGES: &str = "PORT_RANGES";
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const HOST_ADDRS: &str = "HOST_ADDRS";
+    pub const LINKS: &str = "LINKS";
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
     pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
-    pub const ALL: &[&str] =
-        &[ENDPOINTS, NETWORKS, UPLINKS, PUBLISHED, PORT_RANGES, CONNTRACK, HOST_ADDRS, SOCK_REVNAT, CONFIG, STATS];
+    pub const ALL: &[&str] = &[
+        ENDPOINTS,
+        NETWORKS,
+        UPLINKS,
+        PUBLISHED,
+        PORT_RANGES,
+        CONNTRACK,
+        HOST_ADDRS,
+        SOCK_REVNAT,
+        LINKS,
+        CONFIG,
+        STATS,
+    ];
 }
 
 /// Program names as they appear in the object file and under the pin directory.
@@ -69,6 +81,8 @@ pub mod network_flags {
     pub const MASQUERADE: u32 = 1;
     /// No traffic may leave the network's subnet.
     pub const INTERNAL: u32 = 2;
+    /// Sandboxes of the network may not talk to each other, except linked pairs.
+    pub const NO_ICC: u32 = 4;
 }
 
 /// Per-network policy, keyed by `Endpoint::network_id`.
@@ -180,6 +194,17 @@ pub struct CtEntry {
     pub state: u8,
     pub flags: u8,
     pub _pad: [u8; 6],
+}
+
+pub const MAX_LINKS: usize = 16384;
+
+/// A pair of sandbox addresses allowed to talk on a network without ICC
+/// (`--link`); stored in both directions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LinkKey {
+    pub from: [u8; 4],
+    pub to: [u8; 4],
 }
 
 /// A UDP socket and the sandbox address it was steered to.
@@ -297,12 +322,15 @@ counters! {
     socket_redirects,
     passed_not_ipv4,
     passed_no_endpoint,
-    passed_other_network,
     passed_unknown_source,
     passed_no_route,
     dropped_malformed,
     dropped_redirect_failed,
     dropped_internal_network,
+    /// Between sandboxes of different networks.
+    dropped_other_network,
+    /// Between sandboxes of a network with ICC off, not linked.
+    dropped_icc,
     dropped_nat_port_exhausted,
     dropped_conntrack_full,
 }
@@ -322,6 +350,7 @@ mod pod {
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::DatapathConfig {}
     unsafe impl aya::Pod for super::SockRevKey {}
+    unsafe impl aya::Pod for super::LinkKey {}
     unsafe impl aya::Pod for super::SockRevValue {}
     unsafe impl aya::Pod for super::Counters {}
 }

@@ -52,17 +52,26 @@ pub fn run(ctx: &TcContext) -> i32 {
         count(PROGRAM, |c| c.passed_unknown_source += 1);
         return TC_ACT_OK;
     };
-    if let Some(dst) = maps::endpoint(p.key.daddr) {
-        if src.network_id != dst.network_id {
-            count(PROGRAM, |c| c.passed_other_network += 1);
-            return TC_ACT_OK;
-        }
-        return same_network(ctx, &p, &dst);
-    }
     let Some(net) = maps::network(src.network_id) else {
         count(PROGRAM, |c| c.passed_no_endpoint += 1);
         return TC_ACT_OK;
     };
+    if let Some(dst) = maps::endpoint(p.key.daddr) {
+        if src.network_id != dst.network_id {
+            count(PROGRAM, |c| c.dropped_other_network += 1);
+            return TC_ACT_SHOT;
+        }
+        if net.flags & network_flags::NO_ICC != 0 && !linked(p.key.saddr, p.key.daddr) {
+            count(PROGRAM, |c| c.dropped_icc += 1);
+            return TC_ACT_SHOT;
+        }
+        return same_network(ctx, &p, &dst);
+    }
+    if net.flags & network_flags::NO_ICC != 0 && in_subnet(&net, p.key.daddr) && p.key.daddr != net.gateway {
+        // Not an endpoint of ours, yet on the network: nothing to reach.
+        count(PROGRAM, |c| c.dropped_icc += 1);
+        return TC_ACT_SHOT;
+    }
     if matches!(p.kind, Kind::Tcp | Kind::Udp) {
         if let Some(target) = crate::publish::find(&p.key, cfg.port_range_count) {
             if p.key.daddr == net.gateway || route::is_local(ctx, ifindex, p.key.saddr, p.key.daddr) {
@@ -76,6 +85,12 @@ pub fn run(ctx: &TcContext) -> i32 {
     }
     count(PROGRAM, |c| c.passed_no_endpoint += 1);
     TC_ACT_OK
+}
+
+#[inline(always)]
+fn linked(from: [u8; 4], to: [u8; 4]) -> bool {
+    // SAFETY: presence check only.
+    unsafe { maps::LINKS.get(netpath_common::LinkKey { from, to }) }.is_some()
 }
 
 #[inline(always)]

@@ -3,9 +3,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netpath_common::{
-    Counters, CtEntry, DEFAULT_CONNTRACK_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FlowKey, MAX_ENDPOINTS,
-    MAX_HOST_ADDRS, MAX_NETWORKS, MAX_PORT_RANGES, MAX_PUBLISHED, MAX_UPLINKS, NetworkPolicy, PROGRAM_COUNT, PortRange,
-    PublishedKey, PublishedTarget, SOCK_REVNAT_ENTRIES, SockRevKey, SockRevValue, Uplink,
+    Counters, CtEntry, DEFAULT_CONNTRACK_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey,
+    MAX_ENDPOINTS, MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_PORT_RANGES, MAX_PUBLISHED, MAX_UPLINKS, NetworkPolicy,
+    PROGRAM_COUNT, PortRange, PublishedKey, PublishedTarget, SOCK_REVNAT_ENTRIES, SockRevKey, SockRevValue, Uplink,
 };
 
 #[btf_map]
@@ -32,6 +32,9 @@ pub static HOST_ADDRS: HashMap<[u8; 4], u8, MAX_HOST_ADDRS> = HashMap::new();
 
 #[btf_map]
 pub static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue, SOCK_REVNAT_ENTRIES> = LruHashMap::new();
+
+#[btf_map]
+pub static LINKS: HashMap<LinkKey, u8, MAX_LINKS> = HashMap::new();
 
 #[btf_map]
 pub static CONFIG: Array<DatapathConfig, 1> = Array::new();

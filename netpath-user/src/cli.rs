@@ -51,6 +51,9 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// The resolver process for user-defined networks (started by netpath).
+    #[command(hide = true)]
+    DnsServe,
     /// List sandboxes.
     Ps {
         /// Print JSON instead of a table.
@@ -108,6 +111,17 @@ enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Connect a sandbox to a network (it gets one more interface).
+    Connect {
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        #[arg(long)]
+        ip: Option<String>,
+        network: String,
+        sandbox: String,
+    },
+    /// Disconnect a sandbox from a network.
+    Disconnect { network: String, sandbox: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -168,6 +182,24 @@ struct RunArgs {
     /// Publish ports: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO], ranges allowed.
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
+    /// Names this sandbox answers to on a user-defined network.
+    #[arg(long = "network-alias", alias = "net-alias")]
+    aliases: Vec<String>,
+    /// NAME[:ALIAS] of a sandbox on the default network.
+    #[arg(long = "link")]
+    links: Vec<String>,
+    /// Ports offered to linked sandboxes without publishing them.
+    #[arg(long)]
+    expose: Vec<String>,
+    #[arg(long)]
+    dns: Vec<String>,
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    #[arg(long = "dns-option")]
+    dns_options: Vec<String>,
+    /// NAME:IP (IP may be host-gateway).
+    #[arg(long = "add-host")]
+    add_hosts: Vec<String>,
     #[arg(last = true)]
     command: Vec<String>,
 }
@@ -201,12 +233,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Network(cmd) => network_command(roots, cmd),
         Command::Run(args) => run(roots, args),
         Command::Exec { name, command } => {
-            let sandbox = {
+            let (sandbox, state) = {
                 let (_store, state) = Store::open(&roots)?;
-                state.sandbox(&name)?.clone()
+                (state.sandbox(&name)?.clone(), state)
             };
-            Ok(sandbox::exit_code(sandbox::run_foreground(&sandbox, &command)?))
+            Ok(sandbox::exit_code(sandbox::run_foreground(&roots, &state, &sandbox, &command)?))
         }
+        Command::DnsServe => crate::dns::server::serve(roots),
         Command::Ps { json } => {
             let (_store, state) = Store::open(&roots)?;
             print_ps(&state, json)?;
@@ -273,10 +306,15 @@ pub fn reset(host: &Host, state: &mut State) -> Result<()> {
     let mut first_error = None;
     let names: Vec<String> = state.sandboxes.keys().cloned().collect();
     for name in names {
+        // Removing an owner also removed the sandboxes sharing its namespaces.
+        if !state.sandboxes.contains_key(&name) {
+            continue;
+        }
         if let Err(e) = sandbox::remove(host, state, &name, true) {
             first_error.get_or_insert(e);
         }
     }
+    crate::dns::stop(&host.roots);
     let names: Vec<String> = state.networks.keys().cloned().collect();
     for name in names {
         if let Err(e) = network::remove(host, state, &name, true) {
@@ -340,6 +378,19 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
                 store.save(&state)?;
                 println!("{name}");
             }
+            crate::dns::ensure(&host, &state)?;
+        }
+        NetworkCommand::Connect { aliases, ip, network, sandbox: name } => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            sandbox::connect(&host, &mut state, &network, &name, ip.as_deref(), &aliases)?;
+            store.save(&state)?;
+        }
+        NetworkCommand::Disconnect { network, sandbox: name } => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            sandbox::disconnect(&host, &mut state, &network, &name)?;
+            store.save(&state)?;
         }
     }
     Ok(0)
@@ -353,13 +404,20 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
         mac: a.mac_address,
         hostname: a.hostname,
         publish: a.publish,
+        aliases: a.aliases,
+        links: a.links,
+        expose: a.expose,
+        dns: a.dns,
+        dns_search: a.dns_search,
+        dns_options: a.dns_options,
+        add_hosts: a.add_hosts,
     };
     let host = Host::open(roots)?;
     let sandbox = {
         let (store, mut state) = Store::open(&host.roots)?;
         let mut sandbox = sandbox::create(&host, &mut state, &req)?;
         if a.detach && !a.command.is_empty() {
-            match sandbox::spawn_detached(&host, &sandbox, &a.command) {
+            match sandbox::spawn_detached(&host, &state, &sandbox, &a.command) {
                 Ok(pid) => {
                     sandbox.pid = Some(pid);
                     sandbox.command = a.command.clone();
@@ -372,14 +430,15 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
             }
         }
         store.save(&state)?;
-        sandbox
+        (sandbox, state)
     };
+    let (sandbox, state) = sandbox;
     if a.detach {
         println!("{}", sandbox.id);
         return Ok(0);
     }
     let command = if a.command.is_empty() { vec!["/bin/sh".to_string()] } else { a.command };
-    let status = sandbox::run_foreground(&sandbox, &command);
+    let status = sandbox::run_foreground(&host.roots, &state, &sandbox, &command);
     if a.rm {
         let (store, mut state) = Store::open(&host.roots)?;
         sandbox::remove(&host, &mut state, &sandbox.name, true).context("removing the sandbox after its command")?;
@@ -395,7 +454,7 @@ fn print_ps(state: &State, json: bool) -> Result<()> {
     }
     println!("{:<14}{:<20}{:<16}{:<18}STATUS", "SANDBOX ID", "NAME", "NETWORK", "IP");
     for s in state.sandboxes.values() {
-        let running = s.pid.is_some_and(|p| sandbox::process_in(p, &s.netns));
+        let running = sandbox::is_running(s);
         let status = if running { format!("running (pid {})", s.pid.unwrap_or(0)) } else { "up".to_string() };
         let (net, ip) =
             s.attachments.first().map_or(("-".to_string(), "-".to_string()), |a| (a.network.clone(), a.ip.to_string()));

@@ -21,9 +21,21 @@ struct DaemonJson {
     default_gateway: Option<Ipv4Addr>,
     ip_masq: Option<bool>,
     ip: Option<Ipv4Addr>,
+    icc: Option<bool>,
+    dns: Option<Vec<Ipv4Addr>>,
+    dns_search: Option<Vec<String>>,
+    default_address_pools: Option<Vec<AddressPool>>,
     uplinks: Option<Vec<String>>,
     conntrack_max: Option<u32>,
     conntrack_timeouts: Option<Timeouts>,
+}
+
+/// One entry of Docker's `default-address-pools`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddressPool {
+    base: String,
+    size: u8,
 }
 
 /// Conntrack timeouts in seconds (netpath's own key).
@@ -46,6 +58,10 @@ const KNOWN_KEYS: &[&str] = &[
     "default-gateway",
     "ip-masq",
     "ip",
+    "icc",
+    "dns",
+    "dns-search",
+    "default-address-pools",
     "uplinks",
     "conntrack-max",
     "conntrack-timeouts",
@@ -69,6 +85,14 @@ pub struct Config {
     pub uplinks: Option<Vec<String>>,
     pub conntrack_max: Option<u32>,
     pub timeouts: netpath_common::DatapathConfig,
+    /// Inter-container communication on the default network.
+    pub icc: bool,
+    /// Upstream resolvers; the host's resolv.conf when empty.
+    pub dns: Vec<Ipv4Addr>,
+    pub dns_search: Vec<String>,
+    /// (base, prefix of each subnet carved from it) for `network create`
+    /// without `--subnet`; Docker's defaults when empty.
+    pub address_pools: Vec<(Ipv4Network, u8)>,
 }
 
 impl Default for Config {
@@ -85,6 +109,10 @@ impl Default for Config {
             uplinks: None,
             conntrack_max: None,
             timeouts: netpath_common::DatapathConfig::default(),
+            icc: true,
+            dns: Vec::new(),
+            dns_search: Vec::new(),
+            address_pools: Vec::new(),
         }
     }
 }
@@ -137,6 +165,16 @@ impl Config {
             config.default_gateway = gw;
         }
         config.ip_masq = json.ip_masq.unwrap_or(true);
+        config.icc = json.icc.unwrap_or(true);
+        config.dns = json.dns.unwrap_or_default();
+        config.dns_search = json.dns_search.unwrap_or_default();
+        for pool in json.default_address_pools.unwrap_or_default() {
+            let base = parse_cidr(&pool.base).context("default-address-pools")?;
+            if pool.size < base.prefix() || pool.size > 30 {
+                bail!("default-address-pools: size {} does not fit base {}", pool.size, pool.base);
+            }
+            config.address_pools.push((base, pool.size));
+        }
         config.default_bind_ip = json.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         config.uplinks = json.uplinks;
         if let Some(max) = json.conntrack_max {

@@ -21,8 +21,8 @@ use aya::{
     },
 };
 use netpath_common::{
-    Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, NetworkPolicy, PortRange, Program, PublishedKey,
-    PublishedTarget, Uplink, map_names, program_names,
+    Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, NetworkPolicy, PortRange, Program,
+    PublishedKey, PublishedTarget, Uplink, map_names, program_names,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
@@ -254,6 +254,39 @@ impl Datapath {
     pub fn remove_network(&self, index: u32) -> Result<()> {
         let mut map: HashMap<MapData, u32, NetworkPolicy> = HashMap::try_from(self.map(map_names::NETWORKS)?)?;
         ignore_missing(map.remove(&index)).context("removing network policy")
+    }
+
+    fn links(&self) -> Result<HashMap<MapData, LinkKey, u8>> {
+        Ok(HashMap::try_from(self.map(map_names::LINKS)?)?)
+    }
+
+    /// Allows (or stops allowing) traffic between two addresses on a network
+    /// without ICC, both ways.
+    pub fn set_link(&self, a: Ipv4Addr, b: Ipv4Addr, allow: bool) -> Result<()> {
+        let mut links = self.links()?;
+        for key in [LinkKey { from: a.octets(), to: b.octets() }, LinkKey { from: b.octets(), to: a.octets() }] {
+            if allow {
+                links.insert(key, 1, 0)?;
+            } else {
+                ignore_missing(links.remove(&key))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every link involving `addrs`.
+    pub fn remove_links_of(&self, addrs: &[Ipv4Addr]) -> Result<()> {
+        let mut links = self.links()?;
+        let octets: Vec<[u8; 4]> = addrs.iter().map(|a| a.octets()).collect();
+        let doomed: Vec<LinkKey> = links
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| octets.contains(&k.from) || octets.contains(&k.to))
+            .collect();
+        for k in doomed {
+            ignore_missing(links.remove(&k))?;
+        }
+        Ok(())
     }
 
     pub fn published(&self) -> Result<HashMap<MapData, PublishedKey, PublishedTarget>> {

@@ -105,6 +105,9 @@ pub fn policy(net: &Network, gateway_mac: [u8; 6]) -> NetworkPolicy {
     if net.internal {
         flags |= network_flags::INTERNAL;
     }
+    if !net.icc() {
+        flags |= network_flags::NO_ICC;
+    }
     NetworkPolicy {
         flags,
         subnet: net.subnet.network().octets(),

@@ -76,16 +76,20 @@ pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Res
     })
 }
 
-/// Namespaces a child process joins before it execs.
+/// Namespaces a child process joins before it execs, and files it sees in
+/// place of the host's (bind mounts in a private mount namespace, the way
+/// `ip netns exec` shows `/etc/netns/NAME/`).
 #[derive(Clone, Debug, Default)]
 pub struct Join {
     pub net: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// (source, target) pairs; targets must exist.
+    pub files: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Join {
     pub fn net(path: impl Into<PathBuf>) -> Self {
-        Join { net: Some(path.into()), uts: None }
+        Join { net: Some(path.into()), ..Join::default() }
     }
 
     /// Makes `cmd` enter these namespaces between fork and exec.
@@ -95,7 +99,19 @@ impl Join {
         };
         let net = open(&self.net)?;
         let uts = open(&self.uts)?;
-        // SAFETY: setns is async-signal-safe; the closure allocates nothing.
+        let files: Vec<(std::ffi::CString, std::ffi::CString)> = self
+            .files
+            .iter()
+            .map(|(src, dst)| {
+                use std::os::unix::ffi::OsStrExt;
+                Ok((
+                    std::ffi::CString::new(src.as_os_str().as_bytes())?,
+                    std::ffi::CString::new(dst.as_os_str().as_bytes())?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        // SAFETY: setns, unshare and mount are plain syscalls; the closure
+        // allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 if let Some(fd) = &net {
@@ -103,6 +119,13 @@ impl Join {
                 }
                 if let Some(fd) = &uts {
                     setns(fd, CloneFlags::CLONE_NEWUTS)?;
+                }
+                if !files.is_empty() {
+                    unshare(CloneFlags::CLONE_NEWNS)?;
+                    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+                    for (src, dst) in &files {
+                        mount(Some(src.as_c_str()), dst.as_c_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+                    }
                 }
                 Ok(())
             });

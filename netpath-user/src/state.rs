@@ -43,6 +43,37 @@ pub struct Network {
     pub is_default: bool,
 }
 
+/// How a sandbox gets its network namespace (`run --network`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Its own namespace, attached to networks (none attached: only `lo`).
+    #[default]
+    Attached,
+    /// The host's namespace and hostname; nothing is created.
+    Host,
+    /// Another sandbox's namespaces (`container:NAME`).
+    Container(String),
+}
+
+/// `--link NAME:ALIAS`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub name: String,
+    pub alias: String,
+}
+
+/// What a sandbox's resolver and hosts file say (`--dns`, `--dns-search`,
+/// `--dns-option`, `--add-host`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostConfig {
+    pub dns: Vec<Ipv4Addr>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// (name, address) in the order given.
+    pub extra_hosts: Vec<(String, Ipv4Addr)>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sandbox {
     pub name: String,
@@ -57,6 +88,15 @@ pub struct Sandbox {
     pub command: Vec<String>,
     #[serde(default)]
     pub ports: Vec<crate::ports::Mapping>,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub host_config: HostConfig,
+    #[serde(default)]
+    pub links: Vec<Link>,
+    /// Ports exposed without publishing (`--expose`), for `--link` variables.
+    #[serde(default)]
+    pub expose: Vec<(u16, crate::ports::Proto)>,
 }
 
 impl Sandbox {
@@ -73,7 +113,20 @@ impl Sandbox {
             pid: None,
             command: Vec::new(),
             ports: Vec::new(),
+            mode: Mode::Attached,
+            host_config: HostConfig::default(),
+            links: Vec::new(),
+            expose: Vec::new(),
         }
+    }
+
+    /// Whether this sandbox created (and so must remove) its namespaces.
+    pub fn owns_namespaces(&self) -> bool {
+        self.mode == Mode::Attached
+    }
+
+    pub fn attachment(&self, network: &str) -> Option<&Attachment> {
+        self.attachments.iter().find(|a| a.network == network)
     }
 }
 
@@ -86,11 +139,17 @@ pub struct Attachment {
     pub host_ifname: String,
     pub ip: Ipv4Addr,
     pub mac: Mac,
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 impl Network {
     pub fn masquerade(&self) -> bool {
         !self.internal && self.options.get(crate::network::OPT_MASQUERADE).is_none_or(|v| v != "false")
+    }
+
+    pub fn icc(&self) -> bool {
+        self.options.get(crate::network::OPT_ICC).is_none_or(|v| v != "false")
     }
 
     /// The address masquerade uses instead of the uplink's own.

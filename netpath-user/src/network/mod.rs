@@ -23,13 +23,27 @@ pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 pub const OPT_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
 pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
 pub const OPT_HOST_IPV4: &str = "com.docker.network.host_ipv4";
+pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
 
-/// Docker's default-address-pools: /16s from 172.17.0.0/12, then /20s of
-/// 192.168.0.0/16.
-fn default_pools() -> impl Iterator<Item = Ipv4Network> {
-    let b172 = (17u8..=31).map(|b| Ipv4Network::new(Ipv4Addr::new(172, b, 0, 0), 16).expect("valid"));
-    let b192 = (0u8..16).map(|i| Ipv4Network::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).expect("valid"));
-    b172.chain(b192)
+/// Subnets `network create` picks from: the config's default-address-pools,
+/// else Docker's (/16s of 172.17.0.0/12, then /20s of 192.168.0.0/16).
+fn candidate_pools(config: &Config) -> Vec<Ipv4Network> {
+    if config.address_pools.is_empty() {
+        let b172 = (17u8..=31).map(|b| Ipv4Network::new(Ipv4Addr::new(172, b, 0, 0), 16).expect("valid"));
+        let b192 = (0u8..16).map(|i| Ipv4Network::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).expect("valid"));
+        return b172.chain(b192).collect();
+    }
+    let mut out = Vec::new();
+    for (base, size) in &config.address_pools {
+        let step = 1u64 << (32 - *size as u32);
+        let first = u64::from(u32::from(base.network()));
+        let count = 1u64 << (*size as u32 - base.prefix() as u32);
+        for i in 0..count.min(65536) {
+            let addr = Ipv4Addr::from((first + i * step) as u32);
+            out.push(Ipv4Network::new(addr, *size).expect("valid prefix"));
+        }
+    }
+    out
 }
 
 /// What `network create` was asked for.
@@ -129,7 +143,8 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
             }
             subnet
         }
-        None => default_pools()
+        None => candidate_pools(config)
+            .into_iter()
             .find(|p| !taken.iter().any(|(_, t)| overlaps(*t, *p)))
             .ok_or_else(|| anyhow::anyhow!("could not find an available, non-overlapping address pool"))?,
     };
@@ -165,9 +180,11 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
             v.parse::<Ipv4Addr>().map_err(|_| anyhow::anyhow!("invalid {key} {v:?}: an IPv4 address"))?;
         }
     }
-    if let Some(v) = options.get(OPT_MASQUERADE) {
-        if v != "true" && v != "false" {
-            bail!("invalid {OPT_MASQUERADE} {v:?}: true or false");
+    for key in [OPT_MASQUERADE, OPT_ICC] {
+        if let Some(v) = options.get(key) {
+            if v != "true" && v != "false" {
+                bail!("invalid {key} {v:?}: true or false");
+            }
         }
     }
     let id = state::new_id();
@@ -216,6 +233,7 @@ pub fn plan_default(state: &State, config: &Config) -> Network {
             (OPT_BRIDGE_NAME.into(), config.bridge.clone()),
             (OPT_MTU.into(), config.mtu.to_string()),
             (OPT_MASQUERADE.into(), config.ip_masq.to_string()),
+            (OPT_ICC.into(), config.icc.to_string()),
             (OPT_HOST_BINDING.into(), config.default_bind_ip.to_string()),
         ]),
         labels: BTreeMap::new(),

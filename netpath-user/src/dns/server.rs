@@ -1,0 +1,213 @@
+//! The resolver process (`netpath dns-serve`): one UDP socket per
+//! user-defined network, bound to its gateway address. It rereads the state
+//! whenever the file changes, so names follow sandboxes as they come, go,
+//! connect and disconnect, without a restart.
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Result;
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, ResponseCode},
+    rr::{Name, RData, Record, RecordType, rdata::A},
+};
+
+use crate::{config::Config, hostfiles, paths::Roots, signals, state::State};
+
+const TTL: u32 = 600;
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct View {
+    state: State,
+    config: Config,
+}
+
+struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+pub fn serve(roots: Roots) -> Result<i32> {
+    signals::install();
+    let view = Arc::new(RwLock::new(View { state: State::default(), config: Config::default() }));
+    let mut seen: Option<SystemTime> = None;
+    let mut listeners: HashMap<Ipv4Addr, Listener> = HashMap::new();
+    let mut idle_rounds = 0;
+    while !signals::interrupted() {
+        let modified = std::fs::metadata(roots.state_file()).and_then(|m| m.modified()).ok();
+        if modified != seen {
+            seen = modified;
+            // The state file is replaced by rename, so a read sees a whole version.
+            let state: State = std::fs::read(roots.state_file())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let config = Config::load(&roots.config).unwrap_or_default();
+            *view.write().expect("view lock") = View { state, config };
+        }
+        let wanted: Vec<Ipv4Addr> = {
+            let v = view.read().expect("view lock");
+            v.state.networks.values().filter(|n| !n.is_default).map(|n| n.gateway).collect()
+        };
+        for &gw in &wanted {
+            if !listeners.contains_key(&gw) {
+                match UdpSocket::bind(SocketAddrV4::new(gw, 53)) {
+                    Ok(sock) => {
+                        let stop = Arc::new(AtomicBool::new(false));
+                        let (v, s) = (view.clone(), stop.clone());
+                        let thread = std::thread::spawn(move || listen(sock, gw, v, s));
+                        listeners.insert(gw, Listener { stop, thread });
+                    }
+                    Err(e) => eprintln!("resolver: cannot listen on {gw}:53: {e}"),
+                }
+            }
+        }
+        let gone: Vec<Ipv4Addr> = listeners.keys().filter(|g| !wanted.contains(g)).copied().collect();
+        for gw in gone {
+            if let Some(l) = listeners.remove(&gw) {
+                l.stop.store(true, Ordering::SeqCst);
+                let _ = l.thread.join();
+            }
+        }
+        // Nothing to serve for a while: the last user-defined network went.
+        idle_rounds = if wanted.is_empty() { idle_rounds + 1 } else { 0 };
+        if idle_rounds > 10 {
+            break;
+        }
+        signals::sleep_unless_interrupted(Duration::from_millis(200));
+    }
+    for (_, l) in listeners {
+        l.stop.store(true, Ordering::SeqCst);
+        let _ = l.thread.join();
+    }
+    Ok(0)
+}
+
+fn listen(sock: UdpSocket, gateway: Ipv4Addr, view: Arc<RwLock<View>>, stop: Arc<AtomicBool>) {
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::SeqCst) {
+        let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
+        let SocketAddr::V4(peer) = peer else { continue };
+        let answer = {
+            let v = view.read().expect("view lock");
+            answer(&v, gateway, *peer.ip(), &buf[..n])
+        };
+        let reply = match answer {
+            Answer::Local(bytes) => Some(bytes),
+            Answer::Forward(upstreams) => forward(&upstreams, &buf[..n]).or_else(|| servfail(&buf[..n])),
+            Answer::Drop => None,
+        };
+        if let Some(r) = reply {
+            let _ = sock.send_to(&r, peer);
+        }
+    }
+}
+
+enum Answer {
+    Local(Vec<u8>),
+    Forward(Vec<Ipv4Addr>),
+    Drop,
+}
+
+/// Addresses `name` has on the networks the asking sandbox shares with it,
+/// the network the question arrived on first.
+fn lookup(state: &State, gateway: Ipv4Addr, asker: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
+    let asking = state.sandboxes.values().find(|s| s.attachments.iter().any(|a| a.ip == asker))?;
+    let here = state.networks.values().find(|n| n.gateway == gateway)?;
+    let mut nets: Vec<&str> = vec![here.name.as_str()];
+    nets.extend(asking.attachments.iter().map(|a| a.network.as_str()).filter(|n| *n != here.name));
+    for net in nets {
+        if state.networks.get(net).is_none_or(|n| n.is_default) {
+            continue;
+        }
+        let ips: Vec<Ipv4Addr> = state
+            .attachments_on(net)
+            .filter(|(s, a)| {
+                s.name.eq_ignore_ascii_case(name)
+                    || a.aliases.iter().any(|al| al.eq_ignore_ascii_case(name))
+                    || s.id[..12].eq_ignore_ascii_case(name)
+            })
+            .map(|(_, a)| a.ip)
+            .collect();
+        if !ips.is_empty() {
+            return Some(ips);
+        }
+    }
+    None
+}
+
+fn answer(view: &View, gateway: Ipv4Addr, asker: Ipv4Addr, query: &[u8]) -> Answer {
+    let Ok(msg) = Message::from_vec(query) else { return Answer::Drop };
+    let upstreams = || {
+        let asking = view.state.sandboxes.values().find(|s| s.attachments.iter().any(|a| a.ip == asker));
+        let internal = view.state.networks.values().any(|n| n.gateway == gateway && n.internal);
+        match asking {
+            _ if internal => Vec::new(),
+            Some(s) => hostfiles::upstreams(&view.config.dns, s),
+            None => Vec::new(),
+        }
+    };
+    if msg.message_type() != MessageType::Query || msg.op_code() != OpCode::Query || msg.queries().len() != 1 {
+        return Answer::Forward(upstreams());
+    }
+    let q = &msg.queries()[0];
+    let name = q.name().to_ascii();
+    let name = name.trim_end_matches('.');
+    let Some(ips) = lookup(&view.state, gateway, asker, name) else {
+        return Answer::Forward(upstreams());
+    };
+    let mut reply = Message::new();
+    reply
+        .set_id(msg.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(msg.recursion_desired())
+        .set_recursion_available(true)
+        .set_response_code(ResponseCode::NoError)
+        .add_query(q.clone());
+    if q.query_type() == RecordType::A {
+        let owner: Name = q.name().clone();
+        for ip in ips {
+            reply.add_answer(Record::from_rdata(owner.clone(), TTL, RData::A(A(ip))));
+        }
+    }
+    reply.to_vec().map(Answer::Local).unwrap_or(Answer::Drop)
+}
+
+fn forward(upstreams: &[Ipv4Addr], query: &[u8]) -> Option<Vec<u8>> {
+    for up in upstreams {
+        let Ok(sock) = UdpSocket::bind("0.0.0.0:0") else { continue };
+        let _ = sock.set_read_timeout(Some(UPSTREAM_TIMEOUT));
+        if sock.send_to(query, (*up, 53)).is_err() {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            return Some(buf[..n].to_vec());
+        }
+    }
+    None
+}
+
+fn servfail(query: &[u8]) -> Option<Vec<u8>> {
+    let msg = Message::from_vec(query).ok()?;
+    let mut reply = Message::new();
+    reply
+        .set_id(msg.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(msg.op_code())
+        .set_recursion_desired(msg.recursion_desired())
+        .set_response_code(ResponseCode::ServFail);
+    for q in msg.queries() {
+        reply.add_query(q.clone());
+    }
+    reply.to_vec().ok()
+}
