@@ -78,7 +78,7 @@ impl Host {
 /// see it.
 fn netns_cookie() -> Result<u64> {
     const SO_NETNS_COOKIE: libc::c_int = 71;
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").context("socket for the netns cookie")?;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").context("socket for the netns cookie")?;
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `cookie`.

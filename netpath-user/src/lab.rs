@@ -73,6 +73,7 @@ impl Lab {
 
     fn build(&mut self) -> Result<()> {
         std::fs::create_dir_all(&self.base)?;
+        self.configure("{}")?;
         std::fs::create_dir(&self.roots.cgroup)
             .with_context(|| format!("creating cgroup {}", self.roots.cgroup.display()))?;
         netns::create_net(&self.host_ns)?;
@@ -95,6 +96,16 @@ impl Lab {
             rtnl.add_address(idx, OUTSIDE_IP, UPLINK_PREFIX)?;
             rtnl.set_up(idx)
         })
+    }
+
+    /// Writes the instance's daemon.json. Unless `json` names resolvers, the
+    /// outside namespace is the upstream resolver: nothing a lab does may
+    /// query the machine's own (off-box) resolver.
+    pub fn configure(&self, json: &str) -> Result<()> {
+        let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)?;
+        config.entry("dns").or_insert_with(|| serde_json::json!([OUTSIDE_IP.to_string()]));
+        std::fs::write(&self.roots.config, serde_json::to_vec_pretty(&config)?)?;
+        Ok(())
     }
 
     /// A `netpath` command that runs in the lab host with the lab's roots.
@@ -321,6 +332,26 @@ pub enum LabCommand {
         #[arg(long, default_value = "eth0")]
         iface: String,
     },
+    /// A tiny upstream DNS server for tests: answers A queries for NAME with
+    /// ADDR, NXDOMAIN otherwise, until TIMEOUT.
+    DnsStub {
+        #[arg(long, default_value_t = 53)]
+        port: u16,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        addr: Ipv4Addr,
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Ask the first nameserver of /etc/resolv.conf (or SERVER) for NAME's A
+    /// records; print the answer as JSON.
+    Dig {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        server: Option<Ipv4Addr>,
+    },
     /// Send COUNT UDP datagrams of SIZE bytes.
     UdpSend {
         #[arg(long)]
@@ -344,6 +375,8 @@ pub fn run_command(cmd: LabCommand) -> Result<i32> {
         LabCommand::UdpEcho { port, count, timeout } => udp_echo(port, count, Duration::from_secs(timeout)),
         LabCommand::UdpAsk { to, timeout } => udp_ask(to, Duration::from_secs(timeout)),
         LabCommand::SendMalformed { iface } => send_malformed(&iface),
+        LabCommand::DnsStub { port, name, addr, timeout } => dns_stub(port, &name, addr, Duration::from_secs(timeout)),
+        LabCommand::Dig { name, server } => dig(&name, server),
     }
 }
 
@@ -558,6 +591,72 @@ fn send_malformed(iface: &str) -> Result<i32> {
         libc::close(fd);
         println!("{}", serde_json::json!({ "sent": sent }));
     }
+    Ok(0)
+}
+
+fn dns_stub(port: u16, name: &str, addr: Ipv4Addr, timeout: Duration) -> Result<i32> {
+    use hickory_proto::{
+        op::{Message, MessageType, ResponseCode},
+        rr::{RData, Record, rdata::A},
+    };
+    let sock = UdpSocket::bind(("0.0.0.0", port))?;
+    ready(sock.local_addr()?);
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    let mut served = 0;
+    while Instant::now() < deadline && !signals::interrupted() {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
+        let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+        let mut r = Message::new();
+        r.set_id(q.id()).set_message_type(MessageType::Response).set_recursion_available(true);
+        for query in q.queries() {
+            r.add_query(query.clone());
+            if query.name().to_ascii().trim_end_matches('.').eq_ignore_ascii_case(name) {
+                r.add_answer(Record::from_rdata(query.name().clone(), 60, RData::A(A(addr))));
+            } else {
+                r.set_response_code(ResponseCode::NXDomain);
+            }
+        }
+        sock.send_to(&r.to_vec()?, peer)?;
+        served += 1;
+    }
+    println!("{}", serde_json::json!({ "served": served }));
+    Ok(0)
+}
+
+fn dig(name: &str, server: Option<Ipv4Addr>) -> Result<i32> {
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RData, RecordType},
+    };
+    let server = match server {
+        Some(s) => s,
+        None => std::fs::read_to_string("/etc/resolv.conf")?
+            .lines()
+            .find_map(|l| l.strip_prefix("nameserver").and_then(|a| a.trim().parse().ok()))
+            .context("no nameserver in /etc/resolv.conf")?,
+    };
+    let mut q = Message::new();
+    q.set_id(0x4e50).set_recursion_desired(true).add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    let sock = UdpSocket::bind(("0.0.0.0", 0))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sock.send_to(&q.to_vec()?, (server, 53))?;
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).context("no answer")?;
+    let r = Message::from_vec(&buf[..n])?;
+    let answers: Vec<String> = r
+        .answers()
+        .iter()
+        .filter_map(|rec| match rec.data() {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({"server": server.to_string(), "rcode": r.response_code().to_string(), "answers": answers})
+    );
     Ok(0)
 }
 

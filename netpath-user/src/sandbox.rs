@@ -222,7 +222,17 @@ pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbo
         netns::run_in(&sandbox.netns, || crate::link::Rtnl::new()?.loopback_up())?;
     }
     if let Some(net_name) = &net_name {
+        let had_default = state.networks.get(DEFAULT_NETWORK).cloned();
         network::ensure_default(host, state)?;
+        if had_default.is_none() {
+            if let Some(created) = state.networks.get(DEFAULT_NETWORK).cloned() {
+                undo.push("default network", move || bridge::remove(host, &created));
+            }
+        }
+        let was_loaded = host.datapath.is_loaded();
+        if !was_loaded {
+            undo.push("data path", || host.datapath.unload());
+        }
         host.prepare_datapath(state)?;
         let net = state.network(net_name)?.clone();
         let ip = ipam::allocate(&net, state.addresses_on(net_name), requested_ip)?;

@@ -76,8 +76,7 @@ fn commands_run_inside_sandboxes() {
 #[test]
 fn default_network_follows_daemon_json() {
     let lab = lab("config");
-    std::fs::create_dir_all(lab.roots.config.parent().unwrap()).unwrap();
-    std::fs::write(&lab.roots.config, r#"{"bip": "192.168.10.1/24", "mtu": 1400, "bridge": "np-test0"}"#).unwrap();
+    lab.configure(r#"{"bip": "192.168.10.1/24", "mtu": 1400, "bridge": "np-test0"}"#).unwrap();
     lab.netpath_ok(&["run", "-d", "--name", "s1"]).unwrap();
     let bridge = host_out(&lab, &["ip", "-o", "-4", "addr", "show", "np-test0"]);
     assert!(bridge.contains("192.168.10.1/24"), "{bridge}");

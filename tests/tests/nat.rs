@@ -227,8 +227,7 @@ fn icmp_fragmentation_needed_reaches_the_sandbox() {
 #[test]
 fn conntrack_is_bounded_and_cleaned() {
     let lab = lab("conntrack");
-    std::fs::create_dir_all(lab.roots.config.parent().unwrap()).unwrap();
-    std::fs::write(&lab.roots.config, r#"{"conntrack-max": 1024, "conntrack-timeouts": {"tcp-closing": 1}}"#).unwrap();
+    lab.configure(r#"{"conntrack-max": 1024, "conntrack-timeouts": {"tcp-closing": 1}}"#).unwrap();
     lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.46.0.0/24"]).unwrap();
     lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1"]).unwrap();
     let count = 1500;

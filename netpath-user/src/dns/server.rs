@@ -27,6 +27,23 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 struct View {
     state: State,
     config: Config,
+    seen: Option<SystemTime>,
+}
+
+impl View {
+    /// Rereads the state when the file changed since the last read. Called
+    /// before every answer, so a sandbox resolves the moment `run` returns.
+    fn refresh(view: &RwLock<View>, roots: &Roots) {
+        let modified = std::fs::metadata(roots.state_file()).and_then(|m| m.modified()).ok();
+        if view.read().expect("view lock").seen == modified {
+            return;
+        }
+        // The state file is replaced by rename, so a read sees a whole version.
+        let state: State =
+            std::fs::read(roots.state_file()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let config = Config::load(&roots.config).unwrap_or_default();
+        *view.write().expect("view lock") = View { state, config, seen: modified };
+    }
 }
 
 struct Listener {
@@ -36,37 +53,25 @@ struct Listener {
 
 pub fn serve(roots: Roots) -> Result<i32> {
     signals::install();
-    let view = Arc::new(RwLock::new(View { state: State::default(), config: Config::default() }));
-    let mut seen: Option<SystemTime> = None;
+    let view = Arc::new(RwLock::new(View { state: State::default(), config: Config::default(), seen: None }));
     let mut listeners: HashMap<Ipv4Addr, Listener> = HashMap::new();
     let mut idle_rounds = 0;
     while !signals::interrupted() {
-        let modified = std::fs::metadata(roots.state_file()).and_then(|m| m.modified()).ok();
-        if modified != seen {
-            seen = modified;
-            // The state file is replaced by rename, so a read sees a whole version.
-            let state: State = std::fs::read(roots.state_file())
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            let config = Config::load(&roots.config).unwrap_or_default();
-            *view.write().expect("view lock") = View { state, config };
-        }
+        View::refresh(&view, &roots);
         let wanted: Vec<Ipv4Addr> = {
             let v = view.read().expect("view lock");
             v.state.networks.values().filter(|n| !n.is_default).map(|n| n.gateway).collect()
         };
         for &gw in &wanted {
-            if !listeners.contains_key(&gw) {
-                match UdpSocket::bind(SocketAddrV4::new(gw, 53)) {
-                    Ok(sock) => {
-                        let stop = Arc::new(AtomicBool::new(false));
-                        let (v, s) = (view.clone(), stop.clone());
-                        let thread = std::thread::spawn(move || listen(sock, gw, v, s));
-                        listeners.insert(gw, Listener { stop, thread });
-                    }
-                    Err(e) => eprintln!("resolver: cannot listen on {gw}:53: {e}"),
+            let std::collections::hash_map::Entry::Vacant(slot) = listeners.entry(gw) else { continue };
+            match UdpSocket::bind(SocketAddrV4::new(gw, 53)) {
+                Ok(sock) => {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let (v, s, r) = (view.clone(), stop.clone(), roots.clone());
+                    let thread = std::thread::spawn(move || listen(sock, gw, &v, &s, &r));
+                    slot.insert(Listener { stop, thread });
                 }
+                Err(e) => eprintln!("resolver: cannot listen on {gw}:53: {e}"),
             }
         }
         let gone: Vec<Ipv4Addr> = listeners.keys().filter(|g| !wanted.contains(g)).copied().collect();
@@ -90,12 +95,13 @@ pub fn serve(roots: Roots) -> Result<i32> {
     Ok(0)
 }
 
-fn listen(sock: UdpSocket, gateway: Ipv4Addr, view: Arc<RwLock<View>>, stop: Arc<AtomicBool>) {
+fn listen(sock: UdpSocket, gateway: Ipv4Addr, view: &RwLock<View>, stop: &AtomicBool, roots: &Roots) {
     let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
         let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
         let SocketAddr::V4(peer) = peer else { continue };
+        View::refresh(view, roots);
         let answer = {
             let v = view.read().expect("view lock");
             answer(&v, gateway, *peer.ip(), &buf[..n])
