@@ -47,7 +47,7 @@ impl Host {
 
     /// Writes one network's policy, if the data path is loaded.
     pub fn sync_network(&self, net: &Network) -> Result<()> {
-        if !self.datapath.is_loaded() {
+        if !self.datapath.is_loaded() || net.driver != "bridge" {
             return Ok(());
         }
         let gateway_mac = self.rtnl.mac(&net.bridge).unwrap_or_default();

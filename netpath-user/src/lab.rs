@@ -184,6 +184,33 @@ impl Lab {
         Ok(FAR_IP)
     }
 
+    /// A layer-2 segment hanging off the lab host: interface `seg0` in the
+    /// host (no address), a peer namespace on the other end holding `addr`.
+    /// For drivers that put sandboxes straight on a segment (macvlan).
+    pub fn add_segment(&self, addr: Ipv4Addr, prefix: u8) -> Result<&'static str> {
+        let seg_ns = self.segment_ns();
+        netns::create_net(&seg_ns)?;
+        let seg = std::fs::File::open(&seg_ns)?;
+        netns::run_in(&self.host_ns, || {
+            let rtnl = Rtnl::new()?;
+            let (near, peer) = rtnl.add_veth("seg0", "segpeer", 1500)?;
+            rtnl.move_to_netns(peer, &seg)?;
+            rtnl.set_up(near)
+        })?;
+        netns::run_in(&seg_ns, || {
+            let rtnl = Rtnl::new()?;
+            rtnl.loopback_up()?;
+            let idx = rtnl.require_index("segpeer")?;
+            rtnl.add_address(idx, addr, prefix)?;
+            rtnl.set_up(idx)
+        })?;
+        Ok("seg0")
+    }
+
+    pub fn segment_ns(&self) -> PathBuf {
+        Path::new(NETNS_RUN_DIR).join(format!("{}-seg", self.id))
+    }
+
     pub fn far_ns(&self) -> PathBuf {
         Path::new(NETNS_RUN_DIR).join(format!("{}-far", self.id))
     }
@@ -214,8 +241,8 @@ impl Lab {
                 Err(e) => errors.push(format!("netpath system reset: {e:#}")),
             }
         }
-        let far = self.far_ns();
-        for ns in [&self.host_ns, &self.outside_ns, &far] {
+        let (far, seg) = (self.far_ns(), self.segment_ns());
+        for ns in [&self.host_ns, &self.outside_ns, &far, &seg] {
             crate::sandbox::kill_all_in(ns);
             if let Err(e) = netns::remove(ns) {
                 errors.push(format!("{e:#}"));

@@ -122,6 +122,16 @@ impl Rtnl {
         Ok((index, peer_index))
     }
 
+    /// A macvlan (bridge mode) on `parent`, left in this namespace.
+    pub fn add_macvlan(&self, name: &str, parent: u32, mtu: u32) -> Result<u32> {
+        use rtnetlink::{LinkMacVlan, packet_route::link::MacVlanMode};
+        let h = self.handle.clone();
+        let msg = LinkMacVlan::new(name, parent, MacVlanMode::Bridge).mtu(mtu).build();
+        self.run(async move { h.link().add(msg).execute().await })
+            .with_context(|| format!("creating macvlan {name}"))?;
+        self.require_index(name)
+    }
+
     fn set(&self, what: &str, msg: LinkMessage) -> Result<()> {
         let h = self.handle.clone();
         self.run(async move { h.link().set(msg).execute().await }).with_context(|| what.to_string())

@@ -15,7 +15,7 @@ use crate::{
     hostfiles,
     link::Mac,
     netns,
-    network::{self, DEFAULT_NETWORK, bridge, ipam},
+    network::{self, DEFAULT_NETWORK, ipam},
     paths::Roots,
     ports,
     state::{self, Attachment, HostConfig, Link, Mode, Sandbox, State},
@@ -226,7 +226,7 @@ pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbo
         network::ensure_default(host, state)?;
         if had_default.is_none() {
             if let Some(created) = state.networks.get(DEFAULT_NETWORK).cloned() {
-                undo.push("default network", move || bridge::remove(host, &created));
+                undo.push("default network", move || network::bridge::remove(host, &created));
             }
         }
         let was_loaded = host.datapath.is_loaded();
@@ -245,9 +245,11 @@ pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbo
             mac: mac.unwrap_or_else(|| ipam::mac_for(ip)),
             aliases: req.aliases.clone(),
         };
-        bridge::attach(host, &net, &sandbox.netns, &attachment, true)?;
+        network::attach(host, &net, &sandbox.netns, &attachment, true)?;
         let detach_copy = attachment.clone();
-        undo.push("network attachment", move || bridge::detach(host, &detach_copy));
+        let ns = sandbox.netns.clone();
+        let driver = net.driver.clone();
+        undo.push("network attachment", move || network::detach(host, &driver, &ns, &detach_copy));
         ports::install(&host.datapath, &mut mappings, ip)?;
         sandbox.ports = mappings;
         sandbox.attachments.push(attachment);
@@ -307,7 +309,7 @@ pub fn connect(
         mac: ipam::mac_for(ip),
         aliases: aliases.to_vec(),
     };
-    bridge::attach(host, &net, &sandbox.netns, &attachment, sandbox.attachments.is_empty())?;
+    network::attach(host, &net, &sandbox.netns, &attachment, sandbox.attachments.is_empty())?;
     let mut sandbox = sandbox;
     sandbox.attachments.push(attachment);
     state.sandboxes.insert(name.to_string(), sandbox.clone());
@@ -326,7 +328,8 @@ pub fn disconnect(host: &Host, state: &mut State, net_name: &str, name: &str) ->
         set_links(host, state, &sandbox, false)?;
     }
     let att = sandbox.attachments.remove(pos);
-    bridge::detach(host, &att)?;
+    let driver = state.network(net_name)?.driver.clone();
+    network::detach(host, &driver, &sandbox.netns, &att)?;
     forget_flows(host, &[att.ip])?;
     state.sandboxes.insert(name.to_string(), sandbox.clone());
     hostfiles::write(host, state, &sandbox)
@@ -387,7 +390,8 @@ pub fn remove(host: &Host, state: &mut State, name: &str, force: bool) -> Result
         results.push(host.datapath.remove_links_of(&sandbox.attachments.iter().map(|a| a.ip).collect::<Vec<_>>()));
     }
     for att in &sandbox.attachments {
-        results.push(bridge::detach(host, att));
+        let driver = state.networks.get(&att.network).map_or("bridge", |n| n.driver.as_str());
+        results.push(network::detach(host, driver, &sandbox.netns, att));
     }
     results.push(forget_flows(host, &sandbox.attachments.iter().map(|a| a.ip).collect::<Vec<_>>()));
     if sandbox.owns_namespaces() {

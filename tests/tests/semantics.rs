@@ -210,3 +210,22 @@ fn per_sandbox_host_configuration() {
     assert_eq!(std::fs::read("/etc/hosts").unwrap(), host_hosts, "the host's files are untouched");
     assert_eq!(std::fs::read("/etc/resolv.conf").unwrap(), host_resolv);
 }
+
+#[test]
+fn macvlan_sandbox_reaches_its_segment() {
+    let lab = lab("macvlan");
+    let parent = lab.add_segment("10.70.0.254".parse().unwrap(), 24).unwrap();
+    lab.netpath_ok(&words(&format!(
+        "network create -d macvlan -o parent={parent} --subnet 10.70.0.0/24 --gateway 10.70.0.254 mv"
+    )))
+    .unwrap();
+    lab.netpath_ok(&words("run -d --name m --network mv")).unwrap();
+    let (_, addr) = exec(&lab, "m", "ip -o -4 addr show eth0");
+    assert!(addr.contains("10.70.0.1/24"), "{addr}");
+    let (code, out) = exec(&lab, "m", "ping -c 2 -i 0.2 -W 2 10.70.0.254");
+    assert_eq!(code, 0, "the sandbox reaches a peer on the segment: {out}");
+    let (_, link) = exec(&lab, "m", "ip -d -o link show eth0");
+    assert!(link.contains("macvlan"), "{link}");
+    lab.netpath_ok(&words("rm m")).unwrap();
+    lab.netpath_ok(&words("network rm mv")).unwrap();
+}

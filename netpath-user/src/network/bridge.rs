@@ -63,7 +63,7 @@ pub fn attach(host: &Host, net: &Network, netns_path: &Path, att: &Attachment, d
     Ok(())
 }
 
-fn configure_inside(
+pub(crate) fn configure_inside(
     tmp_name: &str,
     att: &Attachment,
     prefix: u8,

@@ -3,10 +3,11 @@
 pub mod bridge;
 pub mod inspect;
 pub mod ipam;
+pub mod macvlan;
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use ipnetwork::Ipv4Network;
 
 use crate::{
@@ -124,8 +125,8 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
         bail!("network with name {} already exists", req.name);
     }
     let driver = req.driver.as_deref().unwrap_or("bridge");
-    if driver != "bridge" {
-        bail!("driver {driver:?} is not supported (supported: bridge)");
+    if driver != "bridge" && driver != "macvlan" {
+        bail!("driver {driver:?} is not supported (supported: bridge, macvlan)");
     }
     let options = parse_key_values(&req.options, "option")?;
     let labels = parse_key_values(&req.labels, "label")?;
@@ -188,13 +189,20 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
         }
     }
     let id = state::new_id();
-    let bridge = match options.get(OPT_BRIDGE_NAME) {
-        Some(b) => b.clone(),
-        None => format!("br-{}", &id[..12]),
+    let bridge = match (driver, options.get(OPT_BRIDGE_NAME)) {
+        ("macvlan", _) => {
+            let parent = options.get(macvlan::OPT_PARENT).context("the macvlan driver needs -o parent=INTERFACE")?;
+            validate_ifname(parent)?;
+            String::new()
+        }
+        (_, Some(b)) => b.clone(),
+        (_, None) => format!("br-{}", &id[..12]),
     };
-    validate_ifname(&bridge)?;
-    if let Some(other) = state.networks.values().find(|n| n.bridge == bridge) {
-        bail!("bridge name {bridge} is already used by network {}", other.name);
+    if driver == "bridge" {
+        validate_ifname(&bridge)?;
+        if let Some(other) = state.networks.values().find(|n| n.bridge == bridge) {
+            bail!("bridge name {bridge} is already used by network {}", other.name);
+        }
     }
     Ok(Network {
         name: req.name.clone(),
@@ -241,9 +249,41 @@ pub fn plan_default(state: &State, config: &Config) -> Network {
     }
 }
 
+/// Plugs a sandbox into `net` with the network's driver.
+pub fn attach(
+    host: &crate::host::Host,
+    net: &Network,
+    netns: &std::path::Path,
+    att: &crate::state::Attachment,
+    default_route: bool,
+) -> Result<()> {
+    match net.driver.as_str() {
+        "macvlan" => macvlan::attach(host, net, netns, att, default_route),
+        _ => bridge::attach(host, net, netns, att, default_route),
+    }
+}
+
+/// Unplugs a sandbox; `driver` is its network's.
+pub fn detach(
+    host: &crate::host::Host,
+    driver: &str,
+    netns: &std::path::Path,
+    att: &crate::state::Attachment,
+) -> Result<()> {
+    match driver {
+        "macvlan" => macvlan::detach(netns, att),
+        _ => bridge::detach(host, att),
+    }
+}
+
 /// Creates the network on the host and records it.
 pub fn create(host: &crate::host::Host, state: &mut State, req: &CreateRequest) -> Result<Network> {
     let net = plan(state, &host.config, req)?;
+    if net.driver == "macvlan" {
+        macvlan::create(host, &net)?;
+        state.networks.insert(net.name.clone(), net.clone());
+        return Ok(net);
+    }
     bridge::create(host, &net)?;
     if let Err(e) = host.sync_network(&net) {
         let _ = bridge::remove(host, &net);
@@ -278,7 +318,9 @@ pub fn remove(host: &crate::host::Host, state: &mut State, name: &str, allow_def
     if !users.is_empty() {
         bail!("network {name} has active endpoints: {}", users.join(", "));
     }
-    bridge::remove(host, &net)?;
+    if net.driver == "bridge" {
+        bridge::remove(host, &net)?;
+    }
     if host.datapath.is_loaded() {
         host.datapath.remove_network(net.index)?;
     }
