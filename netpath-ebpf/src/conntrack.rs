@@ -4,7 +4,7 @@
 //! is lazy (checked on lookup) plus a userspace sweep; the map is an LRU so a
 //! full table evicts the coldest entry instead of refusing new connections.
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_coarse_ns};
-use netpath_common::{CtEntry, DatapathConfig, FlowKey, IPPROTO_TCP, IPPROTO_UDP, ct_state};
+use netpath_common::{CtEntry, DatapathConfig, FlowKey, IPPROTO_TCP, IPPROTO_UDP, ct_flags, ct_state};
 
 use crate::{
     maps::CONNTRACK,
@@ -83,20 +83,37 @@ pub fn lookup(key: &FlowKey, p: &Packet, cfg: &DatapathConfig, now: u64) -> Opti
     Some(*e)
 }
 
-/// Records both directions of a new connection. The reply direction is
-/// claimed first and only if free, which makes the choice of a translated
-/// source port atomic across CPUs.
-#[inline(always)]
-pub fn claim_reply(key: &FlowKey, entry: &CtEntry) -> bool {
-    CONNTRACK.insert(key, entry, BPF_NOEXIST as u64).is_ok()
+pub enum Open {
+    Done,
+    /// The reply tuple belongs to another connection: try another port.
+    Taken,
+    Full,
 }
 
+/// Records a new connection that arrived as `key` and leaves as `to`: two
+/// entries, the reply direction (the reverse of `to`, rewritten back to the
+/// reverse of `key`) first. With `exclusive` the reply tuple is claimed only
+/// if free, which makes the choice of a translated source port atomic
+/// across CPUs.
 #[inline(always)]
-pub fn insert(key: &FlowKey, entry: &CtEntry) -> bool {
-    CONNTRACK.insert(key, entry, 0).is_ok()
-}
-
-#[inline(always)]
-pub fn remove(key: &FlowKey) {
-    let _ = CONNTRACK.remove(key);
+pub fn open(key: &FlowKey, to: &FlowKey, state: u8, flags: u8, now: u64, exclusive: bool) -> Open {
+    let reply_key = to.reversed();
+    let reply = CtEntry {
+        rewrite: key.reversed(),
+        pair: *key,
+        last_seen_ns: now,
+        state,
+        flags: flags | ct_flags::REPLY,
+        _pad: [0; 6],
+    };
+    let mode = if exclusive { BPF_NOEXIST as u64 } else { 0 };
+    if CONNTRACK.insert(reply_key, reply, mode).is_err() {
+        return if exclusive { Open::Taken } else { Open::Full };
+    }
+    let orig = CtEntry { rewrite: *to, pair: reply_key, last_seen_ns: now, state, flags, _pad: [0; 6] };
+    if CONNTRACK.insert(key, orig, 0).is_err() {
+        let _ = CONNTRACK.remove(reply_key);
+        return Open::Full;
+    }
+    Open::Done
 }

@@ -16,6 +16,8 @@ use aya_ebpf::{
 };
 use netpath_common::{CtEntry, Endpoint, FlowKey, NetworkPolicy, Program, ct_flags, network_flags};
 
+use crate::conntrack::Open;
+
 use crate::{
     conntrack, maps, nat,
     packet::{Kind, Packet, Parsed, parse},
@@ -157,37 +159,22 @@ fn hairpin(ctx: &TcContext, p: &Packet, net: &NetworkPolicy, taddr: [u8; 4], tpo
     };
     let to_self = taddr == p.key.saddr;
     let state = conntrack::initial_state(p);
-    let mut flags = ct_flags::DNAT;
-    if to_self {
-        flags |= ct_flags::SNAT;
-    }
-    let src_addr = if to_self { net.gateway } else { p.key.saddr };
+    let (flags, src_addr) =
+        if to_self { (ct_flags::DNAT | ct_flags::SNAT, net.gateway) } else { (ct_flags::DNAT, p.key.saddr) };
     for attempt in 0..nat::SNAT_ATTEMPTS {
         let sport = if to_self { nat::candidate_port(p.key.sport, attempt) } else { p.key.sport };
-        let orig_to = FlowKey { saddr: src_addr, daddr: taddr, sport, dport: tport, ..p.key };
-        let reply_key = orig_to.reversed();
-        let reply = CtEntry {
-            rewrite: p.key.reversed(),
-            pair: p.key,
-            last_seen_ns: now,
-            state,
-            flags: flags | ct_flags::REPLY,
-            _pad: [0; 6],
-        };
-        if !conntrack::claim_reply(&reply_key, &reply) {
-            if !to_self {
-                break;
+        let to = FlowKey { saddr: src_addr, daddr: taddr, sport, dport: tport, ..p.key };
+        match conntrack::open(&p.key, &to, state, flags, now, to_self) {
+            Open::Done => {
+                count(PROGRAM, |c| c.dnat_new += 1);
+                return deliver_translated(ctx, p, &to, &dst);
             }
-            continue;
+            Open::Taken => continue,
+            Open::Full => {
+                count(PROGRAM, |c| c.dropped_conntrack_full += 1);
+                return TC_ACT_SHOT;
+            }
         }
-        let orig = CtEntry { rewrite: orig_to, pair: reply_key, last_seen_ns: now, state, flags, _pad: [0; 6] };
-        if !conntrack::insert(&p.key, &orig) {
-            conntrack::remove(&reply_key);
-            count(PROGRAM, |c| c.dropped_conntrack_full += 1);
-            return TC_ACT_SHOT;
-        }
-        count(PROGRAM, |c| c.dnat_new += 1);
-        return deliver_translated(ctx, p, &orig_to, &dst);
     }
     count(PROGRAM, |c| c.dropped_nat_port_exhausted += 1);
     TC_ACT_SHOT

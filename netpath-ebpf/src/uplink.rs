@@ -9,10 +9,10 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     programs::TcContext,
 };
-use netpath_common::{CtEntry, FlowKey, Program, ct_flags, network_flags};
+use netpath_common::{FlowKey, Program, ct_flags, network_flags};
 
 use crate::{
-    conntrack,
+    conntrack::{self, Open},
     maps::{self, UPLINKS},
     nat,
     packet::{Kind, Packet, Parsed, parse, parse_quoted},
@@ -70,41 +70,27 @@ pub fn from_uplink(ctx: &TcContext) -> i32 {
         count(PROGRAM, |c| c.passed_no_endpoint += 1);
         return TC_ACT_OK;
     }
-    let orig_to = FlowKey { daddr: target.addr, dport: target.port, ..p.key };
-    let state = conntrack::initial_state(&p);
-    let reply_key = orig_to.reversed();
-    let reply = CtEntry {
-        rewrite: p.key.reversed(),
-        pair: p.key,
-        last_seen_ns: now,
-        state,
-        flags: ct_flags::DNAT | ct_flags::REPLY,
-        _pad: [0; 6],
-    };
-    let orig =
-        CtEntry { rewrite: orig_to, pair: reply_key, last_seen_ns: now, state, flags: ct_flags::DNAT, _pad: [0; 6] };
-    if !conntrack::insert(&reply_key, &reply) || !conntrack::insert(&p.key, &orig) {
-        conntrack::remove(&reply_key);
-        count(PROGRAM, |c| c.dropped_conntrack_full += 1);
-        return TC_ACT_SHOT;
+    let to = FlowKey { daddr: target.addr, dport: target.port, ..p.key };
+    match conntrack::open(&p.key, &to, conntrack::initial_state(&p), ct_flags::DNAT, now, false) {
+        Open::Done => {
+            count(PROGRAM, |c| c.dnat_new += 1);
+            into_sandbox(ctx, &p, &to, PROGRAM)
+        }
+        _ => {
+            count(PROGRAM, |c| c.dropped_conntrack_full += 1);
+            TC_ACT_SHOT
+        }
     }
-    count(PROGRAM, |c| c.dnat_new += 1);
-    into_sandbox(ctx, &p, &orig_to, PROGRAM)
 }
 
 /// Translates `p` to `to` and, when that lands in a sandbox of this host,
 /// delivers it there; otherwise the kernel routes the translated packet.
 #[inline(always)]
 fn into_sandbox(ctx: &TcContext, p: &Packet, to: &FlowKey, program: Program) -> i32 {
-    if nat::rewrite(ctx, p, to).is_err() {
-        count(program, |c| c.dropped_redirect_failed += 1);
-        return TC_ACT_SHOT;
+    let verdict = translate(ctx, p, to, program);
+    if verdict != TC_ACT_OK {
+        return verdict;
     }
-    let len = u64::from(p.len);
-    count(program, |c| {
-        c.nat_packets += 1;
-        c.nat_bytes += len;
-    });
     let Some(dst) = maps::endpoint(to.daddr) else {
         return TC_ACT_OK;
     };
@@ -169,7 +155,7 @@ pub fn to_uplink(ctx: &TcContext) -> i32 {
     let cfg = maps::config();
     let now = conntrack::now();
     if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
-        return translate_out(ctx, &p, &entry.rewrite, PROGRAM);
+        return translate(ctx, &p, &entry.rewrite, PROGRAM);
     }
     let Some(src) = maps::endpoint(p.key.saddr) else {
         count(PROGRAM, |c| c.passed_no_endpoint += 1);
@@ -198,41 +184,26 @@ pub fn to_uplink(ctx: &TcContext) -> i32 {
     };
     let state = conntrack::initial_state(&p);
     for attempt in 0..nat::SNAT_ATTEMPTS {
-        let orig_to = FlowKey { saddr: nat_addr, sport: nat::candidate_port(p.key.sport, attempt), ..p.key };
-        let reply_key = orig_to.reversed();
-        let reply = CtEntry {
-            rewrite: p.key.reversed(),
-            pair: p.key,
-            last_seen_ns: now,
-            state,
-            flags: ct_flags::SNAT | ct_flags::REPLY,
-            _pad: [0; 6],
-        };
-        if !conntrack::claim_reply(&reply_key, &reply) {
-            continue;
+        let to = FlowKey { saddr: nat_addr, sport: nat::candidate_port(p.key.sport, attempt), ..p.key };
+        match conntrack::open(&p.key, &to, state, ct_flags::SNAT, now, true) {
+            Open::Done => {
+                count(PROGRAM, |c| c.snat_new += 1);
+                return translate(ctx, &p, &to, PROGRAM);
+            }
+            Open::Taken => continue,
+            Open::Full => {
+                count(PROGRAM, |c| c.dropped_conntrack_full += 1);
+                return TC_ACT_SHOT;
+            }
         }
-        let orig = CtEntry {
-            rewrite: orig_to,
-            pair: reply_key,
-            last_seen_ns: now,
-            state,
-            flags: ct_flags::SNAT,
-            _pad: [0; 6],
-        };
-        if !conntrack::insert(&p.key, &orig) {
-            conntrack::remove(&reply_key);
-            count(PROGRAM, |c| c.dropped_conntrack_full += 1);
-            return TC_ACT_SHOT;
-        }
-        count(PROGRAM, |c| c.snat_new += 1);
-        return translate_out(ctx, &p, &orig_to, PROGRAM);
     }
     count(PROGRAM, |c| c.dropped_nat_port_exhausted += 1);
     TC_ACT_SHOT
 }
 
+/// Rewrites `p` to `to`; the packet then continues on its way.
 #[inline(always)]
-fn translate_out(ctx: &TcContext, p: &Packet, to: &FlowKey, program: Program) -> i32 {
+fn translate(ctx: &TcContext, p: &Packet, to: &FlowKey, program: Program) -> i32 {
     if nat::rewrite(ctx, p, to).is_err() {
         count(program, |c| c.dropped_redirect_failed += 1);
         return TC_ACT_SHOT;

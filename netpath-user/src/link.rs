@@ -185,28 +185,26 @@ impl Rtnl {
 
     /// IPv4 addresses of a link, primary first.
     pub fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
-        use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-        let h = self.handle.clone();
-        let msgs: Vec<AddressMessage> = self
-            .run(async move { h.address().get().set_link_index_filter(index).execute().try_collect().await })
-            .context("listing addresses")?;
-        Ok(msgs
-            .iter()
-            .filter_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
-                    _ => None,
-                })
-            })
-            .collect())
+        self.addresses(Some(index))
     }
 
     /// Every IPv4 address in this namespace.
     pub fn all_ipv4_addresses(&self) -> Result<Vec<(Ipv4Addr, u8)>> {
+        self.addresses(None)
+    }
+
+    fn addresses(&self, link: Option<u32>) -> Result<Vec<(Ipv4Addr, u8)>> {
         use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
         let h = self.handle.clone();
-        let msgs: Vec<AddressMessage> =
-            self.run(async move { h.address().get().execute().try_collect().await }).context("listing addresses")?;
+        let msgs: Vec<AddressMessage> = self
+            .run(async move {
+                let mut req = h.address().get();
+                if let Some(index) = link {
+                    req = req.set_link_index_filter(index);
+                }
+                req.execute().try_collect().await
+            })
+            .context("listing addresses")?;
         Ok(msgs
             .iter()
             .filter_map(|m| {
