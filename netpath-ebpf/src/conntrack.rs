@@ -117,3 +117,34 @@ pub fn open(key: &FlowKey, to: &FlowKey, state: u8, flags: u8, now: u64, exclusi
     }
     Open::Done
 }
+
+/// Why a new connection could not be recorded.
+pub enum Refused {
+    PortsExhausted,
+    Full,
+}
+
+/// Records a new connection that leaves as `to`. With `pick_port` the source
+/// port is kept when its reply tuple is free, else other ports are tried
+/// (`SNAT_ATTEMPTS` in all); without, the port is kept and the entry may
+/// replace a stale one. Returns the tuple the connection leaves as.
+#[inline(always)]
+pub fn open_with_port(
+    key: &FlowKey,
+    to: FlowKey,
+    state: u8,
+    flags: u8,
+    now: u64,
+    pick_port: bool,
+) -> Result<FlowKey, Refused> {
+    for attempt in 0..crate::nat::SNAT_ATTEMPTS {
+        let sport = if pick_port { crate::nat::candidate_port(to.sport, attempt) } else { to.sport };
+        let to = FlowKey { sport, ..to };
+        match open(key, &to, state, flags, now, pick_port) {
+            Open::Done => return Ok(to),
+            Open::Taken => continue,
+            Open::Full => return Err(Refused::Full),
+        }
+    }
+    Err(Refused::PortsExhausted)
+}

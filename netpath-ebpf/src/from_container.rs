@@ -16,13 +16,11 @@ use aya_ebpf::{
 };
 use netpath_common::{CtEntry, Endpoint, FlowKey, NetworkPolicy, Program, ct_flags, network_flags};
 
-use crate::conntrack::Open;
-
 use crate::{
     conntrack, maps, nat,
     packet::{Kind, Packet, Parsed, parse},
     route::{self, TC_ACT_REDIRECT},
-    stats::count,
+    stats::{self, count},
 };
 
 const PROGRAM: Program = Program::FromContainer;
@@ -161,21 +159,12 @@ fn hairpin(ctx: &TcContext, p: &Packet, net: &NetworkPolicy, taddr: [u8; 4], tpo
     let state = conntrack::initial_state(p);
     let (flags, src_addr) =
         if to_self { (ct_flags::DNAT | ct_flags::SNAT, net.gateway) } else { (ct_flags::DNAT, p.key.saddr) };
-    for attempt in 0..nat::SNAT_ATTEMPTS {
-        let sport = if to_self { nat::candidate_port(p.key.sport, attempt) } else { p.key.sport };
-        let to = FlowKey { saddr: src_addr, daddr: taddr, sport, dport: tport, ..p.key };
-        match conntrack::open(&p.key, &to, state, flags, now, to_self) {
-            Open::Done => {
-                count(PROGRAM, |c| c.dnat_new += 1);
-                return deliver_translated(ctx, p, &to, &dst);
-            }
-            Open::Taken => continue,
-            Open::Full => {
-                count(PROGRAM, |c| c.dropped_conntrack_full += 1);
-                return TC_ACT_SHOT;
-            }
+    let to = FlowKey { saddr: src_addr, daddr: taddr, dport: tport, ..p.key };
+    match conntrack::open_with_port(&p.key, to, state, flags, now, to_self) {
+        Ok(to) => {
+            count(PROGRAM, |c| c.dnat_new += 1);
+            deliver_translated(ctx, p, &to, &dst)
         }
+        Err(refused) => stats::refused(PROGRAM, refused),
     }
-    count(PROGRAM, |c| c.dropped_nat_port_exhausted += 1);
-    TC_ACT_SHOT
 }

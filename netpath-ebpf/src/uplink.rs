@@ -12,12 +12,12 @@ use aya_ebpf::{
 use netpath_common::{FlowKey, Program, ct_flags, network_flags};
 
 use crate::{
-    conntrack::{self, Open},
+    conntrack,
     maps::{self, UPLINKS},
     nat,
     packet::{Kind, Packet, Parsed, parse, parse_quoted},
     route::{self, TC_ACT_REDIRECT},
-    stats::count,
+    stats::{self, count},
 };
 
 #[inline(always)]
@@ -71,15 +71,12 @@ pub fn from_uplink(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     }
     let to = FlowKey { daddr: target.addr, dport: target.port, ..p.key };
-    match conntrack::open(&p.key, &to, conntrack::initial_state(&p), ct_flags::DNAT, now, false) {
-        Open::Done => {
+    match conntrack::open_with_port(&p.key, to, conntrack::initial_state(&p), ct_flags::DNAT, now, false) {
+        Ok(to) => {
             count(PROGRAM, |c| c.dnat_new += 1);
             into_sandbox(ctx, &p, &to, PROGRAM)
         }
-        _ => {
-            count(PROGRAM, |c| c.dropped_conntrack_full += 1);
-            TC_ACT_SHOT
-        }
+        Err(refused) => stats::refused(PROGRAM, refused),
     }
 }
 
@@ -183,22 +180,14 @@ pub fn to_uplink(ctx: &TcContext) -> i32 {
         }
     };
     let state = conntrack::initial_state(&p);
-    for attempt in 0..nat::SNAT_ATTEMPTS {
-        let to = FlowKey { saddr: nat_addr, sport: nat::candidate_port(p.key.sport, attempt), ..p.key };
-        match conntrack::open(&p.key, &to, state, ct_flags::SNAT, now, true) {
-            Open::Done => {
-                count(PROGRAM, |c| c.snat_new += 1);
-                return translate(ctx, &p, &to, PROGRAM);
-            }
-            Open::Taken => continue,
-            Open::Full => {
-                count(PROGRAM, |c| c.dropped_conntrack_full += 1);
-                return TC_ACT_SHOT;
-            }
+    let to = FlowKey { saddr: nat_addr, ..p.key };
+    match conntrack::open_with_port(&p.key, to, state, ct_flags::SNAT, now, true) {
+        Ok(to) => {
+            count(PROGRAM, |c| c.snat_new += 1);
+            translate(ctx, &p, &to, PROGRAM)
         }
+        Err(refused) => stats::refused(PROGRAM, refused),
     }
-    count(PROGRAM, |c| c.dropped_nat_port_exhausted += 1);
-    TC_ACT_SHOT
 }
 
 /// Rewrites `p` to `to`; the packet then continues on its way.
