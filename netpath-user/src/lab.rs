@@ -763,6 +763,14 @@ fn demo(duration: Duration) -> Result<i32> {
         .stdout(Stdio::null())
         .spawn()
         .context("starting ping")?;
+    // And out through the masquerade to the outside namespace.
+    let outside = OUTSIDE_IP.to_string();
+    let mut ping_out = lab
+        .sandbox_cmd("client", "ping")?
+        .args(["-q", "-i", "0.5", "-c", &pings, &outside])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting ping")?;
     let datapath = lab.datapath();
     let started = Instant::now();
     let mut previous: Option<(Vec<_>, Instant)> = None;
@@ -782,7 +790,7 @@ fn demo(duration: Duration) -> Result<i32> {
         print!("\x1b[2J\x1b[H");
         println!("netpath demo, lab {} — sandboxes client (10.77.0.2) and server ({server_ip})", lab.id);
         println!(
-            "traffic: ping every 200 ms{}; Ctrl-C to tear down\n",
+            "traffic: client pings server every 200 ms{} and the outside ({outside}, masqueraded) every 500 ms; Ctrl-C tears down\n",
             if have_iperf { ", iperf3 bursts" } else { "" }
         );
         print!("{}", stats::render(&now, before));
@@ -790,7 +798,7 @@ fn demo(duration: Duration) -> Result<i32> {
         previous = Some((now, Instant::now()));
         signals::sleep_unless_interrupted(Duration::from_secs(1));
     }
-    for child in [Some(&mut ping), burst.as_mut()].into_iter().flatten() {
+    for child in [Some(&mut ping), Some(&mut ping_out), burst.as_mut()].into_iter().flatten() {
         let _ = child.kill();
         let _ = child.wait();
     }

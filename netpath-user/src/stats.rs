@@ -15,17 +15,33 @@ pub fn read(datapath: &Datapath) -> Result<Vec<(Program, Counters)>> {
         .collect()
 }
 
-/// A table of counters, with per-second rates when an earlier reading is given.
+/// A table of counters, one column per program, with per-second rates when
+/// an earlier reading is given. Counters that are zero everywhere are left
+/// out, so the table shows what the data path is doing.
 pub fn render(now: &[(Program, Counters)], before: Option<(&[(Program, Counters)], Duration)>) -> String {
-    let mut out = format!("{:<16}{:<26}{:>16}{:>14}\n", "PROGRAM", "COUNTER", "TOTAL", "PER SECOND");
-    for (i, (program, counters)) in now.iter().enumerate() {
-        let earlier = before.map(|(b, dt)| (b[i].1.fields(), dt.as_secs_f64()));
-        for (j, (name, value)) in counters.fields().iter().enumerate() {
-            let rate = earlier
-                .map(|(f, secs)| format!("{:.0}", value.saturating_sub(f[j].1) as f64 / secs.max(1e-3)))
-                .unwrap_or_default();
-            out.push_str(&format!("{:<16}{:<26}{:>16}{:>14}\n", program.name(), name, value, rate));
+    let mut out = format!("{:<28}", "COUNTER");
+    for (program, _) in now {
+        out.push_str(&format!("{:>26}", program.name()));
+    }
+    out.push('\n');
+    let fields: Vec<_> = now.iter().map(|(_, c)| c.fields()).collect();
+    let earlier: Option<(Vec<_>, f64)> =
+        before.map(|(b, dt)| (b.iter().map(|(_, c)| c.fields()).collect(), dt.as_secs_f64().max(1e-3)));
+    for row in 0..Counters::FIELD_COUNT {
+        let name = fields.first().map_or("", |f| f[row].0);
+        if row > 0 && fields.iter().all(|f| f[row].1 == 0) {
+            continue;
         }
+        out.push_str(&format!("{name:<28}"));
+        for (col, f) in fields.iter().enumerate() {
+            let value = f[row].1;
+            let cell = match &earlier {
+                Some((e, secs)) => format!("{value} ({:.0}/s)", value.saturating_sub(e[col][row].1) as f64 / secs),
+                None => value.to_string(),
+            };
+            out.push_str(&format!("{cell:>26}"));
+        }
+        out.push('\n');
     }
     out
 }
