@@ -2,6 +2,7 @@
 //! scenarios measured on netpath, Docker's iptables ruleset, docker-proxy
 //! and the no-NAT bounds, each system in its own hermetic lab, then the
 //! scaling runs; results as JSON, Markdown and an SVG plot.
+pub mod docker;
 pub mod measure;
 pub mod probes;
 pub mod report;
@@ -31,6 +32,10 @@ pub struct BenchArgs {
     /// Only these scenarios (s2s, masquerade, published, hairpin, host-local).
     #[arg(long = "scenario")]
     pub scenarios: Vec<String>,
+    /// Only these systems (netpath, iptables-nft, iptables-legacy,
+    /// docker-proxy, docker, docker-no-proxy, bridge, veth).
+    #[arg(long = "system")]
+    pub systems: Vec<String>,
     /// Skip the scaling, conntrack and control-plane runs.
     #[arg(long)]
     pub no_scaling: bool,
@@ -51,6 +56,9 @@ pub struct Plan {
     pub port_sizes: Vec<usize>,
     pub conntrack_sizes: Vec<usize>,
     pub sandbox_sizes: Vec<usize>,
+    /// Docker's control plane is slower and each container costs a runc
+    /// shim: smaller sizes.
+    pub docker_sandbox_sizes: Vec<usize>,
     pub scaling: bool,
 }
 
@@ -69,25 +77,28 @@ impl Plan {
                 System::IptablesNft,
                 System::IptablesLegacy,
                 System::DockerProxy,
+                System::Docker,
+                System::DockerNoProxy,
                 System::Bridge,
                 System::Veth,
             ],
             metrics: Metric::ALL.to_vec(),
-            reps: 5,
-            durations: Durations { iperf_secs: Some(5), iperf_bytes: "", rr_ms: 2000, conn_ms: 2000 },
+            reps: 3,
+            durations: Durations { iperf_secs: Some(3), iperf_bytes: "", rr_ms: 1000, conn_ms: 1000 },
             port_sizes: vec![0, 1_000, 10_000, 30_000],
             conntrack_sizes: vec![0, 100_000, 1_000_000],
             sandbox_sizes: vec![1, 100, 1_000],
+            docker_sandbox_sizes: vec![1, 100],
             scaling: !args.no_scaling,
         };
         if args.quick {
             plan.mode = "quick";
             plan.systems.retain(|s| *s != System::IptablesLegacy);
-            plan.reps = 3;
             plan.durations = Durations { iperf_secs: Some(1), iperf_bytes: "", rr_ms: 300, conn_ms: 500 };
             plan.port_sizes = vec![0, 1_000, 10_000];
             plan.conntrack_sizes = vec![0, 100_000];
             plan.sandbox_sizes = vec![1, 10, 50];
+            plan.docker_sandbox_sizes = vec![1, 10];
         }
         if args.smoke {
             plan.mode = "smoke";
@@ -98,6 +109,15 @@ impl Plan {
             plan.port_sizes = vec![0, 10];
             plan.conntrack_sizes = vec![];
             plan.sandbox_sizes = vec![1];
+            plan.docker_sandbox_sizes = vec![];
+        }
+        if !args.systems.is_empty() {
+            let wanted: Vec<System> = args.systems.iter().map(|s| System::parse(s)).collect::<Result<_>>()?;
+            if args.smoke {
+                plan.systems = wanted;
+            } else {
+                plan.systems.retain(|s| wanted.contains(s));
+            }
         }
         Ok(plan)
     }
@@ -122,6 +142,9 @@ pub struct Report {
     pub machine: String,
     pub plan: Plan,
     pub duration_s: f64,
+    /// /proc/loadavg before and after: the machine may be shared.
+    pub loadavg_before: String,
+    pub loadavg_after: String,
     pub results: Vec<Result1>,
     pub ports: Vec<scaling::Point>,
     pub conntrack: Vec<scaling::Point>,
@@ -180,9 +203,12 @@ fn merge(into: &mut std::collections::BTreeMap<&'static str, Vec<f64>>, f: Figur
 /// Runs the plan; every testbed is torn down before the next is built.
 pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
     let started = Instant::now();
+    let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
+    let loadavg_before = loadavg();
     let mut results = Vec::new();
     let mut errors = Vec::new();
     let (mut ports, mut conntrack, mut control) = (Vec::new(), Vec::new(), Vec::new());
+    let mut docker_control = Vec::new();
     let mut note = |what: &str, r: Result<()>| {
         if let Err(e) = r {
             eprintln!("bench: {what}: {e:#}");
@@ -233,7 +259,19 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
                         measure_all(&tb, system, &only_plan, &mut results);
                     }
                 }
-                System::DockerProxy | System::Docker | System::DockerNoProxy => {}
+                System::Docker | System::DockerNoProxy => {
+                    if !docker::available() {
+                        anyhow::bail!("dockerd, runc or busybox-static missing (cargo xtask bench installs them)");
+                    }
+                    let tb = docker::testbed(netpath_bin, system == System::Docker, &plan.scenarios, LIFETIME)?;
+                    measure_all(&tb, system, &only_plan, &mut results);
+                    if plan.scaling && system == System::Docker {
+                        let d = docker::dockerd_of(&tb).expect("docker testbed has a dockerd");
+                        docker_control =
+                            scaling::docker_control_plane(d, &plan.docker_sandbox_sizes, plan.reps.max(5))?;
+                    }
+                }
+                System::DockerProxy => {}
             }
             Ok(())
         })();
@@ -263,10 +301,12 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
         machine: report::machine(),
         plan: plan.clone(),
         duration_s: started.elapsed().as_secs_f64(),
+        loadavg_before,
+        loadavg_after: loadavg(),
         results,
         ports,
         conntrack,
-        control_plane: control,
+        control_plane: control.into_iter().chain(docker_control).collect(),
         errors,
     })
 }

@@ -93,12 +93,14 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(md, "# netpath bench ({} mode)\n", r.plan.mode);
     let _ = writeln!(
         md,
-        "{} on {}; took {:.0} s. Each figure: median (min–max) of {} runs. iperf3 {}; latency probes {} ms; \
+        "{} on {}; took {:.0} s (load average before: {}; after: {}). Each figure: median (min–max) of {} runs. iperf3 {}; latency probes {} ms; \
          connection probe {} ms. CPU: machine-wide busy time from /proc/stat during the run (all kernel and \
          user work of client, server and data path) per unit of work.\n",
         r.date,
         r.machine,
         r.duration_s,
+        r.loadavg_before,
+        r.loadavg_after,
         r.plan.reps,
         match r.plan.durations.iperf_secs {
             Some(s) => format!("{s} s per run"),
@@ -158,7 +160,7 @@ pub fn markdown(r: &Report) -> String {
     md.push_str(
         "Evidence: netpath STATS counters of the scenario's program (forwarded / NAT / DNAT / socket redirects); \
          iptables: packet counters of the scenario's rule (FORWARD docker0→docker0 ACCEPT, MASQUERADE, DNAT, \
-         OUTPUT→DOCKER); docker-proxy: CPU ticks of the proxy processes; bounds: packets received in the server's \
+         OUTPUT→DOCKER); docker-proxy: CPU ticks plus read/write system calls of the proxy processes; bounds: packets received in the server's \
          namespace.\n\n",
     );
     points_table(&mut md, "Published ports: new connections and latency (outside → published port)", &r.ports, true);
@@ -345,8 +347,12 @@ pub fn targets(r: &Report) -> Vec<(String, String, Option<bool>)> {
         true,
     );
     t.push(("XDP ingress ≥ 1.5x TC small-packet pps".into(), "no XDP program yet".into(), None));
-    let cp: Vec<f64> =
-        r.control_plane.iter().filter_map(|p| Some(p.add_us.as_ref()?.median + p.remove_us.as_ref()?.median)).collect();
+    let cp: Vec<f64> = r
+        .control_plane
+        .iter()
+        .filter(|p| p.system == Netpath)
+        .filter_map(|p| Some(p.add_us.as_ref()?.median + p.remove_us.as_ref()?.median))
+        .collect();
     let worst_cp = cp.iter().copied().fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
     t.push((
         "`run -d -p` + `rm` ≤ 50 ms at every size".into(),

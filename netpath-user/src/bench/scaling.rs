@@ -235,3 +235,37 @@ pub fn control_plane(tb: &Testbed, sizes: &[usize], reps: usize) -> Result<Vec<P
     }
     Ok(points)
 }
+
+/// The same for Docker Engine: `docker run -d -p 18080:80` and `docker rm
+/// -f` with `sizes` containers present.
+pub fn docker_control_plane(d: &super::docker::Dockerd, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
+    let mut present = 0usize;
+    let mut points = Vec::new();
+    for &size in sizes {
+        while present < size {
+            d.docker(&["run", "-d", "--name", &format!("bg{present}"), "bb", "sleep", "1000000"])?;
+            present += 1;
+        }
+        let (mut add, mut rm) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let t = Instant::now();
+            d.docker(&["run", "-d", "--name", "cp", "-p", "18080:80", "bb", "sleep", "1000000"])?;
+            add.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            d.docker(&["rm", "-f", "cp"])?;
+            rm.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        points.push(Point {
+            system: System::Docker,
+            size,
+            conn_per_s: None,
+            connect_p99_us: None,
+            tcp_rr_p99_us: None,
+            add_us: Summary::of(&add),
+            remove_us: Summary::of(&rm),
+            load_ms: None,
+            note: "add = `docker run -d -p 18080:80 bb sleep`, remove = `docker rm -f`".into(),
+        });
+    }
+    Ok(points)
+}

@@ -61,6 +61,33 @@ pub enum System {
 }
 
 impl System {
+    pub fn key(self) -> &'static str {
+        match self {
+            System::Netpath => "netpath",
+            System::IptablesNft => "iptables-nft",
+            System::IptablesLegacy => "iptables-legacy",
+            System::DockerProxy => "docker-proxy",
+            System::Docker => "docker",
+            System::DockerNoProxy => "docker-no-proxy",
+            System::Bridge => "bridge",
+            System::Veth => "veth",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<System> {
+        const ALL: [System; 8] = [
+            System::Netpath,
+            System::IptablesNft,
+            System::IptablesLegacy,
+            System::DockerProxy,
+            System::Docker,
+            System::DockerNoProxy,
+            System::Bridge,
+            System::Veth,
+        ];
+        ALL.into_iter().find(|s| s.key() == text).with_context(|| format!("unknown system {text:?}"))
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             System::Netpath => "netpath",
@@ -240,10 +267,17 @@ pub enum Evidence {
         host: Place,
         save: &'static str,
     },
-    /// CPU ticks of these processes.
+    /// CPU ticks plus read/write system calls of these processes.
     Processes(Vec<u32>),
     /// Packets received in the server's namespace (the bounds).
     ServerRx,
+    /// Docker Engine: its own rules' counters, and its docker-proxy
+    /// processes for what the userland proxy carries (hairpin and
+    /// host-local when it is on).
+    Docker {
+        host: Place,
+        proxies: Vec<u32>,
+    },
 }
 
 /// One built system, torn down when dropped (processes, then namespaces,
@@ -263,13 +297,25 @@ pub struct Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        self.guards.clear();
         self.procs = Procs::default();
+        self.guards.clear();
         self.extra.take();
     }
 }
 
 impl Testbed {
+    pub fn new(
+        system: System,
+        routes: Vec<Route>,
+        evidence: Vec<(System, Evidence)>,
+        host: Place,
+        procs: Procs,
+        lab: Lab,
+        guards: Vec<Box<dyn std::any::Any>>,
+    ) -> Testbed {
+        Testbed { system, routes, evidence, host, procs, lab, extra: None, guards }
+    }
+
     /// A lab with nothing measured in it (the control-plane runs).
     pub fn bare(lab: Lab) -> Testbed {
         Testbed {
@@ -307,7 +353,14 @@ impl Testbed {
                 let dump = host.run(save, &["-c"])?;
                 Ok(rule_packets(&dump, iptables_rule_for(scenario)))
             }
-            Evidence::Processes(pids) => Ok(pids.iter().filter_map(|p| cpu_ticks(*p)).sum()),
+            Evidence::Docker { host, proxies } => {
+                if !proxies.is_empty() && matches!(scenario, Scenario::Hairpin | Scenario::HostLocal) {
+                    Ok(proxies.iter().map(|p| cpu_ticks(*p).unwrap_or(0) + io_syscalls(*p)).sum())
+                } else {
+                    Ok(rule_packets(&host.run("iptables-save", &["-c"])?, iptables_rule_for(scenario)))
+                }
+            }
+            Evidence::Processes(pids) => Ok(pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0) + io_syscalls(*p)).sum()),
             Evidence::ServerRx => {
                 let r = self.route(system, scenario).context("no route")?;
                 r.server.rx_packets()
@@ -322,7 +375,7 @@ fn iptables_rule_for(scenario: Scenario) -> (&'static str, &'static [&'static st
     match scenario {
         Scenario::SandboxToSandbox => ("filter", &["-A FORWARD -i docker0 -o docker0 -j ACCEPT"]),
         Scenario::Masquerade => ("nat", &["-A POSTROUTING -s 10.201.0.0/24 ! -o docker0 -j MASQUERADE"]),
-        Scenario::Published | Scenario::Hairpin => ("nat", &["-A DOCKER ", "--to-destination 10.201.0.10:"]),
+        Scenario::Published | Scenario::Hairpin => ("nat", &["-A DOCKER ", "--to-destination 10.201.0."]),
         Scenario::HostLocal => ("nat", &["-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER"]),
     }
 }
@@ -347,6 +400,16 @@ pub fn rule_packets(dump: &str, (table, patterns): (&str, &[&str])) -> u64 {
     total
 }
 
+/// Read and write system calls a process made (/proc/PID/io syscr + syscw).
+pub fn io_syscalls(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// utime + stime of a process, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -360,7 +423,7 @@ fn netpath_bin(lab: &Lab) -> &Path {
 }
 
 /// Starts iperf3 and the echo servers (TCP and UDP) at `server`.
-fn start_servers(procs: &mut Procs, lab: &Lab, server: &Place, lifetime: Duration) -> Result<()> {
+pub fn start_servers(procs: &mut Procs, lab: &Lab, server: &Place, lifetime: Duration) -> Result<()> {
     let mut iperf = server.cmd("iperf3")?;
     iperf.args(["-s", "-p", &IPERF_PORT.to_string()]);
     procs.spawn(iperf, false)?;
@@ -738,7 +801,8 @@ mod tests {
         assert_eq!(text.matches("-j DNAT").count(), 7);
         assert_eq!(text.matches("--dport 80 -j ACCEPT").count(), 3);
         let dump = "*nat\n[5:300] -A DOCKER -p tcp -m tcp --dport 9000 -j DNAT --to-destination 10.201.0.10:5201\n\
-                    [2:100] -A DOCKER -p tcp -m tcp --dport 10000 -j DNAT --to-destination 10.201.0.99:80\nCOMMIT\n";
-        assert_eq!(rule_packets(dump, iptables_rule_for(Scenario::Published)), 5);
+                    [2:100] -A DOCKER -p tcp -m tcp --dport 10000 -j DNAT --to-destination 10.201.0.99:80\nCOMMIT\n\
+                    *filter\n[9:900] -A DOCKER -d 10.201.0.10/32 -j ACCEPT --to-destination 10.201.0.1\nCOMMIT\n";
+        assert_eq!(rule_packets(dump, iptables_rule_for(Scenario::Published)), 7, "nat DNAT rules only");
     }
 }
