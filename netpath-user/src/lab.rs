@@ -132,17 +132,7 @@ impl Lab {
     /// netpath's socket programs apply.
     pub fn host_cmd_in_cgroup(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         let mut cmd = self.host_cmd(program)?;
-        let procs = std::fs::File::options()
-            .write(true)
-            .open(self.roots.cgroup.join("cgroup.procs"))
-            .context("opening the lab cgroup")?;
-        // SAFETY: write(2) is async-signal-safe; "0" moves the caller itself.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                use std::io::Write;
-                (&procs).write_all(b"0")
-            });
-        }
+        join_cgroup(&mut cmd, &self.roots.cgroup)?;
         Ok(cmd)
     }
 
@@ -272,6 +262,22 @@ impl Drop for Lab {
     }
 }
 
+/// Makes `cmd` join the cgroup v2 directory `cgroup` before it execs.
+pub fn join_cgroup(cmd: &mut Command, cgroup: &Path) -> Result<()> {
+    let procs = std::fs::File::options()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+    // SAFETY: write(2) is async-signal-safe; "0" moves the caller itself.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            use std::io::Write;
+            (&procs).write_all(b"0")
+        });
+    }
+    Ok(())
+}
+
 fn show_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
     args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
 }
@@ -379,6 +385,42 @@ pub enum LabCommand {
         #[arg(long)]
         server: Option<Ipv4Addr>,
     },
+    /// Echo server for the bench's latency and connection-rate probes.
+    RrServe {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, value_enum, default_value = "tcp")]
+        proto: crate::bench::probes::Proto,
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Back-to-back request/response of SIZE bytes for DURATION_MS (or MAX
+    /// rounds); prints latency percentiles as JSON.
+    RrClient {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, value_enum, default_value = "tcp")]
+        proto: crate::bench::probes::Proto,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 1000)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 10_000_000)]
+        max: usize,
+    },
+    /// New TCP connections one after another for DURATION_MS (or MAX);
+    /// prints the rate and connect latency as JSON.
+    ConnRate {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        max: usize,
+    },
+    /// The benchmark rig: netpath against iptables, docker-proxy, Docker
+    /// and the no-NAT bounds (what `cargo xtask bench` runs).
+    Bench(crate::bench::BenchArgs),
     /// Send COUNT UDP datagrams of SIZE bytes.
     UdpSend {
         #[arg(long)]
@@ -404,6 +446,20 @@ pub fn run_command(cmd: LabCommand) -> Result<i32> {
         LabCommand::SendMalformed { iface } => send_malformed(&iface),
         LabCommand::DnsStub { port, name, addr, timeout } => dns_stub(port, &name, addr, Duration::from_secs(timeout)),
         LabCommand::Dig { name, server } => dig(&name, server),
+        LabCommand::RrServe { port, proto, timeout } => {
+            crate::bench::probes::rr_serve(port, proto, Duration::from_secs(timeout))
+        }
+        LabCommand::RrClient { to, proto, size, duration_ms, max } => {
+            let r = crate::bench::probes::rr_client(to, proto, size, Duration::from_millis(duration_ms), max)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(0)
+        }
+        LabCommand::ConnRate { to, duration_ms, max } => {
+            let r = crate::bench::probes::conn_rate(to, Duration::from_millis(duration_ms), max)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(0)
+        }
+        LabCommand::Bench(args) => crate::bench::run(args),
     }
 }
 
@@ -422,6 +478,11 @@ pub fn payload(len: usize) -> Vec<u8> {
 
 fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Prints the "listening" line `start_sink` waits for.
+pub fn announce(addr: SocketAddr) {
+    ready(addr)
 }
 
 fn ready(addr: SocketAddr) {

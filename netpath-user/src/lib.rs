@@ -1,5 +1,6 @@
 //! netpath: Docker's bridge networking with the per-packet work in eBPF.
 //! The CLI, the lab, the tests and the bench all call into this library.
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod conntrack;

@@ -28,6 +28,19 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure netpath against Docker's iptables rules, docker-proxy and the
+    /// no-NAT bounds in hermetic labs; report under $CARGO_TARGET_DIR/bench.
+    Bench {
+        /// Shorter runs and smaller sizes (under 10 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Only these scenarios: s2s, masquerade, published, hairpin, host-local.
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
+        /// Skip the scaling, conntrack and control-plane runs.
+        #[arg(long)]
+        no_scaling: bool,
+    },
     /// Run the unit and lab tests (root; builds its own namespaces).
     Test {
         /// Extra arguments for cargo nextest (filters, --no-capture, ...).
@@ -47,8 +60,16 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
 }
 
+/// Cargo's target directory: $CARGO_TARGET_DIR when set, else the workspace's.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
 fn netpath_bin() -> PathBuf {
-    workspace_root().join("target/release/netpath")
+    target_dir().join("release/netpath")
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -63,6 +84,23 @@ fn run(cli: Cli) -> Result<()> {
             build()?;
             let args = if args.is_empty() { vec!["lab".into(), "demo".into()] } else { args };
             exec(Command::new(netpath_bin()).args(&args))
+        }
+        Task::Bench { quick, scenarios, no_scaling } => {
+            setup::ensure()?;
+            setup::bench_extras()?;
+            build()?;
+            let mut cmd = Command::new(netpath_bin());
+            cmd.args(["lab", "bench", "--out"]).arg(target_dir().join("bench"));
+            if quick {
+                cmd.arg("--quick");
+            }
+            if no_scaling {
+                cmd.arg("--no-scaling");
+            }
+            for s in &scenarios {
+                cmd.args(["--scenario", s]);
+            }
+            exec(&mut cmd)
         }
         Task::Test { args } => {
             setup::ensure()?;

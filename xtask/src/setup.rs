@@ -36,6 +36,37 @@ pub fn ensure() -> Result<()> {
     nextest()
 }
 
+/// What only the bench needs: the real peers it measures netpath against.
+/// Kept out of `ensure` so that `cargo xtask test` stays quick.
+const BENCH_PACKAGES: &[&str] = &["docker.io", "runc", "containerd", "busybox-static", "iptables", "iperf3"];
+
+/// Installs the bench's peers. Package scripts must not start dockerd or
+/// containerd on the machine itself (the bench runs its own, inside a lab
+/// namespace), so service starts are refused while installing.
+pub fn bench_extras() -> Result<()> {
+    let missing: Vec<&str> = BENCH_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        std::fs::write(policy, "#!/bin/sh\n# written by netpath's xtask while installing bench peers\nexit 101\n")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    eprintln!("setup: installing bench peers {}", missing.join(" "));
+    let result = run(Command::new("apt-get").args(["update", "-qq"])).and_then(|()| {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    });
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
+}
+
 fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
 }

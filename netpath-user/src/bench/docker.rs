@@ -1,0 +1,276 @@
+//! Docker Engine 20.10 (Debian's docker.io) as a system under test: dockerd
+//! runs hermetically in the lab host namespace (its own data root, exec
+//! root, socket, cgroup parent; bridge on the bench subnet; `--dns` inside
+//! the lab), with a busybox image built offline by `docker import`. The
+//! bench's servers and clients run via setns in the containers' network
+//! namespaces, so the image needs no iperf3.
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::systems::{
+    self, Evidence, GATEWAY, IPERF_PORT, PUB_IPERF, PUB_RR, Place, Procs, RR_PORT, Route, Scenario, System, Testbed,
+};
+use crate::lab::{self, HOST_UPLINK_IP, Lab, OUTSIDE_IP};
+
+pub const DOCKERD: &str = "/usr/sbin/dockerd";
+const BUSYBOX: &str = "/bin/busybox";
+
+pub fn available() -> bool {
+    Path::new(DOCKERD).exists() && Path::new(BUSYBOX).exists() && Path::new("/usr/sbin/runc").exists()
+}
+
+fn client_bin() -> &'static str {
+    if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" }
+}
+
+/// A dockerd of this bench: stopped (containers removed, daemon ended by
+/// PID, its cgroups removed) when dropped.
+pub struct Dockerd {
+    pub dir: PathBuf,
+    pub host: Place,
+    pid: Option<u32>,
+    child: Option<std::process::Child>,
+    cgroup_parent: String,
+    /// Paths outside its roots dockerd creates (its trust key, the plugin
+    /// socket directory) that did not exist before: removed at the end.
+    created: Vec<PathBuf>,
+}
+
+/// Files and directories dockerd 20.10 makes whatever its roots are.
+const STRAY_PATHS: &[&str] = &["/etc/docker/key.json", "/etc/docker", "/run/docker/plugins", "/run/docker"];
+
+impl Dockerd {
+    pub fn start(lab: &Lab, userland_proxy: bool) -> Result<Dockerd> {
+        let dir = lab.roots.state.parent().context("lab base")?.join("docker");
+        std::fs::create_dir_all(dir.join("root"))?;
+        std::fs::create_dir_all(dir.join("exec"))?;
+        let host = Place::ns(&lab.host_ns);
+        let cgroup_parent = format!("{}-docker", lab.id);
+        let mut cmd = host.cmd(DOCKERD)?;
+        cmd.arg("--data-root").arg(dir.join("root"));
+        cmd.arg("--exec-root").arg(dir.join("exec"));
+        cmd.arg("--pidfile").arg(dir.join("dockerd.pid"));
+        cmd.arg("-H").arg(format!("unix://{}", dir.join("docker.sock").display()));
+        cmd.args(["--storage-driver", "overlay2", "--exec-opt", "native.cgroupdriver=cgroupfs"]);
+        cmd.args(["--default-runtime", "runc", "--default-ulimit", "nofile=20000:20000"]);
+        cmd.args(["--bip", &format!("{GATEWAY}/24"), "--dns", &GATEWAY.to_string()]);
+        cmd.args(["--cgroup-parent", &format!("/{cgroup_parent}")]);
+        cmd.arg(format!("--userland-proxy={userland_proxy}"));
+        let log = std::fs::File::create(dir.join("dockerd.log"))?;
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let created = STRAY_PATHS.iter().map(PathBuf::from).filter(|p| !p.exists()).collect();
+        let child = cmd.spawn().context("starting dockerd")?;
+        let mut d = Dockerd { dir, host, pid: Some(child.id()), child: Some(child), cgroup_parent, created };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while d.docker(&["version", "--format", "{{.Server.Version}}"]).is_err() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(d.dir.join("dockerd.log")).unwrap_or_default();
+                bail!("dockerd did not come up: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+            }
+            if let Some(Ok(Some(st))) = d.child.as_mut().map(|c| c.try_wait()) {
+                bail!("dockerd exited ({st}); see {}", d.dir.join("dockerd.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(d)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(client_bin());
+        c.arg("-H").arg(format!("unix://{}", self.dir.join("docker.sock").display()));
+        c
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Result<String> {
+        let out = self.cmd().args(args).output().context("running docker")?;
+        lab::check(&out, &format!("docker {}", args.join(" ")))
+    }
+
+    /// Imports a busybox image `bb` built offline from busybox-static.
+    pub fn import_busybox(&self) -> Result<()> {
+        let rootfs = self.dir.join("rootfs");
+        for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp"] {
+            std::fs::create_dir_all(rootfs.join(d))?;
+        }
+        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox"))?;
+        let ok = Command::new("chroot").arg(&rootfs).args(["/bin/busybox", "--install", "-s"]).status()?;
+        if !ok.success() {
+            bail!("busybox --install failed");
+        }
+        let tar = self.dir.join("rootfs.tar");
+        let ok = Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status()?;
+        if !ok.success() {
+            bail!("tar of the rootfs failed");
+        }
+        self.docker(&["import", "-c", "CMD [\"/bin/sh\"]", &tar.to_string_lossy(), "bb:latest"])?;
+        Ok(())
+    }
+
+    /// The network namespace of a running container.
+    pub fn netns_of(&self, name: &str) -> Result<PathBuf> {
+        let pid = self.docker(&["inspect", "-f", "{{.State.Pid}}", name])?;
+        Ok(PathBuf::from(format!("/proc/{}/ns/net", pid.trim())))
+    }
+
+    pub fn ip_of(&self, name: &str) -> Result<Ipv4Addr> {
+        let ip = self.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])?;
+        ip.trim().parse().with_context(|| format!("address of {name}: {ip:?}"))
+    }
+
+    /// PIDs of docker-proxy processes (children of dockerd).
+    pub fn proxy_pids(&self) -> Vec<u32> {
+        let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+        procs
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        let comm = s.split_once('(')?.1.split_once(')')?.0.to_string();
+                        let ppid = s.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse::<u32>().ok()?;
+                        Some(comm == "docker-proxy" && Some(ppid) == self.pid)
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        if let Ok(ids) = self.docker(&["ps", "-aq"]) {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let _ = self.docker(&args);
+            }
+        }
+        if let (Some(pid), Some(mut child)) = (self.pid.take(), self.child.take()) {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Overlay mounts left by a daemon that did not stop cleanly.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let root = self.dir.to_string_lossy().into_owned();
+            let mut ours: Vec<&str> =
+                mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&root)).collect();
+            ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in ours {
+                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        for p in &self.created {
+            if p.is_dir() {
+                let _ = std::fs::remove_dir(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        // The cgroup parent in every hierarchy, deepest directories first.
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                remove_cgroup_tree(&h.path().join(&self.cgroup_parent));
+            }
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Docker Engine with two containers (`srv` with the published ports,
+/// `cli`) on the default bridge, servers in `srv` and outside.
+pub fn testbed(
+    netpath_bin: &Path,
+    userland_proxy: bool,
+    scenarios: &[Scenario],
+    lifetime: Duration,
+) -> Result<Testbed> {
+    let system = if userland_proxy { System::Docker } else { System::DockerNoProxy };
+    let lab = Lab::create(if userland_proxy { "bench-dk" } else { "bench-dknp" }, netpath_bin)?;
+    let dockerd = Dockerd::start(&lab, userland_proxy)?;
+    dockerd.import_busybox()?;
+    let (pi, pr) = (format!("{PUB_IPERF}:{IPERF_PORT}"), format!("{PUB_RR}:{RR_PORT}"));
+    let (piu, pru) = (format!("{pi}/udp"), format!("{pr}/udp"));
+    dockerd.docker(&[
+        "run", "-d", "--name", "srv", "-p", &pi, "-p", &piu, "-p", &pr, "-p", &pru, "bb", "sleep", "1000000",
+    ])?;
+    dockerd.docker(&["run", "-d", "--name", "cli", "bb", "sleep", "1000000"])?;
+    let server = Place::ns(dockerd.netns_of("srv")?);
+    let client = Place::ns(dockerd.netns_of("cli")?);
+    let srv_ip = dockerd.ip_of("srv")?;
+    let outside = Place::ns(&lab.outside_ns);
+    let host = Place::ns(&lab.host_ns);
+    let mut procs = Procs::default();
+    systems::start_servers(&mut procs, &lab, &server, lifetime)?;
+    systems::start_servers(&mut procs, &lab, &outside, lifetime)?;
+    let mut routes = Vec::new();
+    let mut add = |scenario, client: &Place, server: &Place, addr, iperf_port, rr_port| {
+        if scenarios.contains(&scenario) {
+            routes.push(Route {
+                system,
+                scenario,
+                client: client.clone(),
+                server: server.clone(),
+                addr,
+                iperf_port,
+                rr_port,
+            });
+        }
+    };
+    add(Scenario::SandboxToSandbox, &client, &server, srv_ip, IPERF_PORT, RR_PORT);
+    add(Scenario::Masquerade, &client, &outside, OUTSIDE_IP, IPERF_PORT, RR_PORT);
+    add(Scenario::Published, &outside, &server, HOST_UPLINK_IP, PUB_IPERF, PUB_RR);
+    add(Scenario::Hairpin, &client, &server, HOST_UPLINK_IP, PUB_IPERF, PUB_RR);
+    add(Scenario::HostLocal, &host, &server, Ipv4Addr::LOCALHOST, PUB_IPERF, PUB_RR);
+    let proxies = dockerd.proxy_pids();
+    let evidence = vec![(
+        system,
+        Evidence::Docker { host: host.clone(), proxies: if userland_proxy { proxies } else { Vec::new() } },
+    )];
+    Ok(Testbed::new(system, routes, evidence, host, procs, lab, vec![Box::new(dockerd)]))
+}
+
+/// The dockerd of a testbed built by `testbed`.
+pub fn dockerd_of(tb: &Testbed) -> Option<&Dockerd> {
+    tb.guards.iter().find_map(|g| g.downcast_ref::<Dockerd>())
+}

@@ -1,0 +1,328 @@
+//! The benchmark rig (`netpath lab bench`, `cargo xtask bench`): the same
+//! scenarios measured on netpath, Docker's iptables ruleset, docker-proxy
+//! and the no-NAT bounds, each system in its own hermetic lab, then the
+//! scaling runs; results as JSON, Markdown and an SVG plot.
+pub mod docker;
+pub mod measure;
+pub mod probes;
+pub mod report;
+pub mod scaling;
+pub mod systems;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+
+use measure::{Durations, Figures, Metric, Summary};
+use systems::{Scenario, System, Testbed};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Shorter runs and smaller sizes (under 10 minutes in all).
+    #[arg(long)]
+    pub quick: bool,
+    /// Tiny runs that only prove every path carries traffic (for tests).
+    #[arg(long, hide = true)]
+    pub smoke: bool,
+    /// Only these scenarios (s2s, masquerade, published, hairpin, host-local).
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<String>,
+    /// Only these systems (netpath, iptables-nft, iptables-legacy,
+    /// docker-proxy, docker, docker-no-proxy, bridge, veth).
+    #[arg(long = "system")]
+    pub systems: Vec<String>,
+    /// Skip the scaling, conntrack and control-plane runs.
+    #[arg(long)]
+    pub no_scaling: bool,
+    /// Where report.json, report.md and the plot go.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+}
+
+/// Everything one run decides up front.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub mode: &'static str,
+    pub scenarios: Vec<Scenario>,
+    pub systems: Vec<System>,
+    pub metrics: Vec<Metric>,
+    pub reps: usize,
+    pub durations: Durations,
+    pub port_sizes: Vec<usize>,
+    pub conntrack_sizes: Vec<usize>,
+    pub sandbox_sizes: Vec<usize>,
+    /// Docker's control plane is slower and each container costs a runc
+    /// shim: smaller sizes.
+    pub docker_sandbox_sizes: Vec<usize>,
+    pub scaling: bool,
+}
+
+impl Plan {
+    pub fn from_args(args: &BenchArgs) -> Result<Plan> {
+        let scenarios = if args.scenarios.is_empty() {
+            Scenario::ALL.to_vec()
+        } else {
+            args.scenarios.iter().map(|s| Scenario::parse(s)).collect::<Result<_>>()?
+        };
+        let mut plan = Plan {
+            mode: "full",
+            scenarios,
+            systems: vec![
+                System::Netpath,
+                System::IptablesNft,
+                System::IptablesLegacy,
+                System::DockerProxy,
+                System::Docker,
+                System::DockerNoProxy,
+                System::Bridge,
+                System::Veth,
+            ],
+            metrics: Metric::ALL.to_vec(),
+            reps: 3,
+            durations: Durations { iperf_secs: Some(3), iperf_bytes: "", rr_ms: 1000, conn_ms: 1000 },
+            port_sizes: vec![0, 1_000, 10_000, 30_000],
+            conntrack_sizes: vec![0, 100_000, 1_000_000],
+            sandbox_sizes: vec![1, 100, 1_000],
+            docker_sandbox_sizes: vec![1, 100],
+            scaling: !args.no_scaling,
+        };
+        if args.quick {
+            plan.mode = "quick";
+            plan.systems.retain(|s| *s != System::IptablesLegacy);
+            plan.durations = Durations { iperf_secs: Some(1), iperf_bytes: "", rr_ms: 300, conn_ms: 500 };
+            plan.port_sizes = vec![0, 1_000, 10_000];
+            plan.conntrack_sizes = vec![0, 100_000];
+            plan.sandbox_sizes = vec![1, 10, 50];
+            plan.docker_sandbox_sizes = vec![1, 10];
+        }
+        if args.smoke {
+            plan.mode = "smoke";
+            plan.systems = vec![System::Netpath, System::IptablesNft, System::DockerProxy];
+            plan.reps = 1;
+            plan.metrics = vec![Metric::Tput1, Metric::TcpRr, Metric::UdpRr, Metric::ConnRate];
+            plan.durations = Durations { iperf_secs: None, iperf_bytes: "2M", rr_ms: 50, conn_ms: 50 };
+            plan.port_sizes = vec![0, 10];
+            plan.conntrack_sizes = vec![];
+            plan.sandbox_sizes = vec![1];
+            plan.docker_sandbox_sizes = vec![];
+        }
+        if !args.systems.is_empty() {
+            let wanted: Vec<System> = args.systems.iter().map(|s| System::parse(s)).collect::<Result<_>>()?;
+            if args.smoke {
+                plan.systems = wanted;
+            } else {
+                plan.systems.retain(|s| wanted.contains(s));
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// Figures of one system in one scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct Result1 {
+    pub system: System,
+    pub scenario: Scenario,
+    pub figures: std::collections::BTreeMap<&'static str, Summary>,
+    /// How much the system's own counter moved while this scenario ran
+    /// (netpath STATS, iptables rule packets, docker-proxy CPU ticks,
+    /// server-side packets for the bounds).
+    pub evidence: u64,
+    pub errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub machine: String,
+    pub plan: Plan,
+    pub duration_s: f64,
+    /// /proc/loadavg before and after: the machine may be shared.
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+    pub results: Vec<Result1>,
+    pub ports: Vec<scaling::Point>,
+    pub conntrack: Vec<scaling::Point>,
+    pub control_plane: Vec<scaling::Point>,
+    pub errors: Vec<String>,
+}
+
+/// A testbed lives at most this long (servers exit on their own after it).
+const LIFETIME: Duration = Duration::from_secs(3 * 3600);
+
+fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Result1>) {
+    for &scenario in &plan.scenarios {
+        let Some(route) = tb.route(system, scenario) else { continue };
+        eprintln!("bench: {} / {}", system.label(), scenario.label());
+        let mut errors = Vec::new();
+        let before = tb.evidence(system, scenario).unwrap_or_else(|e| {
+            errors.push(format!("evidence: {e:#}"));
+            0
+        });
+        // Warm-up, discarded: neighbours resolved, servers' first accept done.
+        let _ = measure::conn_rate(route, 20, &tb.lab.netpath_bin);
+        let mut samples: std::collections::BTreeMap<&'static str, Vec<f64>> = Default::default();
+        for _ in 0..plan.reps {
+            if crate::signals::interrupted() {
+                errors.push("interrupted".into());
+                break;
+            }
+            for &metric in &plan.metrics {
+                match measure::measure(route, metric, &plan.durations, &tb.lab.netpath_bin) {
+                    Ok(f) => merge(&mut samples, f),
+                    Err(e) => errors.push(format!("{metric:?}: {e:#}")),
+                }
+            }
+        }
+        let after = tb.evidence(system, scenario).unwrap_or_else(|e| {
+            errors.push(format!("evidence: {e:#}"));
+            0
+        });
+        errors.dedup();
+        results.push(Result1 {
+            system,
+            scenario,
+            figures: samples.into_iter().filter_map(|(k, v)| Some((k, Summary::of(&v)?))).collect(),
+            evidence: after.saturating_sub(before),
+            errors,
+        });
+    }
+}
+
+fn merge(into: &mut std::collections::BTreeMap<&'static str, Vec<f64>>, f: Figures) {
+    for (k, v) in f {
+        into.entry(k).or_default().push(v);
+    }
+}
+
+/// Runs the plan; every testbed is torn down before the next is built.
+pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
+    let started = Instant::now();
+    let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
+    let loadavg_before = loadavg();
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    let (mut ports, mut conntrack, mut control) = (Vec::new(), Vec::new(), Vec::new());
+    let mut docker_control = Vec::new();
+    let mut note = |what: &str, r: Result<()>| {
+        if let Err(e) = r {
+            eprintln!("bench: {what}: {e:#}");
+            errors.push(format!("{what}: {e:#}"));
+        }
+    };
+    let scaling_scenarios = {
+        let mut s = plan.scenarios.clone();
+        if plan.scaling && !s.contains(&Scenario::Published) {
+            s.push(Scenario::Published);
+        }
+        s
+    };
+    let only_plan = Plan { scenarios: plan.scenarios.clone(), ..plan.clone() };
+    for &system in &plan.systems {
+        let r = (|| -> Result<()> {
+            match system {
+                System::Netpath => {
+                    let tb = systems::netpath(netpath_bin, &scaling_scenarios, None, LIFETIME)?;
+                    measure_all(&tb, system, &only_plan, &mut results);
+                    if plan.scaling {
+                        ports.extend(scaling::netpath_ports(&tb, &plan.port_sizes, plan.reps, &plan.durations)?);
+                    }
+                }
+                System::IptablesNft | System::IptablesLegacy => {
+                    let tb = systems::kernel(netpath_bin, Some(system), &scaling_scenarios, LIFETIME)?;
+                    measure_all(&tb, system, &only_plan, &mut results);
+                    if plan.systems.contains(&System::DockerProxy) && system == System::IptablesNft {
+                        measure_all(&tb, System::DockerProxy, &only_plan, &mut results);
+                    }
+                    if plan.scaling {
+                        ports.extend(scaling::iptables_ports(
+                            &tb,
+                            system,
+                            &plan.port_sizes,
+                            plan.reps,
+                            &plan.durations,
+                        )?);
+                    }
+                }
+                System::Bridge => {
+                    let tb = systems::kernel(netpath_bin, None, &plan.scenarios, LIFETIME)?;
+                    measure_all(&tb, system, &only_plan, &mut results);
+                }
+                System::Veth => {
+                    if plan.scenarios.contains(&Scenario::SandboxToSandbox) {
+                        let tb = systems::veth(netpath_bin, LIFETIME)?;
+                        measure_all(&tb, system, &only_plan, &mut results);
+                    }
+                }
+                System::Docker | System::DockerNoProxy => {
+                    if !docker::available() {
+                        anyhow::bail!("dockerd, runc or busybox-static missing (cargo xtask bench installs them)");
+                    }
+                    let tb = docker::testbed(netpath_bin, system == System::Docker, &plan.scenarios, LIFETIME)?;
+                    measure_all(&tb, system, &only_plan, &mut results);
+                    if plan.scaling && system == System::Docker {
+                        let d = docker::dockerd_of(&tb).expect("docker testbed has a dockerd");
+                        docker_control =
+                            scaling::docker_control_plane(d, &plan.docker_sandbox_sizes, plan.reps.max(5))?;
+                    }
+                }
+                System::DockerProxy => {}
+            }
+            Ok(())
+        })();
+        note(system.label(), r);
+    }
+    if plan.scaling && !plan.conntrack_sizes.is_empty() {
+        let r = (|| -> Result<()> {
+            let max = plan.conntrack_sizes.iter().max().copied().unwrap_or(0);
+            let cfg = serde_json::json!({ "conntrack-max": max + max / 10 + 65536 });
+            let tb = systems::netpath(netpath_bin, &[Scenario::Published], Some(cfg), LIFETIME)?;
+            conntrack = scaling::conntrack(&tb, &plan.conntrack_sizes, plan.reps, &plan.durations)?;
+            Ok(())
+        })();
+        note("conntrack scaling", r);
+    }
+    if plan.scaling && !plan.sandbox_sizes.is_empty() {
+        let r = (|| -> Result<()> {
+            let lab = crate::lab::Lab::create("bench-cp", netpath_bin)?;
+            let tb = Testbed::bare(lab);
+            control = scaling::control_plane(&tb, &plan.sandbox_sizes, plan.reps.max(5))?;
+            Ok(())
+        })();
+        note("control plane", r);
+    }
+    Ok(Report {
+        date: report::utc_now(),
+        machine: report::machine(),
+        plan: plan.clone(),
+        duration_s: started.elapsed().as_secs_f64(),
+        loadavg_before,
+        loadavg_after: loadavg(),
+        results,
+        ports,
+        conntrack,
+        control_plane: control.into_iter().chain(docker_control).collect(),
+        errors,
+    })
+}
+
+/// `netpath lab bench`: runs the plan and writes the report files.
+pub fn run(args: BenchArgs) -> Result<i32> {
+    let plan = Plan::from_args(&args)?;
+    let exe = std::env::current_exe()?;
+    crate::signals::install();
+    let report = execute(&plan, &exe)?;
+    std::fs::create_dir_all(&args.out)?;
+    let md = report::markdown(&report);
+    std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(args.out.join("report.md"), &md)?;
+    report::plot(&report, &args.out.join("conn-vs-ports.svg"))?;
+    println!("{md}");
+    eprintln!("bench: wrote {}/report.{{md,json}} and conn-vs-ports.svg", args.out.display());
+    Ok(0)
+}

@@ -1,0 +1,408 @@
+//! The report: Markdown tables (median and min–max of every figure, ratios
+//! to iptables and to the bounds), the issue's targets as met / not met
+//! with the figure, and an SVG plot of connections/s against published
+//! ports. Targets are reported, never asserted.
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::Result;
+
+use super::{
+    Report,
+    measure::Summary,
+    scaling::Point,
+    systems::{Scenario, System},
+};
+
+pub fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map(|kb| kb / 1024 / 1024)
+        .unwrap_or(0);
+    format!("{cpu}, {cores} cores, {mem} GiB, kernel {}", kernel.trim())
+}
+
+fn cell(s: Option<&Summary>, digits: usize) -> String {
+    match s {
+        Some(s) if s.samples.len() > 1 => {
+            format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = digits)
+        }
+        Some(s) => format!("{:.d$}", s.median, d = digits),
+        None => "–".into(),
+    }
+}
+
+/// The columns of the scenario tables: (figure key, header, digits).
+const COLUMNS: &[(&str, &str, usize)] = &[
+    ("tput1_gbps", "TCP 1 stream Gbit/s", 2),
+    ("tput4_gbps", "TCP 4 streams Gbit/s", 2),
+    ("tput1_cpu_s_per_gb", "CPU s/GB (1 stream)", 2),
+    ("tcp_rr_p50_us", "TCP RR p50 µs", 1),
+    ("tcp_rr_p99_us", "TCP RR p99 µs", 1),
+    ("udp_rr_p50_us", "UDP RR p50 µs", 1),
+    ("udp_rr_p99_us", "UDP RR p99 µs", 1),
+    ("conn_per_s", "new conn/s", 0),
+    ("connect_p99_us", "connect p99 µs", 1),
+    ("conn_cpu_us", "CPU µs/conn", 1),
+    ("udp_pps", "UDP 64 B pkt/s", 0),
+    ("udp_cpu_us_per_pkt", "CPU µs/pkt", 2),
+];
+
+/// Figures whose netpath ratios are printed under each table.
+const RATIO_KEYS: &[&str] = &["tput1_gbps", "tput4_gbps", "tcp_rr_p99_us", "conn_per_s", "udp_pps"];
+
+fn median(r: &Report, system: System, scenario: Scenario, key: &str) -> Option<f64> {
+    r.results
+        .iter()
+        .find(|x| x.system == system && x.scenario == scenario)
+        .and_then(|x| x.figures.get(key))
+        .map(|s| s.median)
+}
+
+/// The bound a scenario compares against.
+fn bound(scenario: Scenario) -> Option<(System, Scenario)> {
+    match scenario {
+        Scenario::SandboxToSandbox => Some((System::Bridge, Scenario::SandboxToSandbox)),
+        Scenario::Masquerade => Some((System::Bridge, Scenario::Masquerade)),
+        Scenario::Published => Some((System::Bridge, Scenario::Published)),
+        Scenario::Hairpin => None,
+        Scenario::HostLocal => Some((System::Bridge, Scenario::HostLocal)),
+    }
+}
+
+pub fn markdown(r: &Report) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# netpath bench ({} mode)\n", r.plan.mode);
+    let _ = writeln!(
+        md,
+        "{} on {}; took {:.0} s (load average before: {}; after: {}). Each figure: median (min–max) of {} runs. iperf3 {}; latency probes {} ms; \
+         connection probe {} ms. CPU: machine-wide busy time from /proc/stat during the run (all kernel and \
+         user work of client, server and data path) per unit of work.\n",
+        r.date,
+        r.machine,
+        r.duration_s,
+        r.loadavg_before,
+        r.loadavg_after,
+        r.plan.reps,
+        match r.plan.durations.iperf_secs {
+            Some(s) => format!("{s} s per run"),
+            None => format!("{} bytes per run", r.plan.durations.iperf_bytes),
+        },
+        r.plan.durations.rr_ms,
+        r.plan.durations.conn_ms,
+    );
+    md.push_str(
+        "Systems: **netpath** (eBPF); **iptables-nft / iptables-legacy**: Linux bridge `docker0` with veth sandboxes \
+         and Docker 20.10's ruleset for `--userland-proxy=false` loaded with iptables-restore (DNAT, hairpin \
+         MASQUERADE, isolation chains, route_localnet); **docker-proxy**: Debian's `/usr/sbin/docker-proxy` on \
+         127.0.0.1 in that lab; **bridge, no NAT (bound)**: the same bridge and veths with no rule, the outside \
+         routing to the sandbox subnet; **raw veth (bound)**: one veth pair between two namespaces. \
+         Bench clients and servers run via setns in each namespace (no container image needed).\n\n",
+    );
+    for &scenario in &r.plan.scenarios {
+        let rows: Vec<_> = r.results.iter().filter(|x| x.scenario == scenario).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(md, "## {}\n", scenario.label());
+        let cols: Vec<_> = COLUMNS.iter().filter(|(k, ..)| rows.iter().any(|x| x.figures.contains_key(k))).collect();
+        let _ = write!(md, "| system |");
+        for (_, h, _) in &cols {
+            let _ = write!(md, " {h} |");
+        }
+        let _ = write!(md, " evidence |\n|---|");
+        for _ in &cols {
+            md.push_str("---|");
+        }
+        md.push_str("---|\n");
+        for x in &rows {
+            let _ = write!(md, "| {} |", x.system.label());
+            for (k, _, d) in &cols {
+                let _ = write!(md, " {} |", cell(x.figures.get(k), *d));
+            }
+            let _ = writeln!(md, " {} |", x.evidence);
+        }
+        // Ratios of netpath to iptables-nft and to the bound.
+        let mut ratios = Vec::new();
+        for (k, h, _) in cols.iter().filter(|(k, ..)| RATIO_KEYS.contains(k)) {
+            let Some(np) = median(r, System::Netpath, scenario, k) else { continue };
+            let ipt = median(r, System::IptablesNft, scenario, k).map(|v| np / v);
+            let b = bound(scenario).and_then(|(s, sc)| median(r, s, sc, k)).map(|v| np / v);
+            let fmt = |v: Option<f64>| v.map(|v| format!("{v:.2}x")).unwrap_or("–".into());
+            ratios.push(format!("{h}: {} of iptables, {} of bound", fmt(ipt), fmt(b)));
+        }
+        if !ratios.is_empty() {
+            let _ = writeln!(md, "\nnetpath ratios — {}.", ratios.join("; "));
+        }
+        for x in rows.iter().filter(|x| !x.errors.is_empty()) {
+            let _ = writeln!(md, "\nErrors ({}): {}", x.system.label(), x.errors.join("; "));
+        }
+        md.push('\n');
+    }
+    md.push_str(
+        "Evidence: netpath STATS counters of the scenario's program (forwarded / NAT / DNAT / socket redirects); \
+         iptables: packet counters of the scenario's rule (FORWARD docker0→docker0 ACCEPT, MASQUERADE, DNAT, \
+         OUTPUT→DOCKER); docker-proxy: CPU ticks plus read/write system calls of the proxy processes; bounds: packets received in the server's \
+         namespace.\n\n",
+    );
+    points_table(&mut md, "Published ports: new connections and latency (outside → published port)", &r.ports, true);
+    points_table(&mut md, "Conntrack entries present (netpath, outside → published port)", &r.conntrack, false);
+    if !r.control_plane.is_empty() {
+        md.push_str(
+            "## Control plane with N sandboxes present\n\n| sandboxes | `run -d -p` ms | `rm` ms |\n|---|---|---|\n",
+        );
+        for p in &r.control_plane {
+            let _ = writeln!(md, "| {} | {} | {} |", p.size, ms(p.add_us.as_ref()), ms(p.remove_us.as_ref()));
+        }
+        md.push('\n');
+    }
+    md.push_str("## Targets (reported, never asserted)\n\n| target | figure | met |\n|---|---|---|\n");
+    for t in targets(r) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            t.0,
+            t.1,
+            match t.2 {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "not measured",
+            }
+        );
+    }
+    if !r.errors.is_empty() {
+        let _ = writeln!(md, "\n## Errors\n\n{}", r.errors.join("\n\n"));
+    }
+    md
+}
+
+fn ms(s: Option<&Summary>) -> String {
+    s.map(|s| {
+        if s.samples.len() > 1 {
+            format!("{:.1} ({:.1}–{:.1})", s.median / 1e3, s.min / 1e3, s.max / 1e3)
+        } else {
+            format!("{:.1}", s.median / 1e3)
+        }
+    })
+    .unwrap_or("–".into())
+}
+
+fn points_table(md: &mut String, title: &str, points: &[Point], mappings: bool) {
+    if points.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## {title}\n");
+    if mappings {
+        md.push_str("| system | ports | new conn/s | connect p99 µs | TCP RR p99 µs | add one µs | remove one µs | load all ms |\n|---|---|---|---|---|---|---|---|\n");
+    } else {
+        md.push_str(
+            "| system | entries | new conn/s | connect p99 µs | TCP RR p99 µs | fill ms |\n|---|---|---|---|---|---|\n",
+        );
+    }
+    for p in points {
+        let _ = write!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            p.system.label(),
+            p.size,
+            cell(p.conn_per_s.as_ref(), 0),
+            cell(p.connect_p99_us.as_ref(), 1),
+            cell(p.tcp_rr_p99_us.as_ref(), 1)
+        );
+        if mappings {
+            let _ = write!(md, " {} | {} |", cell(p.add_us.as_ref(), 1), cell(p.remove_us.as_ref(), 1));
+        }
+        let _ = writeln!(md, " {} |", p.load_ms.map(|v| format!("{v:.1}")).unwrap_or("–".into()));
+    }
+    let mut notes: Vec<_> = points.iter().map(|p| format!("{}: {}", p.system.label(), p.note)).collect();
+    notes.dedup();
+    let _ = writeln!(md, "\n{}\n", notes.join("; "));
+}
+
+/// (target, figure, met) for each target of the issue.
+pub fn targets(r: &Report) -> Vec<(String, String, Option<bool>)> {
+    let mut t = Vec::new();
+    let m = |sys, sc, k: &str| median(r, sys, sc, k);
+    fn ratio(
+        t: &mut Vec<(String, String, Option<bool>)>,
+        name: &str,
+        a: Option<f64>,
+        b: Option<f64>,
+        want: f64,
+        higher: bool,
+    ) {
+        let (fig, ok) = match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => {
+                let x = a / b;
+                (format!("{x:.2}x ({a:.2} vs {b:.2})"), Some(if higher { x >= want } else { x <= want }))
+            }
+            _ => ("–".into(), None),
+        };
+        t.push((name.to_string(), fig, ok));
+    }
+    use Scenario::*;
+    use System::*;
+    for (k, what) in [("tput1_gbps", "1 stream"), ("tput4_gbps", "4 streams")] {
+        ratio(
+            &mut t,
+            &format!("sandbox↔sandbox ≥ 0.95x raw veth ({what})"),
+            m(Netpath, SandboxToSandbox, k),
+            m(Veth, SandboxToSandbox, k),
+            0.95,
+            true,
+        );
+        ratio(
+            &mut t,
+            &format!("sandbox↔sandbox ≥ 1.15x Linux bridge ({what})"),
+            m(Netpath, SandboxToSandbox, k),
+            m(Bridge, SandboxToSandbox, k),
+            1.15,
+            true,
+        );
+    }
+    ratio(
+        &mut t,
+        "sandbox↔sandbox TCP RR p99 ≤ bridge",
+        m(Netpath, SandboxToSandbox, "tcp_rr_p99_us"),
+        m(Bridge, SandboxToSandbox, "tcp_rr_p99_us"),
+        1.0,
+        false,
+    );
+    for sc in [Masquerade, Published] {
+        ratio(
+            &mut t,
+            &format!("{} ≥ 0.95x no-NAT bound throughput", sc.label()),
+            m(Netpath, sc, "tput1_gbps"),
+            m(Bridge, sc, "tput1_gbps"),
+            0.95,
+            true,
+        );
+        ratio(
+            &mut t,
+            &format!("{} ≥ 1.3x iptables conn/s", sc.label()),
+            m(Netpath, sc, "conn_per_s"),
+            m(IptablesNft, sc, "conn_per_s"),
+            1.3,
+            true,
+        );
+    }
+    let np_ports: Vec<&Point> = r.ports.iter().filter(|p| p.system == Netpath).collect();
+    let at = |n: usize| np_ports.iter().find(|p| p.size == n).and_then(|p| p.conn_per_s.as_ref()).map(|s| s.median);
+    let largest = np_ports.iter().map(|p| p.size).max().unwrap_or(0);
+    ratio(&mut t, &format!("conn/s with {largest} ports ≥ 0.9x netpath at 0"), at(largest), at(0), 0.9, true);
+    let worst = |f: fn(&Point) -> Option<&Summary>| {
+        np_ports
+            .iter()
+            .filter_map(|p| f(p).map(|s| s.median))
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
+    };
+    for (name, v) in [
+        ("add one mapping < 1 ms", worst(|p| p.add_us.as_ref())),
+        ("remove one mapping < 1 ms", worst(|p| p.remove_us.as_ref())),
+    ] {
+        t.push((
+            format!("{name} (netpath, worst size, map writes)"),
+            v.map(|v| format!("{v:.1} µs")).unwrap_or("–".into()),
+            v.map(|v| v < 1000.0),
+        ));
+    }
+    let load = np_ports.iter().find(|p| p.size == largest).and_then(|p| p.load_ms);
+    t.push((
+        format!("load {largest} ports < 300 ms (netpath CLI)"),
+        load.map(|v| format!("{v:.0} ms")).unwrap_or("–".into()),
+        if largest >= 30_000 { load.map(|v| v < 300.0) } else { None },
+    ));
+    ratio(
+        &mut t,
+        "host-local ≥ 3x docker-proxy throughput",
+        m(Netpath, HostLocal, "tput1_gbps"),
+        m(DockerProxy, HostLocal, "tput1_gbps"),
+        3.0,
+        true,
+    );
+    ratio(
+        &mut t,
+        "host-local ≥ 0.95x direct",
+        m(Netpath, HostLocal, "tput1_gbps"),
+        m(Bridge, HostLocal, "tput1_gbps"),
+        0.95,
+        true,
+    );
+    t.push(("XDP ingress ≥ 1.5x TC small-packet pps".into(), "no XDP program yet".into(), None));
+    let cp: Vec<f64> = r
+        .control_plane
+        .iter()
+        .filter(|p| p.system == Netpath)
+        .filter_map(|p| Some(p.add_us.as_ref()?.median + p.remove_us.as_ref()?.median))
+        .collect();
+    let worst_cp = cp.iter().copied().fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
+    t.push((
+        "`run -d -p` + `rm` ≤ 50 ms at every size".into(),
+        if cp.is_empty() {
+            "–".into()
+        } else {
+            cp.iter().map(|v| format!("{:.1} ms", v / 1e3)).collect::<Vec<_>>().join(", ")
+        },
+        worst_cp.map(|v| v <= 50_000.0),
+    ));
+    t
+}
+
+/// New connections/s against published ports for netpath and iptables.
+pub fn plot(r: &Report, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    let series: Vec<(System, Vec<(f64, f64)>)> = [System::Netpath, System::IptablesNft, System::IptablesLegacy]
+        .into_iter()
+        .map(|s| {
+            (
+                s,
+                r.ports
+                    .iter()
+                    .filter(|p| p.system == s)
+                    .filter_map(|p| Some((p.size as f64, p.conn_per_s.as_ref()?.median)))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let xmax = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.0)).fold(1.0, f64::max);
+    let ymax = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.15;
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("New TCP connections/s vs published ports ({}, {})", r.plan.mode, r.date), ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..xmax * 1.02, 0f64..ymax)?;
+    chart.configure_mesh().x_desc("published ports").y_desc("connections/s (median)").draw()?;
+    let colors = [RED, BLUE, GREEN];
+    for ((s, pts), color) in series.iter().zip(colors) {
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+            .label(s.label())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! Scaling: new connections and latency with many published ports (netpath
+//! through its CLI, iptables with Docker's ruleset), time to add, remove
+//! and load mappings, conntrack with many entries, and the control plane
+//! (`run -d -p` / `rm`) with many sandboxes present.
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use netpath_common::{CtEntry, FlowKey, IPPROTO_TCP, ct_flags, ct_state};
+use serde::Serialize;
+
+use super::{
+    measure::{Durations, Metric, Summary, conn_rate, measure},
+    systems::{self, FILLER_FIRST, FILLER_IP, Scenario, System, Testbed},
+};
+use crate::ports::{self, Mapping, Proto};
+
+/// Figures at one size (ports, conntrack entries or sandboxes).
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub system: System,
+    pub size: usize,
+    pub conn_per_s: Option<Summary>,
+    pub connect_p99_us: Option<Summary>,
+    pub tcp_rr_p99_us: Option<Summary>,
+    /// Adding / removing one mapping (µs).
+    pub add_us: Option<Summary>,
+    pub remove_us: Option<Summary>,
+    /// Loading everything present at this size (ms), and how.
+    pub load_ms: Option<f64>,
+    pub note: String,
+}
+
+fn conn_point(tb: &Testbed, system: System, reps: usize, d: &Durations, size: usize) -> Result<Point> {
+    let route = tb.route(system, Scenario::Published).context("no published route")?;
+    let (mut cps, mut p99, mut rr) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (r, _) = conn_rate(route, d.conn_ms, &tb.lab.netpath_bin)?;
+        cps.push(r.per_s);
+        p99.push(r.connect.p99_us);
+        let f = measure(route, Metric::TcpRr, d, &tb.lab.netpath_bin)?;
+        rr.push(f["tcp_rr_p99_us"]);
+    }
+    Ok(Point {
+        system,
+        size,
+        conn_per_s: Summary::of(&cps),
+        connect_p99_us: Summary::of(&p99),
+        tcp_rr_p99_us: Summary::of(&rr),
+        add_us: None,
+        remove_us: None,
+        load_ms: None,
+        note: String::new(),
+    })
+}
+
+const BATCH: usize = 1000;
+
+/// netpath with 0..=max published ports: fillers are published with `netpath
+/// run -d -p ... -p ...`, one sandbox per batch of 1,000; at each size the
+/// published-port connection rate, one mapping's add/remove through the
+/// library's `ports::install`/`uninstall` (the map writes `run -p` does), and
+/// the CLI wall time of the batches so far.
+pub fn netpath_ports(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) -> Result<Vec<Point>> {
+    let mut points = Vec::new();
+    let mut present = 0usize;
+    let mut load = Duration::ZERO;
+    let mut batches = 0;
+    for &size in sizes {
+        while present < size {
+            let n = BATCH.min(size - present);
+            let mut args: Vec<String> =
+                ["run", "-d", "--name", &format!("fill{batches}"), "--network", "bench"].map(String::from).to_vec();
+            for i in present..present + n {
+                args.push("-p".into());
+                args.push(format!("{}:80", FILLER_FIRST as usize + i));
+            }
+            let t = Instant::now();
+            tb.lab.netpath_ok(&args)?;
+            load += t.elapsed();
+            present += n;
+            batches += 1;
+        }
+        let mut p = conn_point(tb, System::Netpath, reps, d, size)?;
+        let dp = tb.lab.datapath();
+        let (mut add, mut rm) = (Vec::new(), Vec::new());
+        for i in 0..20u16 {
+            let mut m = [Mapping {
+                proto: Proto::Tcp,
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_first: 60000 + i,
+                host_last: 60000 + i,
+                container_first: 80,
+                range_slot: None,
+            }];
+            let t = Instant::now();
+            ports::install(&dp, &mut m, FILLER_IP)?;
+            add.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            ports::uninstall(&dp, &m)?;
+            rm.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        p.add_us = Summary::of(&add);
+        p.remove_us = Summary::of(&rm);
+        p.load_ms = Some(load.as_secs_f64() * 1e3);
+        p.note = format!("load = wall time of {batches} `netpath run -d -p x{BATCH}` (sandbox creation included)");
+        points.push(p);
+    }
+    Ok(points)
+}
+
+/// iptables with Docker's ruleset for N filler ports (measured ports last
+/// in each chain): iptables-restore time for the whole set, the connection
+/// rate, and adding / removing one port the way dockerd does (three
+/// `iptables` invocations each).
+pub fn iptables_ports(
+    tb: &Testbed,
+    flavour: System,
+    sizes: &[usize],
+    reps: usize,
+    d: &Durations,
+) -> Result<Vec<Point>> {
+    let mut points = Vec::new();
+    let bin = systems::iptables_bin(flavour);
+    for &size in sizes {
+        let took = systems::load_rules(&tb.host, systems::restore_bin(flavour), size)?;
+        let mut p = conn_point(tb, flavour, reps, d, size)?;
+        let (mut add, mut rm) = (Vec::new(), Vec::new());
+        for i in 0..3u16 {
+            let m = systems::Mapping { proto: "tcp", host_port: 60000 + i, ip: FILLER_IP, port: 80 };
+            let rules = systems::port_rules(&m);
+            let t = Instant::now();
+            for (table, chain, rule) in &rules {
+                let mut args = vec!["-w", "-t", table, "-A", chain];
+                args.extend(rule.split_whitespace());
+                tb.host.run(bin, &args)?;
+            }
+            add.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            for (table, chain, rule) in &rules {
+                let mut args = vec!["-w", "-t", table, "-D", chain];
+                args.extend(rule.split_whitespace());
+                tb.host.run(bin, &args)?;
+            }
+            rm.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        p.add_us = Summary::of(&add);
+        p.remove_us = Summary::of(&rm);
+        p.load_ms = Some(took.as_secs_f64() * 1e3);
+        p.note = format!("load = one `{}` of the whole ruleset", systems::restore_bin(flavour));
+        points.push(p);
+    }
+    Ok(points)
+}
+
+/// netpath's published-port rate with `sizes` synthetic conntrack entries
+/// present (written through the library's Datapath, as connection pairs,
+/// established and fresh). The testbed must have been built with a
+/// `conntrack-max` above the largest size.
+pub fn conntrack(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) -> Result<Vec<Point>> {
+    let dp = tb.lab.datapath();
+    let mut present = 0usize;
+    let mut points = Vec::new();
+    for &size in sizes {
+        let t = Instant::now();
+        let mut ct = dp.conntrack()?;
+        let now = crate::conntrack::now_ns();
+        while present < size {
+            let i = present / 2;
+            let client = FlowKey {
+                saddr: [100, 64 + (i >> 16) as u8 % 64, (i >> 8) as u8, i as u8],
+                daddr: systems::GATEWAY.octets(),
+                sport: 1024 + (i % 50000) as u16,
+                dport: 9999,
+                proto: IPPROTO_TCP,
+                _pad: [0; 3],
+            };
+            let rewritten = FlowKey { daddr: FILLER_IP.octets(), dport: 80, ..client };
+            let fwd = CtEntry {
+                rewrite: rewritten,
+                pair: rewritten.reversed(),
+                last_seen_ns: now,
+                state: ct_state::ESTABLISHED,
+                flags: ct_flags::DNAT,
+                _pad: [0; 6],
+            };
+            let rev =
+                CtEntry { rewrite: client.reversed(), pair: client, flags: ct_flags::DNAT | ct_flags::REPLY, ..fwd };
+            ct.insert(client, fwd, 0)?;
+            ct.insert(rewritten.reversed(), rev, 0)?;
+            present += 2;
+        }
+        let fill_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut p = conn_point(tb, System::Netpath, reps, d, size)?;
+        let count = dp.conntrack()?.keys().count();
+        p.load_ms = Some(fill_ms);
+        p.note = format!("{count} entries in CONNTRACK after the run; load = userspace fill of the new entries");
+        points.push(p);
+    }
+    Ok(points)
+}
+
+/// Wall time of `netpath run -d -p` and `netpath rm` with `sizes`
+/// sandboxes present (background sandboxes on the default network).
+pub fn control_plane(tb: &Testbed, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
+    let mut present = 0usize;
+    let mut points = Vec::new();
+    for &size in sizes {
+        while present < size {
+            tb.lab.netpath_ok(&["run", "-d", "--name", &format!("bg{present}")])?;
+            present += 1;
+        }
+        let (mut add, mut rm) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let t = Instant::now();
+            tb.lab.netpath_ok(&["run", "-d", "--name", "cp", "-p", "18080:80"])?;
+            add.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            tb.lab.netpath_ok(&["rm", "-f", "cp"])?;
+            rm.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        points.push(Point {
+            system: System::Netpath,
+            size,
+            conn_per_s: None,
+            connect_p99_us: None,
+            tcp_rr_p99_us: None,
+            add_us: Summary::of(&add),
+            remove_us: Summary::of(&rm),
+            load_ms: None,
+            note: "add = `netpath run -d -p 18080:80`, remove = `netpath rm -f`".into(),
+        });
+    }
+    Ok(points)
+}
+
+/// The same for Docker Engine: `docker run -d -p 18080:80` and `docker rm
+/// -f` with `sizes` containers present.
+pub fn docker_control_plane(d: &super::docker::Dockerd, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
+    let mut present = 0usize;
+    let mut points = Vec::new();
+    for &size in sizes {
+        while present < size {
+            d.docker(&["run", "-d", "--name", &format!("bg{present}"), "bb", "sleep", "1000000"])?;
+            present += 1;
+        }
+        let (mut add, mut rm) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let t = Instant::now();
+            d.docker(&["run", "-d", "--name", "cp", "-p", "18080:80", "bb", "sleep", "1000000"])?;
+            add.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            d.docker(&["rm", "-f", "cp"])?;
+            rm.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        points.push(Point {
+            system: System::Docker,
+            size,
+            conn_per_s: None,
+            connect_p99_us: None,
+            tcp_rr_p99_us: None,
+            add_us: Summary::of(&add),
+            remove_us: Summary::of(&rm),
+            load_ms: None,
+            note: "add = `docker run -d -p 18080:80 bb sleep`, remove = `docker rm -f`".into(),
+        });
+    }
+    Ok(points)
+}
