@@ -32,6 +32,10 @@ pub struct Network {
     pub driver: String,
     pub subnet: Ipv4Network,
     pub gateway: Ipv4Addr,
+    /// Whether `inspect` lists the gateway: Docker echoes the IPAM config a
+    /// user gave, so `--subnet` without `--gateway` shows no gateway.
+    #[serde(default = "shown")]
+    pub show_gateway: bool,
     /// Where sandbox addresses are allocated from; the subnet when unset.
     pub ip_range: Option<Ipv4Network>,
     pub bridge: String,
@@ -220,6 +224,10 @@ impl Store {
         f.sync_all()?;
         fs::rename(&tmp, &self.path).context("replacing state file")
     }
+}
+
+fn shown() -> bool {
+    true
 }
 
 pub fn now() -> String {

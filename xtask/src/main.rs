@@ -83,7 +83,10 @@ fn run(cli: Cli) -> Result<()> {
             setup::ensure()?;
             build()?;
             let args = if args.is_empty() { vec!["lab".into(), "demo".into()] } else { args };
-            exec(Command::new(netpath_bin()).args(&args))
+            // Become netpath, so that Ctrl-C reaches it (and its lab
+            // teardown) rather than killing a parent that leaves it behind.
+            let err = std::os::unix::process::CommandExt::exec(Command::new(netpath_bin()).args(&args));
+            Err(err).context("starting netpath")
         }
         Task::Bench { quick, scenarios, no_scaling } => {
             setup::ensure()?;
@@ -104,6 +107,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Test { args } => {
             setup::ensure()?;
+            // The parity test runs Docker Engine itself, in a lab.
+            setup::bench_extras()?;
             build()?;
             let mut cmd = cargo();
             cmd.args(["nextest", "run", "--release", "--no-fail-fast"]).args(&args);

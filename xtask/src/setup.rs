@@ -36,8 +36,8 @@ pub fn ensure() -> Result<()> {
     nextest()
 }
 
-/// What only the bench needs: the real peers it measures netpath against.
-/// Kept out of `ensure` so that `cargo xtask test` stays quick.
+/// The real peers netpath is measured (bench) and compared (parity test)
+/// against. Kept out of `ensure`, which `build` and `run` need alone.
 const BENCH_PACKAGES: &[&str] = &["docker.io", "runc", "containerd", "busybox-static", "iptables", "iperf3"];
 
 /// Installs the bench's peers. Package scripts must not start dockerd or

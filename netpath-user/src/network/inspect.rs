@@ -22,7 +22,10 @@ pub fn document(state: &State, net: &Network) -> Value {
             )
         })
         .collect();
-    let mut ipam = json!({"Subnet": net.subnet.to_string(), "Gateway": net.gateway.to_string()});
+    let mut ipam = json!({"Subnet": net.subnet.to_string()});
+    if net.show_gateway {
+        ipam["Gateway"] = json!(net.gateway.to_string());
+    }
     if let Some(range) = net.ip_range {
         ipam["IPRange"] = json!(range.to_string());
     }
