@@ -64,6 +64,23 @@ fn bad_input_is_rejected_and_changes_nothing() {
         (&["network", "rm", "n1"], "active endpoints"),
         (&["network", "inspect", "nosuch"], "not found"),
         (&["exec", "nosuch", "--", "true"], "no such sandbox"),
+        (&["network", "create", "x", "-d", "overlay"], "not supported"),
+        (&["network", "create", "x", "-d", "macvlan", "--subnet", "10.51.0.0/24"], "parent"),
+        (
+            &["network", "create", "x", "-d", "macvlan", "-o", "parent=nosuch0", "--subnet", "10.51.0.0/24"],
+            "does not exist",
+        ),
+        (&["network", "connect", "nosuch", "s1"], "not found"),
+        (&["network", "connect", "n1", "nosuch"], "no such sandbox"),
+        (&["network", "connect", "n1", "s1"], "already connected"),
+        (&["network", "disconnect", "n1", "nosuch"], "no such sandbox"),
+        (&["run", "-d", "--name", "s2", "--network", "container:nosuch"], "no such sandbox"),
+        (&["run", "-d", "--name", "s2", "--link", "nosuch:db"], "could not link"),
+        (&["run", "-d", "--name", "s2", "-p", "70000"], "invalid container port"),
+        (&["run", "-d", "--name", "s2", "-p", "8080:80", "-p", "8080:81"], "already allocated"),
+        (&["run", "-d", "--name", "s2", "--dns", "not-an-ip"], "invalid DNS"),
+        (&["run", "-d", "--name", "s2", "--add-host", "no-address"], "invalid --add-host"),
+        (&["run", "-d", "--name", "s2", "--network", "host", "-p", "80"], "conflicting options"),
     ];
     for (args, reason) in cases {
         let (code, stdout, stderr) = output(&mut lab.netpath(args).unwrap()).unwrap();

@@ -56,6 +56,14 @@ fn masquerade_to_the_outside() {
     assert!(ping(&lab, At::Sandbox("a"), OUTSIDE), "echo replies come back through the NAT");
     assert!(counters(&lab, Program::ToUplink).snat_new >= snat_before + 3);
     assert!(counters(&lab, Program::FromUplink).nat_packets > 0, "replies were translated on the way in");
+    // The same, as operators see it.
+    let stats: serde_json::Value = serde_json::from_str(&lab.netpath_ok(&["stats", "--json"]).unwrap()).unwrap();
+    assert!(stats["to_uplink"]["snat_new"].as_u64().unwrap() >= snat_before + 3, "{stats}");
+    let table = lab.netpath_ok(&["conntrack", "ls"]).unwrap();
+    assert!(
+        table.lines().any(|l| l.contains("10.40.0.2:") && l.contains("198.18.0.2:") && l.contains("snat")),
+        "the masqueraded flows are listed: {table}"
+    );
 }
 
 #[test]

@@ -367,4 +367,21 @@ mod tests {
         state.networks.insert(b.name.clone(), b);
         assert!(plan(&state, &config, &req("c", Some("172.19.128.0/17"), None)).is_err());
     }
+
+    #[test]
+    fn address_pools_and_fixed_cidr_from_the_config() {
+        let config = Config::parse(
+            r#"{"bip": "10.10.0.1/16", "fixed-cidr": "10.10.5.0/24",
+                "default-address-pools": [{"base": "10.200.0.0/16", "size": 24}]}"#,
+        )
+        .unwrap();
+        let mut state = State::default();
+        let default = plan_default(&state, &config);
+        assert_eq!(ipam::allocate(&default, std::iter::empty(), None).unwrap(), Ipv4Addr::new(10, 10, 5, 0));
+        state.networks.insert(default.name.clone(), default);
+        let a = plan(&state, &config, &req("a", None, None)).unwrap();
+        assert_eq!(a.subnet.to_string(), "10.200.0.0/24");
+        state.networks.insert(a.name.clone(), a);
+        assert_eq!(plan(&state, &config, &req("b", None, None)).unwrap().subnet.to_string(), "10.200.1.0/24");
+    }
 }
