@@ -149,7 +149,7 @@ pub fn link_env(state: &State, sandbox: &Sandbox) -> Vec<(String, String)> {
         env.push((format!("{prefix}_NAME"), format!("/{}/{}", sandbox.name, link.alias)));
         let mut ports: Vec<(u16, Proto)> = t.expose.clone();
         for m in &t.ports {
-            for i in 0..m.len() {
+            for i in 0..m.port_count() {
                 ports.push((m.container_first + i, m.proto));
             }
         }

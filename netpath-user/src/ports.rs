@@ -50,12 +50,9 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    pub fn len(&self) -> u16 {
+    /// How many host ports the mapping covers (at least one).
+    pub fn port_count(&self) -> u16 {
         self.host_last - self.host_first + 1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     fn overlaps(&self, proto: Proto, ip: Ipv4Addr, first: u16, last: u16) -> bool {
@@ -190,7 +187,7 @@ pub fn install(datapath: &Datapath, mappings: &mut [Mapping], target: Ipv4Addr) 
     let mut done = 0;
     let result = (|| -> Result<()> {
         for m in mappings.iter_mut() {
-            if m.len() == 1 {
+            if m.port_count() == 1 {
                 datapath.set_published(
                     key(m, m.host_first),
                     PublishedTarget { addr: target.octets(), port: m.container_first, _pad: 0 },
@@ -245,7 +242,7 @@ pub fn uninstall(datapath: &Datapath, mappings: &[Mapping]) -> Result<()> {
 pub fn describe(mappings: &[Mapping], filter: Option<(u16, Proto)>) -> Vec<String> {
     let mut lines = Vec::new();
     for m in mappings {
-        for i in 0..m.len() {
+        for i in 0..m.port_count() {
             let (c, h) = (m.container_first + i, m.host_first + i);
             match filter {
                 Some((port, proto)) if port == c && proto == m.proto => lines.push(format!("{}:{h}", m.host_ip)),
