@@ -359,6 +359,9 @@ pub enum LabCommand {
         to: SocketAddr,
         #[arg(long, default_value_t = 5)]
         timeout: u64,
+        /// Connect the socket first, so that ICMP errors come back as errors.
+        #[arg(long)]
+        connected: bool,
     },
     /// Send hand-made broken IPv4 frames out of IFACE (raw socket); print how many.
     SendMalformed {
@@ -442,7 +445,7 @@ pub fn run_command(cmd: LabCommand) -> Result<i32> {
         LabCommand::TcpServe { port, max, timeout } => tcp_serve(port, max, Duration::from_secs(timeout)),
         LabCommand::TcpChurn { to, count } => tcp_churn(to, count),
         LabCommand::UdpEcho { port, count, timeout } => udp_echo(port, count, Duration::from_secs(timeout)),
-        LabCommand::UdpAsk { to, timeout } => udp_ask(to, Duration::from_secs(timeout)),
+        LabCommand::UdpAsk { to, timeout, connected } => udp_ask(to, Duration::from_secs(timeout), connected),
         LabCommand::SendMalformed { iface } => send_malformed(&iface),
         LabCommand::DnsStub { port, name, addr, timeout } => dns_stub(port, &name, addr, Duration::from_secs(timeout)),
         LabCommand::Dig { name, server } => dig(&name, server),
@@ -607,15 +610,30 @@ fn udp_echo(port: u16, count: usize, timeout: Duration) -> Result<i32> {
     Ok(0)
 }
 
-fn udp_ask(to: SocketAddr, timeout: Duration) -> Result<i32> {
+fn udp_ask(to: SocketAddr, timeout: Duration, connected: bool) -> Result<i32> {
     let sock = UdpSocket::bind(("0.0.0.0", 0))?;
     sock.set_read_timeout(Some(timeout))?;
     let question = payload(64);
-    sock.send_to(&question, to)?;
+    if connected {
+        sock.connect(to)?;
+        sock.send(&question)?;
+    } else {
+        sock.send_to(&question, to)?;
+    }
     let mut buf = [0u8; 256];
-    let (n, from) = sock.recv_from(&mut buf).context("no answer")?;
-    println!("{}", serde_json::json!({"from": from.to_string(), "echoed": buf[..n] == question[..]}));
-    Ok(0)
+    match sock.recv_from(&mut buf) {
+        Ok((n, from)) => {
+            println!("{}", serde_json::json!({"from": from.to_string(), "echoed": buf[..n] == question[..]}));
+            Ok(0)
+        }
+        Err(e) => {
+            println!(
+                "{}",
+                serde_json::json!({"error": e.kind().to_string(), "refused": e.kind() == std::io::ErrorKind::ConnectionRefused})
+            );
+            Ok(1)
+        }
+    }
 }
 
 /// Frames a data path must survive: an IPv4 header length below the

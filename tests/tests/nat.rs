@@ -216,7 +216,7 @@ fn hairpin_from_self_and_sibling() {
 }
 
 #[test]
-fn icmp_fragmentation_needed_reaches_the_sandbox() {
+fn icmp_errors_reach_the_sandbox_translated() {
     let lab = lab("pmtu");
     let far = lab.add_far_host(1000).unwrap().to_string();
     lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.45.0.0/24"]).unwrap();
@@ -230,6 +230,18 @@ fn icmp_fragmentation_needed_reaches_the_sandbox() {
     assert!(counters(&lab, Program::FromUplink).icmp_errors_translated > before);
     let (_, route, _) = output(lab.sandbox_cmd("a", "ip").unwrap().args(["route", "get", &far])).unwrap();
     assert!(route.contains("mtu 1000"), "the route cache learned it: {route}");
+    // Port unreachable about a masqueraded UDP flow reaches the socket.
+    let before = counters(&lab, Program::FromUplink).icmp_errors_translated;
+    let (code, out, _) =
+        output(&mut probe(&lab, At::Sandbox("a"), &words("udp-ask --to 198.18.0.1:9 --connected --timeout 3")))
+            .unwrap();
+    assert_eq!(code, 1);
+    assert!(out.contains(r#""refused":true"#), "the sandbox's socket saw the port unreachable: {out}");
+    assert!(counters(&lab, Program::FromUplink).icmp_errors_translated > before);
+    // Time exceeded from the router beyond the host: what traceroute needs.
+    let (_, out, _) =
+        output(lab.sandbox_cmd("a", "ping").unwrap().args(["-t", "2", "-c", "1", "-W", "2", &far])).unwrap();
+    assert!(out.contains("From 198.18.0.1") && out.contains("Time to live exceeded"), "{out}");
 }
 
 #[test]
