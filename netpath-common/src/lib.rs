@@ -73,7 +73,17 @@ pub struct Endpoint {
     pub host_ifindex: u32,
     pub network_id: u32,
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// [`endpoint_flags`], so the fast path needs no other lookup.
+    pub flags: u16,
+}
+
+pub mod endpoint_flags {
+    /// The endpoint's network has ICC off (set by the loader).
+    pub const NO_ICC: u16 = 1;
+    /// Some connection was DNATed to this endpoint from a sandbox (hairpin),
+    /// so its replies to sandboxes must be looked up in conntrack (set by
+    /// the data path, never cleared while the endpoint lives).
+    pub const HAIRPIN_TARGET: u16 = 2;
 }
 
 pub mod network_flags {

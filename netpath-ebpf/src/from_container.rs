@@ -14,11 +14,11 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     programs::TcContext,
 };
-use netpath_common::{CtEntry, Endpoint, FlowKey, NetworkPolicy, Program, ct_flags, network_flags};
+use netpath_common::{CtEntry, Endpoint, FlowKey, NetworkPolicy, Program, ct_flags, endpoint_flags, network_flags};
 
 use crate::{
     conntrack, maps, nat,
-    packet::{Kind, Packet, Parsed, parse},
+    packet::{Kind, Packet, Parsed, parse_l3, parse_l4},
     route::{self, TC_ACT_REDIRECT},
     stats::{self, count},
 };
@@ -27,7 +27,7 @@ const PROGRAM: Program = Program::FromContainer;
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    let p = match parse(ctx) {
+    let mut p = match parse_l3(ctx) {
         Parsed::Ipv4(p) => p,
         Parsed::NotIpv4 => {
             count(PROGRAM, |c| c.passed_not_ipv4 += 1);
@@ -38,13 +38,6 @@ pub fn run(ctx: &TcContext) -> i32 {
             return TC_ACT_SHOT;
         }
     };
-    let cfg = maps::config();
-    let now = conntrack::now();
-    if p.kind != Kind::Other {
-        if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
-            return tracked(ctx, &p, &entry);
-        }
-    }
     // The source must be the sandbox behind this very veth, so that a
     // sandbox cannot borrow another's address to reach past its network.
     let ifindex = route::ingress_ifindex(ctx);
@@ -52,26 +45,36 @@ pub fn run(ctx: &TcContext) -> i32 {
         count(PROGRAM, |c| c.passed_unknown_source += 1);
         return TC_ACT_OK;
     };
-    let Some(net) = maps::network(src.network_id) else {
-        count(PROGRAM, |c| c.passed_no_endpoint += 1);
-        return TC_ACT_OK;
-    };
-    if let Some(dst) = maps::endpoint(p.key.daddr) {
+    let dst = maps::endpoint(p.key.daddr);
+    // The fast path: a neighbour on the same network, and no connection of
+    // ours that could need translating (two lookups, no transport parsing).
+    if let Some(dst) = dst.filter(|d| d.network_id == src.network_id) {
+        if src.flags & endpoint_flags::HAIRPIN_TARGET == 0 {
+            return neighbour(ctx, &p, &src, &dst);
+        }
+    }
+    if !parse_l4(ctx, &mut p) {
+        count(PROGRAM, |c| c.dropped_malformed += 1);
+        return TC_ACT_SHOT;
+    }
+    let cfg = maps::config();
+    let now = conntrack::now();
+    if p.kind != Kind::Other {
+        if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
+            return tracked(ctx, &p, &entry);
+        }
+    }
+    if let Some(dst) = dst {
         if src.network_id != dst.network_id {
             count(PROGRAM, |c| c.dropped_other_network += 1);
             return TC_ACT_SHOT;
         }
-        if net.flags & network_flags::NO_ICC != 0 && !linked(p.key.saddr, p.key.daddr) {
-            count(PROGRAM, |c| c.dropped_icc += 1);
-            return TC_ACT_SHOT;
-        }
-        return same_network(ctx, &p, &dst);
+        return neighbour(ctx, &p, &src, &dst);
     }
-    if net.flags & network_flags::NO_ICC != 0 && in_subnet(&net, p.key.daddr) && p.key.daddr != net.gateway {
-        // Not an endpoint of ours, yet on the network: nothing to reach.
-        count(PROGRAM, |c| c.dropped_icc += 1);
-        return TC_ACT_SHOT;
-    }
+    let Some(net) = maps::network(src.network_id) else {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    };
     if matches!(p.kind, Kind::Tcp | Kind::Udp) {
         if let Some(target) = crate::publish::find(&p.key, cfg.port_range_count) {
             if p.key.daddr == net.gateway || route::is_local(ctx, ifindex, p.key.saddr, p.key.daddr) {
@@ -83,8 +86,23 @@ pub fn run(ctx: &TcContext) -> i32 {
         count(PROGRAM, |c| c.dropped_internal_network += 1);
         return TC_ACT_SHOT;
     }
+    if net.flags & network_flags::NO_ICC != 0 && in_subnet(&net, p.key.daddr) && p.key.daddr != net.gateway {
+        // Not an endpoint of ours, yet on the network: nothing to reach.
+        count(PROGRAM, |c| c.dropped_icc += 1);
+        return TC_ACT_SHOT;
+    }
     count(PROGRAM, |c| c.passed_no_endpoint += 1);
     TC_ACT_OK
+}
+
+/// Same network: ICC decides, then the packet goes straight in.
+#[inline(always)]
+fn neighbour(ctx: &TcContext, p: &Packet, src: &Endpoint, dst: &Endpoint) -> i32 {
+    if src.flags & endpoint_flags::NO_ICC != 0 && !linked(p.key.saddr, p.key.daddr) {
+        count(PROGRAM, |c| c.dropped_icc += 1);
+        return TC_ACT_SHOT;
+    }
+    same_network(ctx, p, dst)
 }
 
 #[inline(always)]
@@ -102,10 +120,13 @@ fn in_subnet(net: &NetworkPolicy, addr: [u8; 4]) -> bool {
 
 #[inline(always)]
 fn same_network(ctx: &TcContext, p: &Packet, dst: &Endpoint) -> i32 {
-    if ctx.store(0, &dst.mac, 0).is_err() {
-        count(PROGRAM, |c| c.dropped_redirect_failed += 1);
+    let Some(eth) = crate::packet::ptr_at::<crate::packet::EthHdr>(ctx, 0) else {
+        count(PROGRAM, |c| c.dropped_malformed += 1);
         return TC_ACT_SHOT;
-    }
+    };
+    // SAFETY: ptr_at checked the header lies within the packet; nothing has
+    // changed the packet's layout since.
+    unsafe { (*eth).dst = dst.mac };
     let verdict = route::into_sandbox(dst);
     let len = u64::from(p.len);
     if verdict == TC_ACT_REDIRECT {
@@ -163,8 +184,18 @@ fn hairpin(ctx: &TcContext, p: &Packet, net: &NetworkPolicy, taddr: [u8; 4], tpo
     match conntrack::open_with_port(&p.key, to, state, flags, now, to_self) {
         Ok(to) => {
             count(PROGRAM, |c| c.dnat_new += 1);
+            mark_hairpin_target(taddr);
             deliver_translated(ctx, p, &to, &dst)
         }
         Err(refused) => stats::refused(PROGRAM, refused),
+    }
+}
+
+/// From now on, replies of `addr` to sandboxes take the conntrack path.
+#[inline(always)]
+fn mark_hairpin_target(addr: [u8; 4]) {
+    if let Some(ep) = maps::ENDPOINTS.get_ptr_mut(netpath_common::EndpointKey { ipv4: addr }) {
+        // SAFETY: pointer into the map value; a racing writer sets the same bit.
+        unsafe { (*ep).flags |= endpoint_flags::HAIRPIN_TARGET };
     }
 }

@@ -66,6 +66,7 @@ pub struct Packet {
     pub tcp_flags: u8,
     pub ttl: u8,
     pub len: u32,
+    pub fragment: bool,
 }
 
 pub enum Parsed {
@@ -85,8 +86,9 @@ pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
+/// Parses Ethernet and IPv4 only: enough to forward between sandboxes.
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Parsed {
+pub fn parse_l3(ctx: &TcContext) -> Parsed {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Parsed::Malformed;
     };
@@ -100,30 +102,48 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     // SAFETY: as above.
     let ip = unsafe { &*ip };
     let ihl = (ip.version_ihl & 0x0f) as usize * 4;
-    if ip.version_ihl >> 4 != 4 || ihl < IPV4_HLEN {
+    if ip.version_ihl >> 4 != 4 || ihl < IPV4_HLEN || IP_OFF + ihl > ctx.len() as usize {
         return Parsed::Malformed;
     }
-    let mut p = Packet {
+    Parsed::Ipv4(Packet {
         key: FlowKey { saddr: ip.saddr, daddr: ip.daddr, proto: ip.protocol, ..FlowKey::default() },
         kind: Kind::Other,
         l4_off: IP_OFF + ihl,
         tcp_flags: 0,
         ttl: ip.ttl,
         len: ctx.len(),
-    };
-    // Fragments carry no complete transport header: the kernel's path.
-    if u16::from_be(ip.frag_off_be) & 0x3fff != 0 {
-        return Parsed::Ipv4(p);
+        // Fragments carry no complete transport header: the kernel's path.
+        fragment: u16::from_be(ip.frag_off_be) & 0x3fff != 0,
+    })
+}
+
+/// Completes `p` with its transport header; false when that is cut short.
+#[inline(always)]
+pub fn parse_l4(ctx: &TcContext, p: &mut Packet) -> bool {
+    if p.fragment {
+        return true;
     }
-    let ok = match ip.protocol {
-        IPPROTO_TCP => {
-            parse_ports(ctx, &mut p, Kind::Tcp) && load_u8(ctx, p.l4_off + 13).map(|f| p.tcp_flags = f).is_some()
-        }
-        IPPROTO_UDP => parse_ports(ctx, &mut p, Kind::Udp),
-        IPPROTO_ICMP => parse_icmp(ctx, &mut p),
+    match p.key.proto {
+        IPPROTO_TCP => parse_ports(ctx, p, Kind::Tcp) && load_u8(ctx, p.l4_off + 13).map(|f| p.tcp_flags = f).is_some(),
+        IPPROTO_UDP => parse_ports(ctx, p, Kind::Udp),
+        IPPROTO_ICMP => parse_icmp(ctx, p),
         _ => true,
-    };
-    if ok { Parsed::Ipv4(p) } else { Parsed::Malformed }
+    }
+}
+
+/// Parses everything NAT needs.
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Parsed {
+    match parse_l3(ctx) {
+        Parsed::Ipv4(mut p) => {
+            if parse_l4(ctx, &mut p) {
+                Parsed::Ipv4(p)
+            } else {
+                Parsed::Malformed
+            }
+        }
+        other => other,
+    }
 }
 
 #[inline(always)]

@@ -367,6 +367,10 @@ pub enum LabCommand {
     SendMalformed {
         #[arg(long, default_value = "eth0")]
         iface: String,
+        /// Source address written into the frames (the sandbox's own, so the
+        /// data path takes them as the sandbox's).
+        #[arg(long)]
+        src: Ipv4Addr,
     },
     /// A tiny upstream DNS server for tests: answers A queries for NAME with
     /// ADDR, NXDOMAIN otherwise, until TIMEOUT.
@@ -446,7 +450,7 @@ pub fn run_command(cmd: LabCommand) -> Result<i32> {
         LabCommand::TcpChurn { to, count } => tcp_churn(to, count),
         LabCommand::UdpEcho { port, count, timeout } => udp_echo(port, count, Duration::from_secs(timeout)),
         LabCommand::UdpAsk { to, timeout, connected } => udp_ask(to, Duration::from_secs(timeout), connected),
-        LabCommand::SendMalformed { iface } => send_malformed(&iface),
+        LabCommand::SendMalformed { iface, src } => send_malformed(&iface, src),
         LabCommand::DnsStub { port, name, addr, timeout } => dns_stub(port, &name, addr, Duration::from_secs(timeout)),
         LabCommand::Dig { name, server } => dig(&name, server),
         LabCommand::RrServe { port, proto, timeout } => {
@@ -638,7 +642,7 @@ fn udp_ask(to: SocketAddr, timeout: Duration, connected: bool) -> Result<i32> {
 
 /// Frames a data path must survive: an IPv4 header length below the
 /// minimum, a header cut short, and transport headers cut short.
-pub fn malformed_frames() -> Vec<Vec<u8>> {
+pub fn malformed_frames(src: Ipv4Addr) -> Vec<Vec<u8>> {
     let eth = |payload: &[u8]| -> Vec<u8> {
         let mut f = vec![0xff; 6];
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
@@ -649,7 +653,9 @@ pub fn malformed_frames() -> Vec<Vec<u8>> {
         let total = (20 + l4.len()) as u16;
         let mut h = vec![ihl_byte, 0];
         h.extend_from_slice(&total.to_be_bytes());
-        h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0, 10, 99, 0, 1, 198, 18, 0, 1]);
+        h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+        h.extend_from_slice(&src.octets());
+        h.extend_from_slice(&OUTSIDE_IP.octets());
         h.extend_from_slice(l4);
         h
     };
@@ -662,7 +668,7 @@ pub fn malformed_frames() -> Vec<Vec<u8>> {
     ]
 }
 
-fn send_malformed(iface: &str) -> Result<i32> {
+fn send_malformed(iface: &str, src: Ipv4Addr) -> Result<i32> {
     let name = std::ffi::CString::new(iface)?;
     // SAFETY: plain libc calls on a socket we own; the address struct is
     // zeroed and filled before use.
@@ -681,7 +687,7 @@ fn send_malformed(iface: &str) -> Result<i32> {
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
         let mut sent = 0;
-        for frame in malformed_frames() {
+        for frame in malformed_frames(src) {
             let n = libc::sendto(
                 fd,
                 frame.as_ptr().cast(),

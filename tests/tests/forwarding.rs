@@ -101,9 +101,10 @@ fn malformed_frames_are_dropped_and_counted() {
     let lab = lab("malformed");
     two_sandboxes(&lab);
     let before = lab.datapath().counters(Program::FromContainer).unwrap().dropped_malformed;
-    let (code, out, err) = output(&mut probe(&lab, At::Sandbox("a"), &["send-malformed"])).unwrap();
+    let (code, out, err) =
+        output(&mut probe(&lab, At::Sandbox("a"), &["send-malformed", "--src", "10.20.0.10"])).unwrap();
     assert_eq!(code, 0, "{err}");
-    let sent = netpath::lab::malformed_frames().len();
+    let sent = netpath::lab::malformed_frames("10.20.0.10".parse().unwrap()).len();
     assert!(out.contains(&format!("\"sent\":{sent}")), "{out}");
     let dropped = lab.datapath().counters(Program::FromContainer).unwrap().dropped_malformed - before;
     assert_eq!(dropped, sent as u64, "every broken frame is dropped and counted");

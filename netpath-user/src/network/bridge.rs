@@ -57,8 +57,15 @@ pub fn attach(host: &Host, net: &Network, netns_path: &Path, att: &Attachment, d
     host.datapath.attach_sandbox(&att.host_ifname)?;
     undo.push("data path link", || host.datapath.detach_sandbox(&att.host_ifname));
     let key = EndpointKey { ipv4: att.ip.octets() };
-    host.datapath
-        .set_endpoint(key, Endpoint { host_ifindex: host_index, network_id: net.index, mac: att.mac, _pad: [0; 2] })?;
+    host.datapath.set_endpoint(
+        key,
+        Endpoint {
+            host_ifindex: host_index,
+            network_id: net.index,
+            mac: att.mac,
+            flags: if net.icc() { 0 } else { netpath_common::endpoint_flags::NO_ICC },
+        },
+    )?;
     undo.commit();
     Ok(())
 }
