@@ -29,6 +29,12 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
+/// Identifies the embedded object, to tell whether the pinned one is it.
+fn object_digest() -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(OBJECT).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The TC programs and where each attaches.
 const TC_PROGRAMS: &[(&str, TcAttachType)] = &[
     (program_names::FROM_CONTAINER, TcAttachType::Ingress),
@@ -81,9 +87,25 @@ impl Datapath {
         names.all(|name| self.program_pin(name).exists())
     }
 
+    /// bpffs holds no regular files: the object's digest is the name of an
+    /// empty directory next to the pins.
+    fn object_stamp(&self) -> PathBuf {
+        self.dir.join(format!("object-{}", &object_digest()[..16]))
+    }
+
     /// Loads and pins the object unless an earlier run already did.
     pub fn ensure_loaded(&self, options: &LoadOptions) -> Result<()> {
         if self.is_loaded() {
+            // Replacing programs in place while keeping maps and conntrack is
+            // the upgrade path to come; until then, say so rather than run a
+            // data path older than the binary without a word.
+            if !self.object_stamp().exists() {
+                eprintln!(
+                    "warning: the data path pinned at {} comes from another netpath build; \
+                     `netpath system reset` loads this one",
+                    self.dir.display()
+                );
+            }
             return Ok(());
         }
         ensure_bpffs(&self.dir)?;
@@ -120,7 +142,8 @@ impl Datapath {
             prog.load().with_context(|| format!("verifier rejected {name}"))?;
             prog.pin(self.program_pin(name)).with_context(|| format!("pinning {name}"))?;
         }
-        self.set_config(&options.config)
+        self.set_config(&options.config)?;
+        fs::create_dir(self.object_stamp()).context("stamping the pinned object")
     }
 
     /// Removes every pin: programs, maps and links. Links detach as their
