@@ -114,10 +114,17 @@ pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result {
 }
 
 /// Translates the header quoted in an ICMP error to `to`, and the error's
-/// outer destination to `outer_daddr`. The quoted transport checksum is left
+/// outer addresses to `outer_saddr` and `outer_daddr`. The quoted transport checksum is left
 /// as is: receivers match the quote to a socket, they do not verify it.
 #[inline(always)]
-pub fn rewrite_icmp_error(ctx: &TcContext, outer: &Packet, q: &Quoted, to: &FlowKey, outer_daddr: [u8; 4]) -> Result {
+pub fn rewrite_icmp_error(
+    ctx: &TcContext,
+    outer: &Packet,
+    q: &Quoted,
+    to: &FlowKey,
+    outer_saddr: [u8; 4],
+    outer_daddr: [u8; 4],
+) -> Result {
     let icmp_csum = outer.l4_off + 2;
     let inner_csum = q.ip_off + 10;
     let quoted_addr = |off: usize, from: [u8; 4], to: [u8; 4]| -> Result {
@@ -143,9 +150,11 @@ pub fn rewrite_icmp_error(ctx: &TcContext, outer: &Packet, q: &Quoted, to: &Flow
             }
         }
     }
-    if outer_daddr != outer.key.daddr {
-        ok(ctx.l3_csum_replace(IP_CSUM_OFF, addr_word(outer.key.daddr), addr_word(outer_daddr), 4))?;
-        ok(ctx.store(IP_DST_OFF, &outer_daddr, 0))?;
+    for (off, from, new) in [(IP_SRC_OFF, outer.key.saddr, outer_saddr), (IP_DST_OFF, outer.key.daddr, outer_daddr)] {
+        if from != new {
+            ok(ctx.l3_csum_replace(IP_CSUM_OFF, addr_word(from), addr_word(new), 4))?;
+            ok(ctx.store(off, &new, 0))?;
+        }
     }
     Ok(())
 }

@@ -130,12 +130,36 @@ fn icmp_error(ctx: &TcContext, p: &Packet, cfg: &netpath_common::DatapathConfig,
     let Some(dst) = maps::endpoint(quoted_to.saddr) else {
         return TC_ACT_OK;
     };
-    if nat::rewrite_icmp_error(ctx, p, &q, &quoted_to, quoted_to.saddr).is_err() {
+    if nat::rewrite_icmp_error(ctx, p, &q, &quoted_to, p.key.saddr, quoted_to.saddr).is_err() {
         count(PROGRAM, |c| c.dropped_redirect_failed += 1);
         return TC_ACT_SHOT;
     }
     count(PROGRAM, |c| c.icmp_errors_translated += 1);
     deliver(ctx, p, &dst, PROGRAM)
+}
+
+/// An ICMP error a sandbox sends about a translated connection (a published
+/// UDP port with nothing listening, say): the quote is what the sandbox
+/// received, so it gets the addresses the outside used, and the error leaves
+/// from the address the outside talked to.
+#[inline(always)]
+fn icmp_error_out(ctx: &TcContext, p: &Packet, cfg: &netpath_common::DatapathConfig, now: u64) -> i32 {
+    const PROGRAM: Program = Program::ToUplink;
+    let Some(q) = parse_quoted(ctx, p) else {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    };
+    let Some(entry) = conntrack::lookup(&q.key.reversed(), p, cfg, now) else {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    };
+    let quoted_to = entry.rewrite.reversed();
+    if nat::rewrite_icmp_error(ctx, p, &q, &quoted_to, quoted_to.daddr, p.key.daddr).is_err() {
+        count(PROGRAM, |c| c.dropped_redirect_failed += 1);
+        return TC_ACT_SHOT;
+    }
+    count(PROGRAM, |c| c.icmp_errors_translated += 1);
+    TC_ACT_OK
 }
 
 #[inline(always)]
@@ -145,12 +169,15 @@ pub fn to_uplink(ctx: &TcContext) -> i32 {
         Ok(p) => p,
         Err(verdict) => return verdict,
     };
-    if matches!(p.kind, Kind::Other | Kind::IcmpError) {
+    if p.kind == Kind::Other {
         count(PROGRAM, |c| c.passed_no_endpoint += 1);
         return TC_ACT_OK;
     }
     let cfg = maps::config();
     let now = conntrack::now();
+    if p.kind == Kind::IcmpError {
+        return icmp_error_out(ctx, &p, &cfg, now);
+    }
     if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
         return translate(ctx, &p, &entry.rewrite, PROGRAM);
     }

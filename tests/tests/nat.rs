@@ -182,9 +182,23 @@ fn every_publish_form_from_the_outside() {
         assert_eq!(r["datagrams"], 20, "{host} -> {cport}/udp");
         assert_eq!(r["peers"], serde_json::json!([s["local"]]), "{host}: the sandbox sees the real client");
     }
+    let (mut sink, mut sink_out) =
+        netpath::lab::start_sink(probe(&lab, At::Sandbox("web"), &words("udp-sink --port 92 --count 1 --timeout 2")))
+            .unwrap();
     let (code, ..) =
-        output(&mut probe(&lab, At::Outside, &["udp-send", "--to", "198.18.0.3:8092", "--count", "1"])).unwrap();
-    assert_eq!(code, 0);
+        output(&mut probe(&lab, At::Outside, &words("udp-ask --to 198.18.0.3:8092 --connected --timeout 1"))).unwrap();
+    assert_eq!(code, 1, "the host itself refuses 198.18.0.3:8092");
+    let mut r = String::new();
+    std::io::Read::read_to_string(&mut sink_out, &mut r).unwrap();
+    sink.wait().unwrap();
+    assert!(r.contains(r#""datagrams":0"#), "a UDP port bound to 198.18.0.2 is not reachable on 198.18.0.3: {r}");
+    // Nothing listens on 92/udp now: the sandbox's port unreachable reaches
+    // the client translated, as if the host had answered.
+    let before = counters(&lab, Program::ToUplink).icmp_errors_translated;
+    let (code, out, _) =
+        output(&mut probe(&lab, At::Outside, &words("udp-ask --to 198.18.0.2:8092 --connected --timeout 3"))).unwrap();
+    assert_eq!((code, out.contains(r#""refused":true"#)), (1, true), "{out}");
+    assert!(counters(&lab, Program::ToUplink).icmp_errors_translated > before);
 
     // Taken ports are refused; removing the sandbox frees them.
     let (code, _, err) =
