@@ -93,7 +93,7 @@ pub fn resolv_conf(host: &Host, state: &State, sandbox: &Sandbox) -> String {
     let embedded = sandbox
         .attachments
         .iter()
-        .find(|a| state.networks.get(&a.network).is_some_and(|n| !n.is_default))
+        .find(|a| state.networks.get(&a.network).is_some_and(|n| n.has_resolver()))
         .and_then(|a| state.networks.get(&a.network))
         .map(|n| n.gateway);
     let nameservers = match embedded {

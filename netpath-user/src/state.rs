@@ -152,6 +152,12 @@ impl Network {
         !self.internal && self.options.get(crate::network::OPT_MASQUERADE).is_none_or(|v| v != "false")
     }
 
+    /// Whether netpath's resolver serves names on this network: user-defined
+    /// bridge networks (a macvlan's gateway is a router elsewhere).
+    pub fn has_resolver(&self) -> bool {
+        !self.is_default && self.driver == "bridge"
+    }
+
     pub fn icc(&self) -> bool {
         self.options.get(crate::network::OPT_ICC).is_none_or(|v| v != "false")
     }

@@ -18,7 +18,7 @@ fn pid_file(roots: &Roots) -> PathBuf {
 /// Whether any user-defined network has members, which is when the
 /// resolver must run.
 pub fn needed(state: &State) -> bool {
-    state.networks.values().any(|n| !n.is_default && state.attachments_on(&n.name).next().is_some())
+    state.networks.values().any(|n| n.has_resolver() && state.attachments_on(&n.name).next().is_some())
 }
 
 /// The resolver's PID, if it runs.

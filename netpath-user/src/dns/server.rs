@@ -60,7 +60,7 @@ pub fn serve(roots: Roots) -> Result<i32> {
         View::refresh(&view, &roots);
         let wanted: Vec<Ipv4Addr> = {
             let v = view.read().expect("view lock");
-            v.state.networks.values().filter(|n| !n.is_default).map(|n| n.gateway).collect()
+            v.state.networks.values().filter(|n| n.has_resolver()).map(|n| n.gateway).collect()
         };
         for &gw in &wanted {
             let std::collections::hash_map::Entry::Vacant(slot) = listeners.entry(gw) else { continue };
@@ -131,7 +131,7 @@ fn lookup(state: &State, gateway: Ipv4Addr, asker: Ipv4Addr, name: &str) -> Opti
     let mut nets: Vec<&str> = vec![here.name.as_str()];
     nets.extend(asking.attachments.iter().map(|a| a.network.as_str()).filter(|n| *n != here.name));
     for net in nets {
-        if state.networks.get(net).is_none_or(|n| n.is_default) {
+        if !state.networks.get(net).is_some_and(|n| n.has_resolver()) {
             continue;
         }
         let ips: Vec<Ipv4Addr> = state
