@@ -391,6 +391,9 @@ pub enum LabCommand {
         name: String,
         #[arg(long)]
         server: Option<Ipv4Addr>,
+        /// Ask over TCP instead of UDP.
+        #[arg(long)]
+        tcp: bool,
     },
     /// Echo server for the bench's latency and connection-rate probes.
     RrServe {
@@ -452,7 +455,7 @@ pub fn run_command(cmd: LabCommand) -> Result<i32> {
         LabCommand::UdpAsk { to, timeout, connected } => udp_ask(to, Duration::from_secs(timeout), connected),
         LabCommand::SendMalformed { iface, src } => send_malformed(&iface, src),
         LabCommand::DnsStub { port, name, addr, timeout } => dns_stub(port, &name, addr, Duration::from_secs(timeout)),
-        LabCommand::Dig { name, server } => dig(&name, server),
+        LabCommand::Dig { name, server, tcp } => dig(&name, server, tcp),
         LabCommand::RrServe { port, proto, timeout } => {
             crate::bench::probes::rr_serve(port, proto, Duration::from_secs(timeout))
         }
@@ -737,7 +740,7 @@ fn dns_stub(port: u16, name: &str, addr: Ipv4Addr, timeout: Duration) -> Result<
     Ok(0)
 }
 
-fn dig(name: &str, server: Option<Ipv4Addr>) -> Result<i32> {
+fn dig(name: &str, server: Option<Ipv4Addr>, tcp: bool) -> Result<i32> {
     use hickory_proto::{
         op::{Message, Query},
         rr::{Name, RData, RecordType},
@@ -751,12 +754,27 @@ fn dig(name: &str, server: Option<Ipv4Addr>) -> Result<i32> {
     };
     let mut q = Message::new();
     q.set_id(0x4e50).set_recursion_desired(true).add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
-    let sock = UdpSocket::bind(("0.0.0.0", 0))?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-    sock.send_to(&q.to_vec()?, (server, 53))?;
-    let mut buf = [0u8; 4096];
-    let (n, _) = sock.recv_from(&mut buf).context("no answer")?;
-    let r = Message::from_vec(&buf[..n])?;
+    let query = q.to_vec()?;
+    let reply = if tcp {
+        let mut stream = TcpStream::connect_timeout(&SocketAddr::from((server, 53)), Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&query);
+        stream.write_all(&framed)?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).context("no answer")?;
+        let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut reply)?;
+        reply
+    } else {
+        let sock = UdpSocket::bind(("0.0.0.0", 0))?;
+        sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        sock.send_to(&query, (server, 53))?;
+        let mut buf = [0u8; 4096];
+        let (n, _) = sock.recv_from(&mut buf).context("no answer")?;
+        buf[..n].to_vec()
+    };
+    let r = Message::from_vec(&reply)?;
     let answers: Vec<String> = r
         .answers()
         .iter()

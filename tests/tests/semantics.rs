@@ -106,6 +106,11 @@ fn user_defined_networks_resolve_and_isolate() {
     assert!(out.starts_with("10.61.0.2"), "{out}");
     let (code, out) = exec(&lab, "a1", "ping -c 1 -W 2 a2");
     assert_eq!(code, 0, "ping by name: {out}");
+    // Over TCP too, as resolvers retry after a truncated answer.
+    let bin = lab.netpath_bin.display().to_string();
+    let (code, out) = exec(&lab, "a1", &format!("{bin} lab dig --tcp --name a2"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#""answers":["10.61.0.3"]"#), "DNS over TCP: {out}");
     // Other networks' names do not resolve; unknown names go upstream.
     assert!(resolves(&lab, "a1", "b1").is_empty());
     assert!(resolves(&lab, "b1", "alpha").is_empty());

@@ -1,10 +1,11 @@
-//! The resolver process (`netpath dns-serve`): one UDP socket per
-//! user-defined network, bound to its gateway address. It rereads the state
+//! The resolver process (`netpath dns-serve`): a UDP socket and a TCP
+//! listener per user-defined network, bound to its gateway address. It rereads the state
 //! whenever the file changes, so names follow sandboxes as they come, go,
 //! connect and disconnect, without a restart.
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
     sync::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
@@ -48,7 +49,16 @@ impl View {
 
 struct Listener {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Listener {
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }
 
 pub fn serve(roots: Roots) -> Result<i32> {
@@ -64,21 +74,23 @@ pub fn serve(roots: Roots) -> Result<i32> {
         };
         for &gw in &wanted {
             let std::collections::hash_map::Entry::Vacant(slot) = listeners.entry(gw) else { continue };
-            match UdpSocket::bind(SocketAddrV4::new(gw, 53)) {
-                Ok(sock) => {
+            let addr = SocketAddrV4::new(gw, 53);
+            match (UdpSocket::bind(addr), TcpListener::bind(addr)) {
+                (Ok(udp), Ok(tcp)) => {
                     let stop = Arc::new(AtomicBool::new(false));
                     let (v, s, r) = (view.clone(), stop.clone(), roots.clone());
-                    let thread = std::thread::spawn(move || listen(sock, gw, &v, &s, &r));
-                    slot.insert(Listener { stop, thread });
+                    let udp_thread = std::thread::spawn(move || listen(udp, gw, &v, &s, &r));
+                    let (v, s, r) = (view.clone(), stop.clone(), roots.clone());
+                    let tcp_thread = std::thread::spawn(move || listen_tcp(tcp, gw, &v, &s, &r));
+                    slot.insert(Listener { stop, threads: vec![udp_thread, tcp_thread] });
                 }
-                Err(e) => eprintln!("resolver: cannot listen on {gw}:53: {e}"),
+                (Err(e), _) | (_, Err(e)) => eprintln!("resolver: cannot listen on {addr}: {e}"),
             }
         }
         let gone: Vec<Ipv4Addr> = listeners.keys().filter(|g| !wanted.contains(g)).copied().collect();
         for gw in gone {
             if let Some(l) = listeners.remove(&gw) {
-                l.stop.store(true, Ordering::SeqCst);
-                let _ = l.thread.join();
+                l.stop();
             }
         }
         // Nothing to serve for a while: the last user-defined network went.
@@ -89,8 +101,7 @@ pub fn serve(roots: Roots) -> Result<i32> {
         signals::sleep_unless_interrupted(Duration::from_millis(200));
     }
     for (_, l) in listeners {
-        l.stop.store(true, Ordering::SeqCst);
-        let _ = l.thread.join();
+        l.stop();
     }
     Ok(0)
 }
@@ -101,19 +112,53 @@ fn listen(sock: UdpSocket, gateway: Ipv4Addr, view: &RwLock<View>, stop: &Atomic
     while !stop.load(Ordering::SeqCst) {
         let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
         let SocketAddr::V4(peer) = peer else { continue };
-        View::refresh(view, roots);
-        let answer = {
-            let v = view.read().expect("view lock");
-            answer(&v, gateway, *peer.ip(), &buf[..n])
-        };
-        let reply = match answer {
-            Answer::Local(bytes) => Some(bytes),
-            Answer::Forward(upstreams) => forward(&upstreams, &buf[..n]).or_else(|| servfail(&buf[..n])),
-            Answer::Drop => None,
-        };
-        if let Some(r) = reply {
+        if let Some(r) = respond(gateway, *peer.ip(), &buf[..n], view, roots) {
             let _ = sock.send_to(&r, peer);
         }
+    }
+}
+
+/// DNS over TCP (RFC 7766): two-byte length, then the message; one
+/// question per connection is all resolvers send after a truncated answer.
+fn listen_tcp(listener: TcpListener, gateway: Ipv4Addr, view: &RwLock<View>, stop: &AtomicBool, roots: &Roots) {
+    let _ = listener.set_nonblocking(true);
+    while !stop.load(Ordering::SeqCst) {
+        let (mut stream, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let SocketAddr::V4(peer) = peer else { continue };
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(UPSTREAM_TIMEOUT));
+        let mut len = [0u8; 2];
+        if stream.read_exact(&mut len).is_err() {
+            continue;
+        }
+        let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
+        if stream.read_exact(&mut query).is_err() {
+            continue;
+        }
+        if let Some(r) = respond(gateway, *peer.ip(), &query, view, roots) {
+            let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&r);
+            let _ = stream.write_all(&framed);
+        }
+    }
+}
+
+fn respond(gateway: Ipv4Addr, asker: Ipv4Addr, query: &[u8], view: &RwLock<View>, roots: &Roots) -> Option<Vec<u8>> {
+    View::refresh(view, roots);
+    let answer = {
+        let v = view.read().expect("view lock");
+        answer(&v, gateway, asker, query)
+    };
+    match answer {
+        Answer::Local(bytes) => Some(bytes),
+        Answer::Forward(upstreams) => forward(&upstreams, query).or_else(|| servfail(query)),
+        Answer::Drop => None,
     }
 }
 
