@@ -167,10 +167,17 @@ pub fn markdown(r: &Report) -> String {
     points_table(&mut md, "Conntrack entries present (netpath, outside → published port)", &r.conntrack, false);
     if !r.control_plane.is_empty() {
         md.push_str(
-            "## Control plane with N sandboxes present\n\n| sandboxes | `run -d -p` ms | `rm` ms |\n|---|---|---|\n",
+            "## Control plane with N sandboxes present\n\n| system | sandboxes | `run -d -p` ms | `rm` ms |\n|---|---|---|---|\n",
         );
         for p in &r.control_plane {
-            let _ = writeln!(md, "| {} | {} | {} |", p.size, ms(p.add_us.as_ref()), ms(p.remove_us.as_ref()));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                p.system.label(),
+                p.size,
+                ms(p.add_us.as_ref()),
+                ms(p.remove_us.as_ref())
+            );
         }
         md.push('\n');
     }
@@ -393,7 +400,13 @@ pub fn plot(r: &Report, path: &Path) -> Result<()> {
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..xmax * 1.02, 0f64..ymax)?;
-    chart.configure_mesh().x_desc("published ports").y_desc("connections/s (median)").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("published ports")
+        .y_desc("connections/s (median)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
     let colors = [RED, BLUE, GREEN];
     for ((s, pts), color) in series.iter().zip(colors) {
         chart
