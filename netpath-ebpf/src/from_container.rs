@@ -124,9 +124,15 @@ fn same_network(ctx: &TcContext, p: &Packet, dst: &Endpoint) -> i32 {
         count(PROGRAM, |c| c.dropped_malformed += 1);
         return TC_ACT_SHOT;
     };
-    // SAFETY: ptr_at checked the header lies within the packet; nothing has
-    // changed the packet's layout since.
-    unsafe { (*eth).dst = dst.mac };
+    // The sender resolved the neighbour itself, so the MAC is almost always
+    // right already. Write only when it is not, and through the helper: a
+    // direct packet write anywhere in the program makes the kernel unclone
+    // every skb it sees, and TCP's are clones, which costs a copy per packet.
+    // SAFETY: ptr_at checked the header lies within the packet.
+    if unsafe { (*eth).dst } != dst.mac && ctx.store(0, &dst.mac, 0).is_err() {
+        count(PROGRAM, |c| c.dropped_redirect_failed += 1);
+        return TC_ACT_SHOT;
+    }
     let verdict = route::into_sandbox(dst);
     let len = u64::from(p.len);
     if verdict == TC_ACT_REDIRECT {
