@@ -14,9 +14,9 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::systems::{
-    self, Evidence, GATEWAY, IPERF_PORT, PUB_IPERF, PUB_RR, Place, Procs, RR_PORT, Route, Scenario, System, Testbed,
+    self, Evidence, GATEWAY, IPERF_PORT, PUB_IPERF, PUB_RR, Place, Procs, RR_PORT, Scenario, System, Testbed,
 };
-use crate::lab::{self, HOST_UPLINK_IP, Lab, OUTSIDE_IP};
+use crate::lab::{self, Lab};
 
 pub const DOCKERD: &str = "/usr/sbin/dockerd";
 const BUSYBOX: &str = "/bin/busybox";
@@ -243,25 +243,7 @@ pub fn testbed(
     let mut procs = Procs::default();
     systems::start_servers(&mut procs, &lab, &server, lifetime)?;
     systems::start_servers(&mut procs, &lab, &outside, lifetime)?;
-    let mut routes = Vec::new();
-    let mut add = |scenario, client: &Place, server: &Place, addr, iperf_port, rr_port| {
-        if scenarios.contains(&scenario) {
-            routes.push(Route {
-                system,
-                scenario,
-                client: client.clone(),
-                server: server.clone(),
-                addr,
-                iperf_port,
-                rr_port,
-            });
-        }
-    };
-    add(Scenario::SandboxToSandbox, &client, &server, srv_ip, IPERF_PORT, RR_PORT);
-    add(Scenario::Masquerade, &client, &outside, OUTSIDE_IP, IPERF_PORT, RR_PORT);
-    add(Scenario::Published, &outside, &server, HOST_UPLINK_IP, PUB_IPERF, PUB_RR);
-    add(Scenario::Hairpin, &client, &server, HOST_UPLINK_IP, PUB_IPERF, PUB_RR);
-    add(Scenario::HostLocal, &host, &server, Ipv4Addr::LOCALHOST, PUB_IPERF, PUB_RR);
+    let routes = systems::routes_for(system, &client, (&server, srv_ip), &outside, &host, scenarios);
     let proxies = dockerd.proxy_pids();
     let evidence = vec![(
         system,

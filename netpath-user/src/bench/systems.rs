@@ -452,36 +452,34 @@ fn wait_listening(place: &Place, port: u16) -> Result<()> {
     }
 }
 
-fn routes_for(
+/// The routes of every scenario for one system: who connects to what.
+pub fn routes_for(
     system: System,
     client: &Place,
-    server: &Place,
+    (server, server_ip): (&Place, Ipv4Addr),
     outside: &Place,
-    host: &Place,
     host_local: &Place,
     scenarios: &[Scenario],
 ) -> Vec<Route> {
-    let mut routes = Vec::new();
-    let mut add = |scenario, client: &Place, server: &Place, addr, iperf_port, rr_port| {
-        if scenarios.contains(&scenario) {
-            routes.push(Route {
-                system,
-                scenario,
-                client: client.clone(),
-                server: server.clone(),
-                addr,
-                iperf_port,
-                rr_port,
-            });
-        }
-    };
-    let _ = host;
-    add(Scenario::SandboxToSandbox, client, server, SERVER_IP, IPERF_PORT, RR_PORT);
-    add(Scenario::Masquerade, client, outside, OUTSIDE_IP, IPERF_PORT, RR_PORT);
-    add(Scenario::Published, outside, server, HOST_UPLINK_IP, PUB_IPERF, PUB_RR);
-    add(Scenario::Hairpin, client, server, HOST_UPLINK_IP, PUB_IPERF, PUB_RR);
-    add(Scenario::HostLocal, host_local, server, Ipv4Addr::LOCALHOST, PUB_IPERF, PUB_RR);
-    routes
+    let all = [
+        (Scenario::SandboxToSandbox, client, server, server_ip, IPERF_PORT, RR_PORT),
+        (Scenario::Masquerade, client, outside, OUTSIDE_IP, IPERF_PORT, RR_PORT),
+        (Scenario::Published, outside, server, HOST_UPLINK_IP, PUB_IPERF, PUB_RR),
+        (Scenario::Hairpin, client, server, HOST_UPLINK_IP, PUB_IPERF, PUB_RR),
+        (Scenario::HostLocal, host_local, server, Ipv4Addr::LOCALHOST, PUB_IPERF, PUB_RR),
+    ];
+    all.into_iter()
+        .filter(|(scenario, ..)| scenarios.contains(scenario))
+        .map(|(scenario, client, server, addr, iperf_port, rr_port)| Route {
+            system,
+            scenario,
+            client: client.clone(),
+            server: server.clone(),
+            addr,
+            iperf_port,
+            rr_port,
+        })
+        .collect()
 }
 
 /// netpath: one network, two sandboxes, the server's ports published with
@@ -528,7 +526,7 @@ pub fn netpath(
     let mut procs = Procs::default();
     start_servers(&mut procs, &lab, &server, lifetime)?;
     start_servers(&mut procs, &lab, &outside, lifetime)?;
-    let routes = routes_for(System::Netpath, &client, &server, &outside, &host, &host_local, scenarios);
+    let routes = routes_for(System::Netpath, &client, (&server, SERVER_IP), &outside, &host_local, scenarios);
     Ok(Testbed {
         system: System::Netpath,
         routes,
@@ -583,7 +581,7 @@ pub fn kernel(
             let restore = restore_bin(flavour);
             load_rules(&host, restore, 0)?;
             host.run("sysctl", &["-qw", "net.ipv4.conf.docker0.route_localnet=1"])?;
-            routes = routes_for(flavour, &client, &server, &outside, &host, &host, scenarios);
+            routes = routes_for(flavour, &client, (&server, SERVER_IP), &outside, &host, scenarios);
             evidence.push((flavour, Evidence::Iptables { host: host.clone(), save: save_bin(flavour) }));
             if scenarios.contains(&Scenario::HostLocal) && Path::new(DOCKER_PROXY).exists() {
                 let mut pids = Vec::new();
