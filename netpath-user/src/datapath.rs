@@ -316,12 +316,21 @@ impl Datapath {
         Ok(HashMap::try_from(self.map(map_names::PUBLISHED)?)?)
     }
 
-    pub fn set_published(&self, key: PublishedKey, target: PublishedTarget) -> Result<()> {
-        self.published()?.insert(key, target, 0).context("writing published port")
+    /// Writes published ports, opening the map once for all of them.
+    pub fn set_published(&self, entries: impl IntoIterator<Item = (PublishedKey, PublishedTarget)>) -> Result<()> {
+        let mut map = self.published()?;
+        for (key, target) in entries {
+            map.insert(key, target, 0).context("writing published port")?;
+        }
+        Ok(())
     }
 
-    pub fn remove_published(&self, key: PublishedKey) -> Result<()> {
-        ignore_missing(self.published()?.remove(&key)).context("removing published port")
+    pub fn remove_published(&self, keys: impl IntoIterator<Item = PublishedKey>) -> Result<()> {
+        let mut map = self.published()?;
+        for key in keys {
+            ignore_missing(map.remove(&key)).context("removing published port")?;
+        }
+        Ok(())
     }
 
     fn ranges(&self) -> Result<Array<MapData, PortRange>> {

@@ -184,53 +184,48 @@ fn key(m: &Mapping, port: u16) -> PublishedKey {
 /// Writes `mappings` (leading to `target`) into the data path, taking range
 /// slots as needed. All or nothing.
 pub fn install(datapath: &Datapath, mappings: &mut [Mapping], target: Ipv4Addr) -> Result<()> {
-    let mut done = 0;
-    let result = (|| -> Result<()> {
-        for m in mappings.iter_mut() {
-            if m.port_count() == 1 {
-                datapath.set_published(
-                    key(m, m.host_first),
-                    PublishedTarget { addr: target.octets(), port: m.container_first, _pad: 0 },
-                )?;
-            } else {
-                let slots = datapath.range_slots()?;
-                let slot = slots
-                    .iter()
-                    .position(|r| r.proto == 0)
-                    .ok_or_else(|| anyhow::anyhow!("all {MAX_PORT_RANGES} port range slots are in use"))?;
-                datapath.set_range(
-                    slot as u32,
-                    PortRange {
-                        host_addr: m.host_ip.octets(),
-                        host_first: m.host_first,
-                        host_last: m.host_last,
-                        target_addr: target.octets(),
-                        target_first: m.container_first,
-                        proto: m.proto.number(),
-                        _pad: 0,
-                    },
-                )?;
-                m.range_slot = Some(slot as u32);
-            }
-            done += 1;
-        }
-        Ok(())
-    })();
+    let result = write(datapath, mappings, target);
     if result.is_err() {
-        let _ = uninstall(datapath, &mappings[..done]);
+        // Removing what was never written is harmless: the keys are ours.
+        let _ = uninstall(datapath, mappings);
     }
     result
 }
 
+fn write(datapath: &Datapath, mappings: &mut [Mapping], target: Ipv4Addr) -> Result<()> {
+    datapath.set_published(mappings.iter().filter(|m| m.port_count() == 1).map(|m| {
+        (key(m, m.host_first), PublishedTarget { addr: target.octets(), port: m.container_first, _pad: 0 })
+    }))?;
+    for m in mappings.iter_mut().filter(|m| m.port_count() > 1) {
+        let slot = datapath
+            .range_slots()?
+            .iter()
+            .position(|r| r.proto == 0)
+            .ok_or_else(|| anyhow::anyhow!("all {MAX_PORT_RANGES} port range slots are in use"))?;
+        datapath.set_range(
+            slot as u32,
+            PortRange {
+                host_addr: m.host_ip.octets(),
+                host_first: m.host_first,
+                host_last: m.host_last,
+                target_addr: target.octets(),
+                target_first: m.container_first,
+                proto: m.proto.number(),
+                _pad: 0,
+            },
+        )?;
+        m.range_slot = Some(slot as u32);
+    }
+    Ok(())
+}
+
 /// Removes mappings from the data path; keeps going past failures.
 pub fn uninstall(datapath: &Datapath, mappings: &[Mapping]) -> Result<()> {
-    let mut first_error = None;
-    for m in mappings {
-        let r = match m.range_slot {
-            Some(slot) => datapath.set_range(slot, PortRange::default()),
-            None => datapath.remove_published(key(m, m.host_first)),
-        };
-        if let Err(e) = r {
+    let mut first_error = datapath
+        .remove_published(mappings.iter().filter(|m| m.range_slot.is_none()).map(|m| key(m, m.host_first)))
+        .err();
+    for slot in mappings.iter().filter_map(|m| m.range_slot) {
+        if let Err(e) = datapath.set_range(slot, PortRange::default()) {
             first_error.get_or_insert(e);
         }
     }
