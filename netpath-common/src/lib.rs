@@ -250,6 +250,28 @@ pub struct DatapathConfig {
     pub host_netns_cookie: u64,
 }
 
+impl DatapathConfig {
+    /// How long a conntrack entry in `state` lives without traffic, in ns;
+    /// the one rule both the programs (lazily) and the userspace sweep apply.
+    #[inline(always)]
+    pub const fn timeout_ns(&self, state: u8) -> u64 {
+        let s = match state {
+            ct_state::SYN_SENT => self.ct_syn_timeout_s,
+            ct_state::ESTABLISHED => self.ct_established_timeout_s,
+            ct_state::CLOSING => self.ct_closing_timeout_s,
+            ct_state::UDP => self.ct_udp_timeout_s,
+            _ => self.ct_icmp_timeout_s,
+        };
+        s as u64 * 1_000_000_000
+    }
+
+    /// Whether an entry last seen at `last_seen_ns` is gone by `now_ns`.
+    #[inline(always)]
+    pub const fn expired(&self, state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
+        now_ns.saturating_sub(last_seen_ns) > self.timeout_ns(state)
+    }
+}
+
 impl Default for DatapathConfig {
     fn default() -> Self {
         DatapathConfig {

@@ -11,27 +11,14 @@ use crate::{
     packet::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
-const NS_PER_S: u64 = 1_000_000_000;
 /// How stale `last_seen_ns` may get before a packet refreshes it; avoids a
 /// write to a shared cache line on every packet.
-const REFRESH_NS: u64 = NS_PER_S;
+const REFRESH_NS: u64 = 1_000_000_000;
 
 #[inline(always)]
 pub fn now() -> u64 {
     // SAFETY: plain helper call.
     unsafe { bpf_ktime_get_coarse_ns() }
-}
-
-#[inline(always)]
-fn timeout_ns(state: u8, cfg: &DatapathConfig) -> u64 {
-    let s = match state {
-        ct_state::SYN_SENT => cfg.ct_syn_timeout_s,
-        ct_state::ESTABLISHED => cfg.ct_established_timeout_s,
-        ct_state::CLOSING => cfg.ct_closing_timeout_s,
-        ct_state::UDP => cfg.ct_udp_timeout_s,
-        _ => cfg.ct_icmp_timeout_s,
-    };
-    s as u64 * NS_PER_S
 }
 
 #[inline(always)]
@@ -69,7 +56,7 @@ pub fn lookup(key: &FlowKey, p: &Packet, cfg: &DatapathConfig, now: u64) -> Opti
     // SAFETY: the pointer refers to the map value for the rest of this run;
     // concurrent updates of these plain fields are benign.
     let e = unsafe { &mut *entry };
-    if now.saturating_sub(e.last_seen_ns) > timeout_ns(e.state, cfg) {
+    if cfg.expired(e.state, e.last_seen_ns, now) {
         let pair = e.pair;
         let _ = CONNTRACK.remove(key);
         let _ = CONNTRACK.remove(pair);

@@ -1,7 +1,7 @@
 //! The connection tracking table from userspace: listing and the sweep that
 //! removes expired entries (the programs also expire entries lazily).
 use anyhow::Result;
-use netpath_common::{CtEntry, DatapathConfig, FlowKey, ct_flags, ct_state};
+use netpath_common::{CtEntry, FlowKey, ct_flags, ct_state};
 
 use crate::datapath::Datapath;
 
@@ -11,20 +11,6 @@ pub fn now_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
-pub fn timeout_s(state: u8, cfg: &DatapathConfig) -> u32 {
-    match state {
-        ct_state::SYN_SENT => cfg.ct_syn_timeout_s,
-        ct_state::ESTABLISHED => cfg.ct_established_timeout_s,
-        ct_state::CLOSING => cfg.ct_closing_timeout_s,
-        ct_state::UDP => cfg.ct_udp_timeout_s,
-        _ => cfg.ct_icmp_timeout_s,
-    }
-}
-
-pub fn is_expired(e: &CtEntry, cfg: &DatapathConfig, now: u64) -> bool {
-    now.saturating_sub(e.last_seen_ns) > u64::from(timeout_s(e.state, cfg)) * 1_000_000_000
-}
-
 /// Removes expired entries and their pairs; returns how many went.
 pub fn collect_garbage(datapath: &Datapath) -> Result<usize> {
     let cfg = datapath.config()?;
@@ -32,7 +18,7 @@ pub fn collect_garbage(datapath: &Datapath) -> Result<usize> {
     let expired: std::collections::HashSet<FlowKey> = datapath
         .conntrack_entries()?
         .into_iter()
-        .filter(|(_, e)| is_expired(e, &cfg, now))
+        .filter(|(_, e)| cfg.expired(e.state, e.last_seen_ns, now))
         .flat_map(|(k, e)| [k, e.pair])
         .collect();
     datapath.remove_conntrack(|k, _| expired.contains(k))
