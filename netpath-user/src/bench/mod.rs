@@ -72,16 +72,7 @@ impl Plan {
         let mut plan = Plan {
             mode: "full",
             scenarios,
-            systems: vec![
-                System::Netpath,
-                System::IptablesNft,
-                System::IptablesLegacy,
-                System::DockerProxy,
-                System::Docker,
-                System::DockerNoProxy,
-                System::Bridge,
-                System::Veth,
-            ],
+            systems: System::ALL.to_vec(),
             metrics: Metric::ALL.to_vec(),
             reps: 3,
             durations: Durations { iperf_secs: Some(3), iperf_bytes: "", rr_ms: 1000, conn_ms: 1000 },

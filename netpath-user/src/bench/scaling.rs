@@ -205,66 +205,68 @@ pub fn conntrack(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) -> R
 /// Wall time of `netpath run -d -p` and `netpath rm` with `sizes`
 /// sandboxes present (background sandboxes on the default network).
 pub fn control_plane(tb: &Testbed, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
-    let mut present = 0usize;
-    let mut points = Vec::new();
-    for &size in sizes {
-        while present < size {
-            tb.lab.netpath_ok(&["run", "-d", "--name", &format!("bg{present}")])?;
-            present += 1;
-        }
-        let (mut add, mut rm) = (Vec::new(), Vec::new());
-        for _ in 0..reps {
-            let t = Instant::now();
-            tb.lab.netpath_ok(&["run", "-d", "--name", "cp", "-p", "18080:80"])?;
-            add.push(t.elapsed().as_secs_f64() * 1e6);
-            let t = Instant::now();
-            tb.lab.netpath_ok(&["rm", "-f", "cp"])?;
-            rm.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        points.push(Point {
-            system: System::Netpath,
-            size,
-            conn_per_s: None,
-            connect_p99_us: None,
-            tcp_rr_p99_us: None,
-            add_us: Summary::of(&add),
-            remove_us: Summary::of(&rm),
-            load_ms: None,
-            note: "add = `netpath run -d -p 18080:80`, remove = `netpath rm -f`".into(),
-        });
-    }
-    Ok(points)
+    timed_add_remove(
+        System::Netpath,
+        sizes,
+        reps,
+        "add = `netpath run -d -p 18080:80`, remove = `netpath rm -f`",
+        |n| tb.lab.netpath_ok(&["run", "-d", "--name", &format!("bg{n}")]).map(drop),
+        || tb.lab.netpath_ok(&["run", "-d", "--name", "cp", "-p", "18080:80"]).map(drop),
+        || tb.lab.netpath_ok(&["rm", "-f", "cp"]).map(drop),
+    )
 }
 
 /// The same for Docker Engine: `docker run -d -p 18080:80` and `docker rm
 /// -f` with `sizes` containers present.
 pub fn docker_control_plane(d: &super::docker::Dockerd, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
+    timed_add_remove(
+        System::Docker,
+        sizes,
+        reps,
+        "add = `docker run -d -p 18080:80 bb sleep`, remove = `docker rm -f`",
+        |n| d.docker(&["run", "-d", "--name", &format!("bg{n}"), "bb", "sleep", "1000000"]).map(drop),
+        || d.docker(&["run", "-d", "--name", "cp", "-p", "18080:80", "bb", "sleep", "1000000"]).map(drop),
+        || d.docker(&["rm", "-f", "cp"]).map(drop),
+    )
+}
+
+/// Times `add` and `remove` `reps` times at each size, after `background`
+/// brought the number of other sandboxes up to that size.
+fn timed_add_remove(
+    system: System,
+    sizes: &[usize],
+    reps: usize,
+    note: &str,
+    mut background: impl FnMut(usize) -> Result<()>,
+    mut add: impl FnMut() -> Result<()>,
+    mut remove: impl FnMut() -> Result<()>,
+) -> Result<Vec<Point>> {
     let mut present = 0usize;
     let mut points = Vec::new();
     for &size in sizes {
         while present < size {
-            d.docker(&["run", "-d", "--name", &format!("bg{present}"), "bb", "sleep", "1000000"])?;
+            background(present)?;
             present += 1;
         }
-        let (mut add, mut rm) = (Vec::new(), Vec::new());
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
         for _ in 0..reps {
             let t = Instant::now();
-            d.docker(&["run", "-d", "--name", "cp", "-p", "18080:80", "bb", "sleep", "1000000"])?;
-            add.push(t.elapsed().as_secs_f64() * 1e6);
+            add()?;
+            added.push(t.elapsed().as_secs_f64() * 1e6);
             let t = Instant::now();
-            d.docker(&["rm", "-f", "cp"])?;
-            rm.push(t.elapsed().as_secs_f64() * 1e6);
+            remove()?;
+            removed.push(t.elapsed().as_secs_f64() * 1e6);
         }
         points.push(Point {
-            system: System::Docker,
+            system,
             size,
             conn_per_s: None,
             connect_p99_us: None,
             tcp_rr_p99_us: None,
-            add_us: Summary::of(&add),
-            remove_us: Summary::of(&rm),
+            add_us: Summary::of(&added),
+            remove_us: Summary::of(&removed),
             load_ms: None,
-            note: "add = `docker run -d -p 18080:80 bb sleep`, remove = `docker rm -f`".into(),
+            note: note.into(),
         });
     }
     Ok(points)

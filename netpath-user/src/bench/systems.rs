@@ -74,18 +74,19 @@ impl System {
         }
     }
 
+    pub const ALL: [System; 8] = [
+        System::Netpath,
+        System::IptablesNft,
+        System::IptablesLegacy,
+        System::DockerProxy,
+        System::Docker,
+        System::DockerNoProxy,
+        System::Bridge,
+        System::Veth,
+    ];
+
     pub fn parse(text: &str) -> Result<System> {
-        const ALL: [System; 8] = [
-            System::Netpath,
-            System::IptablesNft,
-            System::IptablesLegacy,
-            System::DockerProxy,
-            System::Docker,
-            System::DockerNoProxy,
-            System::Bridge,
-            System::Veth,
-        ];
-        ALL.into_iter().find(|s| s.key() == text).with_context(|| format!("unknown system {text:?}"))
+        System::ALL.into_iter().find(|s| s.key() == text).with_context(|| format!("unknown system {text:?}"))
     }
 
     pub fn label(self) -> &'static str {
@@ -492,8 +493,7 @@ pub fn netpath(
 ) -> Result<Testbed> {
     let lab = Lab::create("bench-np", netpath_bin)?;
     if let Some(cfg) = config {
-        std::fs::create_dir_all(lab.roots.config.parent().expect("config has a parent"))?;
-        std::fs::write(&lab.roots.config, serde_json::to_vec_pretty(&cfg)?)?;
+        lab.configure(&cfg.to_string())?;
     }
     lab.netpath_ok(&["network", "create", "bench", "--subnet", SUBNET, "--gateway", &GATEWAY.to_string()])?;
     let (pi, pr) = (format!("{PUB_IPERF}:{IPERF_PORT}"), format!("{PUB_RR}:{RR_PORT}"));
