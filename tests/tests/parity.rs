@@ -17,13 +17,21 @@ use serde_json::Value;
 
 /// One system: run the scenario's commands on Docker or on netpath.
 trait Engine {
+    /// The engine's own command line (`docker ...` / `netpath ...`); stdout.
+    fn cli(&self, argv: &[&str]) -> String;
     fn run_detached(&self, name: &str, args: &str);
     /// Runs `cmd` in a new sandbox/container that stays around; returns stdout.
     fn run_cmd(&self, name: &str, args: &str, cmd: &str) -> String;
     fn exec(&self, name: &str, cmd: &str) -> (i32, String);
     fn port(&self, name: &str) -> Vec<String>;
-    fn network_create(&self, args: &str);
-    fn inspect(&self, network: &str) -> Value;
+    fn network_create(&self, args: &str) {
+        let mut argv = vec!["network", "create"];
+        argv.extend(words(args));
+        self.cli(&argv);
+    }
+    fn inspect(&self, network: &str) -> Value {
+        serde_json::from_str(&self.cli(&["network", "inspect", network])).unwrap()
+    }
     /// Whether `name` resolves inside `from`.
     fn resolves(&self, from: &str, name: &str) -> bool;
 }
@@ -32,11 +40,14 @@ struct Docker<'a>(&'a Dockerd);
 struct Netpath<'a>(&'a Lab);
 
 impl Engine for Docker<'_> {
+    fn cli(&self, argv: &[&str]) -> String {
+        self.0.docker(argv).unwrap()
+    }
     fn run_detached(&self, name: &str, args: &str) {
         let mut argv = vec!["run", "-d", "--name", name];
         argv.extend(words(args));
         argv.extend(["bb", "sleep", "600"]);
-        self.0.docker(&argv).unwrap();
+        self.cli(&argv);
     }
     fn run_cmd(&self, name: &str, args: &str, cmd: &str) -> String {
         // Kept running, as a netpath sandbox stays up: an exited container
@@ -51,19 +62,11 @@ impl Engine for Docker<'_> {
         (code, out)
     }
     fn port(&self, name: &str) -> Vec<String> {
-        let out = self.0.docker(&["port", name]).unwrap();
+        let out = self.cli(&["port", name]);
         // netpath has no IPv6: leave Docker's `:::PORT` lines out.
         let mut lines: Vec<String> = out.lines().filter(|l| !l.contains(":::")).map(String::from).collect();
         lines.sort();
         lines
-    }
-    fn network_create(&self, args: &str) {
-        let mut argv = vec!["network", "create"];
-        argv.extend(words(args));
-        self.0.docker(&argv).unwrap();
-    }
-    fn inspect(&self, network: &str) -> Value {
-        serde_json::from_str(&self.0.docker(&["network", "inspect", network]).unwrap()).unwrap()
     }
     fn resolves(&self, from: &str, name: &str) -> bool {
         self.exec(from, &format!("nslookup {name}")).0 == 0
@@ -71,10 +74,13 @@ impl Engine for Docker<'_> {
 }
 
 impl Engine for Netpath<'_> {
+    fn cli(&self, argv: &[&str]) -> String {
+        self.0.netpath_ok(argv).unwrap()
+    }
     fn run_detached(&self, name: &str, args: &str) {
         let mut argv = vec!["run", "-d", "--name", name];
         argv.extend(words(args));
-        self.0.netpath_ok(&argv).unwrap();
+        self.cli(&argv);
     }
     fn run_cmd(&self, name: &str, args: &str, cmd: &str) -> String {
         self.run_detached(name, args);
@@ -87,17 +93,9 @@ impl Engine for Netpath<'_> {
         (code, out)
     }
     fn port(&self, name: &str) -> Vec<String> {
-        let mut lines: Vec<String> = self.0.netpath_ok(&["port", name]).unwrap().lines().map(String::from).collect();
+        let mut lines: Vec<String> = self.cli(&["port", name]).lines().map(String::from).collect();
         lines.sort();
         lines
-    }
-    fn network_create(&self, args: &str) {
-        let mut argv = vec!["network", "create"];
-        argv.extend(words(args));
-        self.0.netpath_ok(&argv).unwrap();
-    }
-    fn inspect(&self, network: &str) -> Value {
-        serde_json::from_str(&self.0.netpath_ok(&["network", "inspect", network]).unwrap()).unwrap()
     }
     fn resolves(&self, from: &str, name: &str) -> bool {
         self.exec(from, &format!("getent hosts {name}")).0 == 0
