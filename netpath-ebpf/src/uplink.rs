@@ -42,15 +42,14 @@ pub fn from_uplink(ctx: &TcContext) -> i32 {
         Ok(p) => p,
         Err(verdict) => return verdict,
     };
+    if p.kind == Kind::Other {
+        count(PROGRAM, |c| c.passed_no_endpoint += 1);
+        return TC_ACT_OK;
+    }
     let cfg = maps::config();
     let now = conntrack::now();
-    match p.kind {
-        Kind::Other => {
-            count(PROGRAM, |c| c.passed_no_endpoint += 1);
-            return TC_ACT_OK;
-        }
-        Kind::IcmpError => return icmp_error(ctx, &p, &cfg, now),
-        _ => {}
+    if p.kind == Kind::IcmpError {
+        return icmp_error(ctx, &p, &cfg, now);
     }
     if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
         return into_sandbox(ctx, &p, &entry.rewrite, PROGRAM);
