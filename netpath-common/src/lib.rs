@@ -5,6 +5,8 @@
 #![no_std]
 
 /// Map names as they appear in the object file and under the pin directory.
+pub mod csum;
+
 pub mod map_names {
     pub const ENDPOINTS: &str = "ENDPOINTS";
     pub const NETWORKS: &str = "NETWORKS";
@@ -37,6 +39,7 @@ pub mod program_names {
     pub const FROM_CONTAINER: &str = "from_container";
     pub const FROM_UPLINK: &str = "from_uplink";
     pub const TO_UPLINK: &str = "to_uplink";
+    pub const XDP_FROM_UPLINK: &str = "xdp_from_uplink";
     pub const SOCK_CONNECT4: &str = "sock_connect4";
     pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
@@ -84,6 +87,10 @@ pub mod endpoint_flags {
     /// so its replies to sandboxes must be looked up in conntrack (set by
     /// the data path, never cleared while the endpoint lives).
     pub const HAIRPIN_TARGET: u16 = 2;
+    /// The sandbox side of the veth takes frames redirected by XDP (its GRO
+    /// is on, which gives it the NAPI queue they arrive on); without it the
+    /// uplink's XDP program leaves the packet to TC.
+    pub const XDP_TARGET: u16 = 4;
 }
 
 pub mod network_flags {
@@ -294,10 +301,12 @@ pub enum Program {
     FromUplink = 1,
     ToUplink = 2,
     Socket = 3,
+    XdpFromUplink = 4,
 }
 
 impl Program {
-    pub const ALL: [Program; 4] = [Program::FromContainer, Program::FromUplink, Program::ToUplink, Program::Socket];
+    pub const ALL: [Program; 5] =
+        [Program::FromContainer, Program::FromUplink, Program::ToUplink, Program::Socket, Program::XdpFromUplink];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -305,6 +314,7 @@ impl Program {
             Program::FromUplink => program_names::FROM_UPLINK,
             Program::ToUplink => program_names::TO_UPLINK,
             Program::Socket => "socket",
+            Program::XdpFromUplink => program_names::XDP_FROM_UPLINK,
         }
     }
 }
@@ -356,6 +366,9 @@ counters! {
     passed_no_endpoint,
     passed_unknown_source,
     passed_no_route,
+    /// XDP: left to the TC programs (ICMP, IP options, fragments, new
+    /// flows not to a published port, targets XDP cannot reach).
+    passed_to_tc,
     dropped_malformed,
     dropped_redirect_failed,
     dropped_internal_network,

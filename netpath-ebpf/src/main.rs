@@ -13,10 +13,11 @@ mod route;
 mod socket;
 mod stats;
 mod uplink;
+mod uplink_xdp;
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, classifier},
-    programs::{SockAddrContext, TcContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 
 /// TC ingress of every sandbox's host-side veth: sees what a sandbox sends.
@@ -29,6 +30,13 @@ pub fn from_container(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
     uplink::from_uplink(&ctx)
+}
+
+/// XDP of each uplink (when configured): the translated TCP/UDP flows into
+/// sandboxes, before any socket buffer exists; the rest goes on to TC.
+#[xdp]
+pub fn xdp_from_uplink(ctx: XdpContext) -> u32 {
+    uplink_xdp::from_uplink(&ctx)
 }
 
 /// TC egress of each uplink: what leaves for the outside.

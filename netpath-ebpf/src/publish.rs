@@ -1,7 +1,23 @@
 //! Published ports: one hash entry per single port, one array slot per range.
+use core::ffi::c_void;
+
 use netpath_common::{FlowKey, MAX_PORT_RANGES, PublishedKey, PublishedTarget};
 
-use crate::maps::{PORT_RANGES, PUBLISHED};
+use crate::{
+    maps::{PORT_RANGES, PUBLISHED, UPLINKS},
+    route,
+};
+
+/// Where a connection arriving on uplink `ifindex` as `key` should go: a
+/// published port of the uplink's address or of another address of this
+/// host. `ctx` is the program's context, for the FIB.
+#[inline(always)]
+pub fn arriving(ctx: *mut c_void, ifindex: u32, key: &FlowKey, range_count: u32) -> Option<PublishedTarget> {
+    let target = find(key, range_count)?;
+    // SAFETY: value copied out immediately.
+    let uplink_addr = unsafe { UPLINKS.get(ifindex) }.map(|u| u.addr);
+    (uplink_addr == Some(key.daddr) || route::is_local(ctx, ifindex, key.saddr, key.daddr)).then_some(target)
+}
 
 /// Where a connection to `key.daddr:key.dport` should go, if published. A
 /// mapping bound to one host address wins over one bound to all.

@@ -5,6 +5,8 @@ use aya_ebpf::{
     helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect_peer},
     programs::TcContext,
 };
+use core::ffi::c_void;
+
 use netpath_common::Endpoint;
 
 pub const TC_ACT_REDIRECT: i32 = 7;
@@ -19,8 +21,9 @@ pub fn into_sandbox(ep: &Endpoint) -> i32 {
 
 /// Whether the kernel would deliver a packet for `daddr` locally (an address
 /// of this host), judged by the FIB as seen from the ingress interface.
+/// `ctx` is the program's context (`__sk_buff` or `xdp_md`).
 #[inline(always)]
-pub fn is_local(ctx: &TcContext, ifindex: u32, saddr: [u8; 4], daddr: [u8; 4]) -> bool {
+pub fn is_local(ctx: *mut c_void, ifindex: u32, saddr: [u8; 4], daddr: [u8; 4]) -> bool {
     // SAFETY: zeroed is a valid bpf_fib_lookup.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
@@ -28,7 +31,7 @@ pub fn is_local(ctx: &TcContext, ifindex: u32, saddr: [u8; 4], daddr: [u8; 4]) -
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(saddr);
     params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(daddr);
     // SAFETY: params lives on the stack for the duration of the call.
-    let ret = unsafe { fib_lookup(ctx.skb.skb.cast(), &mut params, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
+    let ret = unsafe { fib_lookup(ctx, &mut params, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
     ret == BPF_FIB_LKUP_RET_NOT_FWDED as i64
 }
 

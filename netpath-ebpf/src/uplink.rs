@@ -16,6 +16,7 @@ use crate::{
     maps::{self, UPLINKS},
     nat,
     packet::{Kind, Packet, Parsed, parse, parse_quoted},
+    publish,
     route::{self, TC_ACT_REDIRECT},
     stats::{self, count},
 };
@@ -58,17 +59,11 @@ pub fn from_uplink(ctx: &TcContext) -> i32 {
         count(PROGRAM, |c| c.passed_no_endpoint += 1);
         return TC_ACT_OK;
     }
-    let Some(target) = crate::publish::find(&p.key, cfg.port_range_count) else {
+    let ifindex = route::ingress_ifindex(ctx);
+    let Some(target) = publish::arriving(ctx.skb.skb.cast(), ifindex, &p.key, cfg.port_range_count) else {
         count(PROGRAM, |c| c.passed_no_endpoint += 1);
         return TC_ACT_OK;
     };
-    let ifindex = route::ingress_ifindex(ctx);
-    // SAFETY: value copied out immediately.
-    let uplink_addr = unsafe { UPLINKS.get(ifindex) }.map(|u| u.addr);
-    if uplink_addr != Some(p.key.daddr) && !route::is_local(ctx, ifindex, p.key.saddr, p.key.daddr) {
-        count(PROGRAM, |c| c.passed_no_endpoint += 1);
-        return TC_ACT_OK;
-    }
     let to = FlowKey { daddr: target.addr, dport: target.port, ..p.key };
     match conntrack::open_with_port(&p.key, to, conntrack::initial_state(&p), ct_flags::DNAT, now, false) {
         Ok(to) => {

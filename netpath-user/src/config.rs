@@ -28,6 +28,19 @@ struct DaemonJson {
     uplinks: Option<Vec<String>>,
     conntrack_max: Option<u32>,
     conntrack_timeouts: Option<Timeouts>,
+    uplink_xdp: Option<UplinkXdp>,
+}
+
+/// Whether the uplinks get the XDP program in front of TC (netpath's own
+/// key): `auto` is native mode where the driver has it, generic otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UplinkXdp {
+    #[default]
+    Off,
+    Auto,
+    Native,
+    Generic,
 }
 
 /// One entry of Docker's `default-address-pools`.
@@ -65,6 +78,7 @@ const KNOWN_KEYS: &[&str] = &[
     "uplinks",
     "conntrack-max",
     "conntrack-timeouts",
+    "uplink-xdp",
 ];
 
 /// What the default `bridge` network looks like on this instance.
@@ -85,6 +99,7 @@ pub struct Config {
     pub uplinks: Option<Vec<String>>,
     pub conntrack_max: Option<u32>,
     pub timeouts: netpath_common::DatapathConfig,
+    pub uplink_xdp: UplinkXdp,
     /// Inter-container communication on the default network.
     pub icc: bool,
     /// Upstream resolvers; the host's resolv.conf when empty.
@@ -109,6 +124,7 @@ impl Default for Config {
             uplinks: None,
             conntrack_max: None,
             timeouts: netpath_common::DatapathConfig::default(),
+            uplink_xdp: UplinkXdp::Off,
             icc: true,
             dns: Vec::new(),
             dns_search: Vec::new(),
@@ -177,6 +193,7 @@ impl Config {
         }
         config.default_bind_ip = json.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         config.uplinks = json.uplinks;
+        config.uplink_xdp = json.uplink_xdp.unwrap_or_default();
         if let Some(max) = json.conntrack_max {
             if !(1024..=16_777_216).contains(&max) {
                 bail!("conntrack-max {max} must be between 1024 and 16777216");
@@ -236,5 +253,7 @@ mod tests {
         assert!(Config::parse(r#"{"bip":"192.168.10.1/24","fixed-cidr":"10.0.0.0/24"}"#).is_err());
         assert!(Config::parse(r#"{"mtu":20}"#).is_err());
         assert!(Config::parse(r#"{"bip":"nonsense"}"#).is_err());
+        assert!(Config::parse(r#"{"uplink-xdp":"fast"}"#).is_err());
+        assert_eq!(Config::parse(r#"{"uplink-xdp":"auto"}"#).unwrap().uplink_xdp, UplinkXdp::Auto);
     }
 }

@@ -16,14 +16,18 @@ use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, cgroup_sock_addr::CgroupSockAddrAttachType,
-        links::FdLink, tc,
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        cgroup_sock_addr::CgroupSockAddrAttachType, links::FdLink, tc,
     },
 };
 use netpath_common::{
     Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, NetworkPolicy, PortRange, Program,
     PublishedKey, PublishedTarget, Uplink, map_names, program_names,
 };
+
+use aya_obj::programs::XdpAttachType;
+
+use crate::config::UplinkXdp;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
 
@@ -84,7 +88,7 @@ impl Datapath {
 
     pub fn is_loaded(&self) -> bool {
         let mut names = TC_PROGRAMS.iter().map(|(n, _)| n).chain(SOCK_PROGRAMS.iter().map(|(n, _)| n));
-        names.all(|name| self.program_pin(name).exists())
+        names.all(|name| self.program_pin(name).exists()) && self.program_pin(program_names::XDP_FROM_UPLINK).exists()
     }
 
     /// bpffs holds no regular files: the object's digest is the name of an
@@ -142,6 +146,11 @@ impl Datapath {
             prog.load().with_context(|| format!("verifier rejected {name}"))?;
             prog.pin(self.program_pin(name)).with_context(|| format!("pinning {name}"))?;
         }
+        let name = program_names::XDP_FROM_UPLINK;
+        let prog: &mut Xdp =
+            ebpf.program_mut(name).with_context(|| format!("object lacks program {name}"))?.try_into()?;
+        prog.load().with_context(|| format!("verifier rejected {name}"))?;
+        prog.pin(self.program_pin(name)).with_context(|| format!("pinning {name}"))?;
         self.set_config(&options.config)?;
         fs::create_dir(self.object_stamp()).context("stamping the pinned object")
     }
@@ -201,15 +210,38 @@ impl Datapath {
         [program_names::FROM_UPLINK, program_names::TO_UPLINK].iter().all(|p| self.link_pin(ifname, p).exists())
     }
 
-    /// Uplink side: TC ingress and egress of an interface to the outside.
-    pub fn attach_uplink(&self, ifname: &str, ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+    /// Uplink side: TC ingress and egress of an interface to the outside,
+    /// and XDP in front of TC ingress unless `xdp` is off (an attached XDP
+    /// program is removed then). A mode change takes effect on a new uplink.
+    pub fn attach_uplink(&self, ifname: &str, ifindex: u32, addr: Ipv4Addr, xdp: UplinkXdp) -> Result<()> {
         for program in [program_names::FROM_UPLINK, program_names::TO_UPLINK] {
             if !self.link_pin(ifname, program).exists() {
                 self.attach(program, ifname)?;
             }
         }
+        let xdp_pin = self.link_pin(ifname, program_names::XDP_FROM_UPLINK);
+        match xdp {
+            UplinkXdp::Off => self.detach(program_names::XDP_FROM_UPLINK, ifname)?,
+            _ if xdp_pin.exists() => {}
+            mode => self.attach_xdp(ifname, mode, &xdp_pin)?,
+        }
         let mut uplinks: HashMap<MapData, u32, Uplink> = HashMap::try_from(self.map(map_names::UPLINKS)?)?;
         uplinks.insert(ifindex, Uplink { addr: addr.octets() }, 0).context("writing uplink")
+    }
+
+    fn attach_xdp(&self, ifname: &str, mode: UplinkXdp, pin: &Path) -> Result<()> {
+        let name = program_names::XDP_FROM_UPLINK;
+        let mut prog = Xdp::from_pin(self.program_pin(name), XdpAttachType::Interface)
+            .with_context(|| format!("opening pinned {name}"))?;
+        let id = match mode {
+            UplinkXdp::Native => prog.attach(ifname, XdpMode::Driver),
+            UplinkXdp::Generic => prog.attach(ifname, XdpMode::Skb),
+            _ => prog.attach(ifname, XdpMode::Driver).or_else(|_| prog.attach(ifname, XdpMode::Skb)),
+        }
+        .with_context(|| format!("attaching {name} to {ifname} ({mode:?})"))?;
+        let link: FdLink = prog.take_link(id)?.try_into().context("XDP link")?;
+        link.pin(pin).with_context(|| format!("pinning the {name} link of {ifname}"))?;
+        Ok(())
     }
 
     /// Attaches the socket programs to `cgroup` (once) and tells them which

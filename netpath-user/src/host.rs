@@ -38,7 +38,9 @@ impl Host {
         for name in self.uplinks()? {
             let Some(index) = self.rtnl.index(&name)? else { continue };
             let Some((addr, _)) = self.rtnl.ipv4_addresses(index)?.first().copied() else { continue };
-            self.datapath.attach_uplink(&name, index, addr).with_context(|| format!("uplink {name}"))?;
+            self.datapath
+                .attach_uplink(&name, index, addr, self.config.uplink_xdp)
+                .with_context(|| format!("uplink {name}"))?;
         }
         let addrs: Vec<Ipv4Addr> = self.rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).collect();
         self.datapath.set_host_addresses(&addrs)?;

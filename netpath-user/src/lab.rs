@@ -104,6 +104,12 @@ impl Lab {
     pub fn configure(&self, json: &str) -> Result<()> {
         let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)?;
         config.entry("dns").or_insert_with(|| serde_json::json!([OUTSIDE_IP.to_string()]));
+        let xdp = config.get("uplink-xdp").and_then(|v| v.as_str()).is_some_and(|m| m != "off");
+        // The outside stands for a real wire, whose frames carry complete
+        // checksums; a veth's partial ones do not survive XDP redirection.
+        if xdp {
+            netns::run_in(&self.outside_ns, || crate::ethtool::set_tx_checksum(OUTSIDE_UPLINK, false))?;
+        }
         std::fs::write(&self.roots.config, serde_json::to_vec_pretty(&config)?)?;
         Ok(())
     }

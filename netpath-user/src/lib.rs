@@ -6,6 +6,7 @@ pub mod config;
 pub mod conntrack;
 pub mod datapath;
 pub mod dns;
+pub mod ethtool;
 pub mod host;
 pub mod hostfiles;
 pub mod lab;

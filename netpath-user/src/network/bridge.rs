@@ -43,6 +43,12 @@ pub fn attach(host: &Host, net: &Network, netns_path: &Path, att: &Attachment, d
     let mut undo = Undo::new();
     undo.push(format!("veth {}", att.host_ifname), || host.rtnl.delete_by_name(&att.host_ifname));
 
+    // Frames XDP redirects into the host side arrive on the sandbox side's
+    // NAPI queue, which GRO provides.
+    let xdp_target = host.config.uplink_xdp != crate::config::UplinkXdp::Off;
+    if xdp_target {
+        crate::ethtool::set_gro(&peer_tmp, true)?;
+    }
     let ns_file = File::open(netns_path).with_context(|| format!("opening {}", netns_path.display()))?;
     host.rtnl.move_to_netns(peer_index, &ns_file)?;
     let gateway = net.gateway;
@@ -63,11 +69,16 @@ pub fn attach(host: &Host, net: &Network, netns_path: &Path, att: &Attachment, d
             host_ifindex: host_index,
             network_id: net.index,
             mac: att.mac,
-            flags: if net.icc() { 0 } else { netpath_common::endpoint_flags::NO_ICC },
+            flags: endpoint_flags(net.icc(), xdp_target),
         },
     )?;
     undo.commit();
     Ok(())
+}
+
+fn endpoint_flags(icc: bool, xdp_target: bool) -> u16 {
+    use netpath_common::endpoint_flags::{NO_ICC, XDP_TARGET};
+    (if icc { 0 } else { NO_ICC }) | (if xdp_target { XDP_TARGET } else { 0 })
 }
 
 pub(crate) fn configure_inside(
