@@ -221,12 +221,17 @@ impl Datapath {
         }
         let xdp_pin = self.link_pin(ifname, program_names::XDP_FROM_UPLINK);
         match xdp {
-            UplinkXdp::Off => self.detach(program_names::XDP_FROM_UPLINK, ifname)?,
+            UplinkXdp::Off => self.detach_uplink_xdp(ifname)?,
             _ if xdp_pin.exists() => {}
             mode => self.attach_xdp(ifname, mode, &xdp_pin)?,
         }
         let mut uplinks: HashMap<MapData, u32, Uplink> = HashMap::try_from(self.map(map_names::UPLINKS)?)?;
         uplinks.insert(ifindex, Uplink { addr: addr.octets() }, 0).context("writing uplink")
+    }
+
+    /// Takes the XDP program off an uplink; TC handles everything again.
+    pub fn detach_uplink_xdp(&self, ifname: &str) -> Result<()> {
+        self.detach(program_names::XDP_FROM_UPLINK, ifname)
     }
 
     fn attach_xdp(&self, ifname: &str, mode: UplinkXdp, pin: &Path) -> Result<()> {

@@ -32,8 +32,9 @@ pub struct BenchArgs {
     /// Only these scenarios (s2s, masquerade, published, hairpin, host-local).
     #[arg(long = "scenario")]
     pub scenarios: Vec<String>,
-    /// Only these systems (netpath, iptables-nft, iptables-legacy,
-    /// docker-proxy, docker, docker-no-proxy, bridge, veth).
+    /// Only these systems (netpath, netpath-xdp, netpath-tc-same-wire,
+    /// iptables-nft, iptables-legacy, docker-proxy, docker,
+    /// docker-no-proxy, bridge, veth).
     #[arg(long = "system")]
     pub systems: Vec<String>,
     /// Skip the scaling, conntrack and control-plane runs.
@@ -224,6 +225,15 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
                         ports.extend(scaling::netpath_ports(&tb, &plan.port_sizes, plan.reps, &plan.durations)?);
                     }
                 }
+                System::NetpathXdp => {
+                    let tb = systems::netpath_xdp(netpath_bin, &plan.scenarios, LIFETIME)?;
+                    measure_all(&tb, system, &only_plan, &mut results);
+                    if plan.systems.contains(&System::NetpathTcSameWire) {
+                        tb.lab.datapath().detach_uplink_xdp(crate::lab::HOST_UPLINK)?;
+                        measure_all(&tb, System::NetpathTcSameWire, &only_plan, &mut results);
+                    }
+                }
+                System::NetpathTcSameWire => {}
                 System::IptablesNft | System::IptablesLegacy => {
                     let tb = systems::kernel(netpath_bin, Some(system), &scaling_scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);

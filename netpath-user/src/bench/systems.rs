@@ -44,6 +44,12 @@ pub const FILLER_FIRST: u16 = 10000;
 #[serde(rename_all = "kebab-case")]
 pub enum System {
     Netpath,
+    /// netpath with XDP in front of TC on the uplink; the outside sends
+    /// complete checksums, as a real wire does (TX offload off).
+    NetpathXdp,
+    /// netpath's TC path on that same wire, XDP detached: the comparison
+    /// for the XDP row.
+    NetpathTcSameWire,
     /// Docker 20.10's ruleset (userland-proxy=false) loaded with iptables-nft.
     IptablesNft,
     /// The same ruleset through iptables-legacy.
@@ -64,6 +70,8 @@ impl System {
     pub fn key(self) -> &'static str {
         match self {
             System::Netpath => "netpath",
+            System::NetpathXdp => "netpath-xdp",
+            System::NetpathTcSameWire => "netpath-tc-same-wire",
             System::IptablesNft => "iptables-nft",
             System::IptablesLegacy => "iptables-legacy",
             System::DockerProxy => "docker-proxy",
@@ -74,8 +82,10 @@ impl System {
         }
     }
 
-    pub const ALL: [System; 8] = [
+    pub const ALL: [System; 10] = [
         System::Netpath,
+        System::NetpathXdp,
+        System::NetpathTcSameWire,
         System::IptablesNft,
         System::IptablesLegacy,
         System::DockerProxy,
@@ -92,6 +102,8 @@ impl System {
     pub fn label(self) -> &'static str {
         match self {
             System::Netpath => "netpath",
+            System::NetpathXdp => "netpath, XDP on the uplink (sender TX csum offload off)",
+            System::NetpathTcSameWire => "netpath, TC only (sender TX csum offload off)",
             System::IptablesNft => "iptables-nft",
             System::IptablesLegacy => "iptables-legacy",
             System::DockerProxy => "docker-proxy",
@@ -264,6 +276,8 @@ impl Drop for ExtraNs {
 /// Evidence that traffic went through the system under test.
 pub enum Evidence {
     Netpath(Datapath),
+    /// The uplink's XDP program's own counters.
+    NetpathXdp(Datapath),
     Iptables {
         host: Place,
         save: &'static str,
@@ -348,6 +362,14 @@ impl Testbed {
                     Scenario::Published => c(Program::FromUplink)?.dnat_new + c(Program::FromUplink)?.nat_packets,
                     Scenario::Hairpin => c(Program::FromContainer)?.nat_packets,
                     Scenario::HostLocal => c(Program::Socket)?.socket_redirects,
+                })
+            }
+            Evidence::NetpathXdp(dp) => {
+                let c = dp.counters(Program::XdpFromUplink)?;
+                Ok(match scenario {
+                    Scenario::Published => c.dnat_new + c.nat_packets,
+                    Scenario::Masquerade => c.nat_packets,
+                    _ => 0,
                 })
             }
             Evidence::Iptables { host, save } => {
@@ -537,6 +559,29 @@ pub fn netpath(
         guards: Vec::new(),
         lab,
     })
+}
+
+/// The scenarios XDP on the uplink changes: what arrives from the outside.
+pub const XDP_SCENARIOS: [Scenario; 2] = [Scenario::Published, Scenario::Masquerade];
+
+/// netpath with `"uplink-xdp": "native"`: routes for the XDP row and, on the
+/// same lab (the outside's TX checksum offload off, as XDP needs on veth),
+/// for the TC row measured once XDP is detached.
+pub fn netpath_xdp(netpath_bin: &Path, scenarios: &[Scenario], lifetime: Duration) -> Result<Testbed> {
+    let wanted: Vec<Scenario> = scenarios.iter().copied().filter(|s| XDP_SCENARIOS.contains(s)).collect();
+    let cfg = serde_json::json!({ "uplink-xdp": "native" });
+    let mut tb = netpath(netpath_bin, &wanted, Some(cfg), lifetime)?;
+    tb.system = System::NetpathXdp;
+    let tc: Vec<Route> = tb.routes.iter().map(|r| Route { system: System::NetpathTcSameWire, ..r.clone() }).collect();
+    for r in &mut tb.routes {
+        r.system = System::NetpathXdp;
+    }
+    tb.routes.extend(tc);
+    tb.evidence = vec![
+        (System::NetpathXdp, Evidence::NetpathXdp(tb.lab.datapath())),
+        (System::NetpathTcSameWire, Evidence::Netpath(tb.lab.datapath())),
+    ];
+    Ok(tb)
 }
 
 /// The kernel's own tools: a Linux bridge `docker0` with two sandboxes on
