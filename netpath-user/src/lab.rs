@@ -369,6 +369,21 @@ pub enum LabCommand {
         #[arg(long)]
         connected: bool,
     },
+    /// Hand COUNT identical UDP frames to TO to the neighbour on DEV as a NIC
+    /// would (XDP live frames, no sender stack); print frames and seconds.
+    WireSend {
+        #[arg(long)]
+        to: std::net::SocketAddrV4,
+        #[arg(long, default_value = "eth0")]
+        dev: String,
+        #[arg(long, default_value_t = 40000)]
+        sport: u16,
+        /// UDP payload bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long)]
+        count: u32,
+    },
     /// Send hand-made broken IPv4 frames out of IFACE (raw socket); print how many.
     SendMalformed {
         #[arg(long, default_value = "eth0")]
@@ -460,6 +475,11 @@ pub fn run_command(cmd: LabCommand) -> Result<i32> {
         LabCommand::UdpEcho { port, count, timeout } => udp_echo(port, count, Duration::from_secs(timeout)),
         LabCommand::UdpAsk { to, timeout, connected } => udp_ask(to, Duration::from_secs(timeout), connected),
         LabCommand::SendMalformed { iface, src } => send_malformed(&iface, src),
+        LabCommand::WireSend { to, dev, sport, size, count } => {
+            let sent = crate::lab_wire::send_udp(&dev, to, sport, size, count)?;
+            println!("{}", serde_json::to_string(&sent)?);
+            Ok(0)
+        }
         LabCommand::DnsStub { port, name, addr, timeout } => dns_stub(port, &name, addr, Duration::from_secs(timeout)),
         LabCommand::Dig { name, server, tcp } => dig(&name, server, tcp),
         LabCommand::RrServe { port, proto, timeout } => {
@@ -798,6 +818,9 @@ fn dig(name: &str, server: Option<Ipv4Addr>, tcp: bool) -> Result<i32> {
 
 fn udp_sink(port: u16, count: usize, timeout: Duration) -> Result<i32> {
     let sock = UdpSocket::bind(("0.0.0.0", port))?;
+    // Room for a burst at wire speed (wire-send): counting each datagram
+    // here is slower than the data path delivers them.
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &(8 << 20))?;
     ready(sock.local_addr()?);
     let deadline = Instant::now() + timeout;
     let mut peers = std::collections::BTreeSet::new();

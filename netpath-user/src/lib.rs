@@ -10,6 +10,7 @@ pub mod ethtool;
 pub mod host;
 pub mod hostfiles;
 pub mod lab;
+pub mod lab_wire;
 pub mod link;
 pub mod netns;
 pub mod network;

@@ -28,12 +28,21 @@ fn uplink_xdp_carries_published_and_masqueraded_flows() {
     .unwrap();
     assert_eq!(r["datagrams"], 50);
     assert_eq!(r["peers"], serde_json::json!([s["local"]]), "the sandbox sees the real client");
+    // Frames as a NIC hands them over (no socket buffer behind them).
+    let (r, s) = transfer(
+        probe(&lab, At::Sandbox("web"), &["udp-sink", "--port", "53", "--count", "201", "--timeout", "5"]),
+        probe(&lab, At::Outside, &["wire-send", "--to", "198.18.0.2:5353", "--sport", "40000", "--count", "200"]),
+    )
+    .unwrap();
+    // One more: the ordinary datagram that resolved the neighbour first.
+    assert_eq!((&r["datagrams"], &s["frames"]), (&serde_json::json!(201), &serde_json::json!(200)), "{r}");
+    assert!(r["peers"].as_array().unwrap().contains(&serde_json::json!("198.18.0.1:40000")), "{r}");
     // Masquerade: the outside's ACKs and replies come back through XDP.
     let (r, _) = tcp_check(&lab, At::Outside, 7000, At::Sandbox("web"), "198.18.0.1:7000", 1 << 20).unwrap();
     assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.2:"), "{r}");
     let xdp1 = counters(&lab, Program::XdpFromUplink);
     assert!(xdp1.dnat_new >= xdp0.dnat_new + 2, "XDP opened the published TCP and UDP connections");
-    assert!(xdp1.nat_packets >= xdp0.nat_packets + 50 + 20, "{xdp0:?} -> {xdp1:?}");
+    assert!(xdp1.nat_packets >= xdp0.nat_packets + 50 + 200 + 20, "{xdp0:?} -> {xdp1:?}");
     assert_eq!(counters(&lab, Program::FromUplink).dnat_new, tc0.dnat_new, "TC had nothing left to open");
 
     // ICMP is TC's: echo replies of a masqueraded ping pass XDP untouched.
