@@ -7,7 +7,9 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action::XDP_ABORTED, helpers::generated::bpf_redirect, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action::XDP_ABORTED, helpers::generated::bpf_redirect, macros::xdp, programs::XdpContext,
+};
 
 /// Ethernet + IPv4 (no options) + UDP.
 const HEADER_LEN: usize = 42;

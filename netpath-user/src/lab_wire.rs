@@ -55,13 +55,15 @@ pub fn udp_frame(
 pub fn send_udp(dev: &str, to: SocketAddrV4, sport: u16, payload_len: usize, count: u32) -> Result<Sent> {
     let rtnl = Rtnl::new()?;
     let index = rtnl.require_index(dev)?;
-    let src_ip = rtnl.ipv4_addresses(index)?.first().map(|(a, _)| *a).with_context(|| format!("{dev} has no address"))?;
+    let src_ip =
+        rtnl.ipv4_addresses(index)?.first().map(|(a, _)| *a).with_context(|| format!("{dev} has no address"))?;
     let src_mac = rtnl.mac(dev)?;
     let dst_mac = resolve_next_hop(dev, to)?;
     let frame = udp_frame((src_mac, dst_mac), SocketAddrV4::new(src_ip, sport), to, payload_len)?;
     let header: [u8; HEADER_LEN] = frame[..HEADER_LEN].try_into()?;
 
-    let mut ebpf = EbpfLoader::new().override_global("HEADER", &header, true).load(OBJECT).context("loading lab-wire")?;
+    let mut ebpf =
+        EbpfLoader::new().override_global("HEADER", &header, true).load(OBJECT).context("loading lab-wire")?;
     let prog: &mut Xdp = ebpf.program_mut("lab_wire").context("object lacks lab_wire")?.try_into()?;
     prog.load().context("verifier rejected lab_wire")?;
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{
     probes::{ConnReport, RrReport},
-    systems::Route,
+    systems::{IPERF_PORT, Route, Scenario},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -26,11 +26,20 @@ pub enum Metric {
     UdpRr,
     ConnRate,
     UdpPps,
+    /// Small UDP frames arriving from the outside as from a NIC (lab wire),
+    /// counted at the server's UDP layer: the data path's own packet rate,
+    /// no sender stack in front of it.
+    WirePps,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] =
-        [Metric::Tput1, Metric::Tput4, Metric::TcpRr, Metric::UdpRr, Metric::ConnRate, Metric::UdpPps];
+    pub const ALL: [Metric; 7] =
+        [Metric::Tput1, Metric::Tput4, Metric::TcpRr, Metric::UdpRr, Metric::ConnRate, Metric::UdpPps, Metric::WirePps];
+
+    /// Whether the metric applies to a scenario: the wire is the outside's.
+    pub fn applies(self, scenario: Scenario) -> bool {
+        self != Metric::WirePps || scenario == Scenario::Published
+    }
 }
 
 /// How long each measurement runs.
@@ -42,6 +51,8 @@ pub struct Durations {
     pub iperf_bytes: &'static str,
     pub rr_ms: u64,
     pub conn_ms: u64,
+    /// Frames per wire run.
+    pub wire_frames: u32,
 }
 
 /// Busy CPU time of the whole machine (all CPUs, every state but idle and
@@ -148,6 +159,14 @@ pub fn measure(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std::
                 f.insert("udp_cpu_us_per_pkt", cpu * 1e6 / got);
             }
         }
+        Metric::WirePps => {
+            let (delivered, csum_errors, seconds) = wire(route, d.wire_frames, netpath_bin)?;
+            if csum_errors > 0 {
+                bail!("{csum_errors} datagrams arrived with bad checksums");
+            }
+            f.insert("wire_pps", delivered as f64 / seconds);
+            f.insert("wire_delivered_pct", delivered as f64 * 100.0 / f64::from(d.wire_frames));
+        }
         Metric::TcpRr | Metric::UdpRr => {
             let proto = if metric == Metric::TcpRr { "tcp" } else { "udp" };
             let mut cmd = route.client.cmd(netpath_bin)?;
@@ -173,6 +192,47 @@ pub fn measure(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std::
         }
     }
     Ok(f)
+}
+
+/// UDP datagrams that reached the server's UDP layer (delivered or dropped
+/// for a full socket buffer) and those with bad checksums, from its
+/// /proc/net/snmp.
+fn udp_arrivals(route: &Route) -> Result<(u64, u64)> {
+    let snmp = route.server.run("cat", &["/proc/net/snmp"])?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().context("no Udp header")?, udp.next().context("no Udp values")?);
+    let field = |name: &str| -> u64 {
+        names
+            .split_whitespace()
+            .position(|n| n == name)
+            .and_then(|i| values.split_whitespace().nth(i)?.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("InDatagrams") + field("RcvbufErrors"), field("InCsumErrors")))
+}
+
+/// `frames` wire frames from the outside to the route's UDP iperf port, a
+/// sink listening at the server; returns (arrived, bad checksums, seconds
+/// the sender took).
+fn wire(route: &Route, frames: u32, netpath_bin: &std::path::Path) -> Result<(u64, u64, f64)> {
+    let mut sink = route.server.cmd(netpath_bin)?;
+    sink.args(["lab", "udp-sink", "--port", &IPERF_PORT.to_string(), "--count", &(frames + 1).to_string()]);
+    sink.args(["--timeout", "30"]);
+    let (mut sink, _out) = crate::lab::start_sink(sink)?;
+    let before = udp_arrivals(route)?;
+    let mut send = route.client.cmd(netpath_bin)?;
+    send.args(["lab", "wire-send", "--to", &format!("{}:{}", route.addr, route.iperf_port)]);
+    send.args(["--count", &frames.to_string()]);
+    let sent = run_bounded(send, Duration::from_secs(60));
+    // Let the last batch reach the socket.
+    std::thread::sleep(Duration::from_millis(200));
+    let after = udp_arrivals(route);
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let v: Value = serde_json::from_str(sent?.trim()).context("wire-send output")?;
+    let seconds = v["seconds"].as_f64().filter(|s| *s > 0.0).context("no seconds")?;
+    let after = after?;
+    Ok((after.0.saturating_sub(before.0), after.1.saturating_sub(before.1), seconds))
 }
 
 /// The connection-rate probe over `route`; returns its report and the busy

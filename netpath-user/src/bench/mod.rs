@@ -76,7 +76,13 @@ impl Plan {
             systems: System::ALL.to_vec(),
             metrics: Metric::ALL.to_vec(),
             reps: 3,
-            durations: Durations { iperf_secs: Some(3), iperf_bytes: "", rr_ms: 1000, conn_ms: 1000 },
+            durations: Durations {
+                iperf_secs: Some(3),
+                iperf_bytes: "",
+                rr_ms: 1000,
+                conn_ms: 1000,
+                wire_frames: 1_000_000,
+            },
             port_sizes: vec![0, 1_000, 10_000, 30_000],
             conntrack_sizes: vec![0, 100_000, 1_000_000],
             sandbox_sizes: vec![1, 100, 1_000],
@@ -86,7 +92,8 @@ impl Plan {
         if args.quick {
             plan.mode = "quick";
             plan.systems.retain(|s| *s != System::IptablesLegacy);
-            plan.durations = Durations { iperf_secs: Some(1), iperf_bytes: "", rr_ms: 300, conn_ms: 500 };
+            plan.durations =
+                Durations { iperf_secs: Some(1), iperf_bytes: "", rr_ms: 300, conn_ms: 500, wire_frames: 300_000 };
             plan.port_sizes = vec![0, 1_000, 10_000];
             plan.conntrack_sizes = vec![0, 100_000];
             plan.sandbox_sizes = vec![1, 10, 50];
@@ -97,7 +104,8 @@ impl Plan {
             plan.systems = vec![System::Netpath, System::IptablesNft, System::DockerProxy];
             plan.reps = 1;
             plan.metrics = vec![Metric::Tput1, Metric::TcpRr, Metric::UdpRr, Metric::ConnRate];
-            plan.durations = Durations { iperf_secs: None, iperf_bytes: "2M", rr_ms: 50, conn_ms: 50 };
+            plan.durations =
+                Durations { iperf_secs: None, iperf_bytes: "2M", rr_ms: 50, conn_ms: 50, wire_frames: 10_000 };
             plan.port_sizes = vec![0, 10];
             plan.conntrack_sizes = vec![];
             plan.sandbox_sizes = vec![1];
@@ -164,7 +172,13 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
                 errors.push("interrupted".into());
                 break;
             }
-            for &metric in &plan.metrics {
+            for &metric in plan.metrics.iter().filter(|m| m.applies(scenario)) {
+                // The uplink takes wire frames only with a NAPI queue: XDP
+                // gives it one, GRO does for the other systems.
+                let _napi = match metric {
+                    Metric::WirePps => Some(UplinkGro::on(&tb.host)),
+                    _ => None,
+                };
                 match measure::measure(route, metric, &plan.durations, &tb.lab.netpath_bin) {
                     Ok(f) => merge(&mut samples, f),
                     Err(e) => errors.push(format!("{metric:?}: {e:#}")),
@@ -183,6 +197,25 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
             evidence: after.saturating_sub(before),
             errors,
         });
+    }
+}
+
+/// GRO on the lab host's uplink while alive.
+struct UplinkGro(std::path::PathBuf);
+
+impl UplinkGro {
+    fn on(host: &systems::Place) -> UplinkGro {
+        let set = |on| move || crate::ethtool::set_gro(crate::lab::HOST_UPLINK, on);
+        if let Err(e) = crate::netns::run_in(&host.ns, set(true)) {
+            eprintln!("bench: GRO on {}: {e:#}", crate::lab::HOST_UPLINK);
+        }
+        UplinkGro(host.ns.clone())
+    }
+}
+
+impl Drop for UplinkGro {
+    fn drop(&mut self) {
+        let _ = crate::netns::run_in(&self.0, || crate::ethtool::set_gro(crate::lab::HOST_UPLINK, false));
     }
 }
 
