@@ -19,6 +19,9 @@ use nix::{
 fn create(path: &Path, kind: CloneFlags, init: impl FnOnce() -> Result<()> + Send) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if dir == Path::new(IPROUTE2_NETNS_DIR) {
+            share_like_iproute2(dir)?;
+        }
     }
     File::options()
         .write(true)
@@ -41,6 +44,28 @@ fn create(path: &Path, kind: CloneFlags, init: impl FnOnce() -> Result<()> + Sen
         let _ = fs::remove_file(path);
     }
     result
+}
+
+/// Where `ip netns` and Podman keep named network namespaces.
+const IPROUTE2_NETNS_DIR: &str = "/run/netns";
+
+/// iproute2 and Podman turn the namespace directory into a shared bind
+/// mount of itself the first time they add a namespace there, which hides
+/// the namespace files already mounted in it (they can then be neither
+/// entered by name nor removed). Doing it before our first namespace, as
+/// they do, keeps every file on the one mount.
+fn share_like_iproute2(dir: &Path) -> Result<()> {
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    match mount(None::<&str>, dir, Some("none"), shared, None::<&str>) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => {
+            mount(Some(dir), dir, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .with_context(|| format!("bind-mounting {} on itself", dir.display()))?;
+            mount(None::<&str>, dir, Some("none"), shared, None::<&str>)
+                .with_context(|| format!("making {} a shared mount", dir.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("making {} a shared mount", dir.display())),
+    }
 }
 
 pub fn create_net(path: &Path) -> Result<()> {

@@ -60,10 +60,10 @@ fn tcp_transfer_skips_the_bridge() {
     let forwarded = after.forwarded_packets - before.forwarded_packets;
     assert!(forwarded > 100, "bulk transfer forwarded by the program: {forwarded} packets");
     assert!(after.forwarded_bytes - before.forwarded_bytes >= bytes as u64);
-    assert_eq!(
-        after_link.tx_packets, before_link.tx_packets,
-        "destination host veth transmitted nothing: the bridge was skipped"
-    );
+    // The bridge's own IPv6 router solicitations and MLD reports go out of
+    // every port on their timers; a bridged transfer would be thousands.
+    let bridged = after_link.tx_packets - before_link.tx_packets;
+    assert!(bridged <= 4, "destination host veth transmitted {bridged} packets: the bridge was not skipped");
 }
 
 #[test]

@@ -38,10 +38,21 @@ pub fn ensure() -> Result<()> {
 
 /// The real peers netpath is measured (bench) and compared (parity test)
 /// against. Kept out of `ensure`, which `build` and `run` need alone.
-const BENCH_PACKAGES: &[&str] = &["docker.io", "runc", "containerd", "busybox-static", "iptables", "iperf3"];
+const BENCH_PACKAGES: &[&str] = &[
+    "docker.io",
+    "runc",
+    "containerd",
+    "busybox-static",
+    "iptables",
+    "iperf3",
+    "podman",
+    "netavark",
+    "aardvark-dns",
+    "conmon",
+];
 
 /// Installs the bench's peers. Package scripts must not start dockerd or
-/// containerd on the machine itself (the bench runs its own, inside a lab
+/// containerd (or podman's socket) on the machine itself (the bench runs its own, inside a lab
 /// namespace), so service starts are refused while installing.
 pub fn bench_extras() -> Result<()> {
     let missing: Vec<&str> = BENCH_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();

@@ -19,7 +19,7 @@ use super::systems::{
 use crate::lab::{self, Lab};
 
 pub const DOCKERD: &str = "/usr/sbin/dockerd";
-const BUSYBOX: &str = "/bin/busybox";
+pub(super) const BUSYBOX: &str = "/bin/busybox";
 
 pub fn available() -> bool {
     Path::new(DOCKERD).exists() && Path::new(BUSYBOX).exists() && Path::new("/usr/sbin/runc").exists()
@@ -71,7 +71,7 @@ impl Dockerd {
                 Ok(())
             });
         }
-        let created = STRAY_PATHS.iter().map(PathBuf::from).filter(|p| !p.exists()).collect();
+        let created = not_yet_existing(STRAY_PATHS);
         let child = cmd.spawn().context("starting dockerd")?;
         let mut d = Dockerd { dir, host, pid: Some(child.id()), child: Some(child), cgroup_parent, created };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -101,20 +101,7 @@ impl Dockerd {
 
     /// Imports a busybox image `bb` built offline from busybox-static.
     pub fn import_busybox(&self) -> Result<()> {
-        let rootfs = self.dir.join("rootfs");
-        for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp"] {
-            std::fs::create_dir_all(rootfs.join(d))?;
-        }
-        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox"))?;
-        let ok = Command::new("chroot").arg(&rootfs).args(["/bin/busybox", "--install", "-s"]).status()?;
-        if !ok.success() {
-            bail!("busybox --install failed");
-        }
-        let tar = self.dir.join("rootfs.tar");
-        let ok = Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status()?;
-        if !ok.success() {
-            bail!("tar of the rootfs failed");
-        }
+        let tar = busybox_rootfs_tar(&self.dir)?;
         self.docker(&["import", "-c", "CMD [\"/bin/sh\"]", &tar.to_string_lossy(), "bb:latest"])?;
         Ok(())
     }
@@ -172,43 +159,68 @@ impl Dockerd {
             let _ = child.wait();
         }
         // Overlay mounts left by a daemon that did not stop cleanly.
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            let root = self.dir.to_string_lossy().into_owned();
-            let mut ours: Vec<&str> =
-                mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&root)).collect();
-            ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for m in ours {
-                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        for p in &self.created {
-            if p.is_dir() {
-                let _ = std::fs::remove_dir(p);
-            } else {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-        // The cgroup parent in every hierarchy, deepest directories first.
-        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in hierarchies.flatten() {
-                remove_cgroup_tree(&h.path().join(&self.cgroup_parent));
-            }
+        unmount_under(&self.dir);
+        remove_created(&self.created);
+        remove_cgroup_parent(&self.cgroup_parent);
+    }
+}
+
+/// A tarball of a busybox-static rootfs (every applet linked), built in `dir`.
+pub(super) fn busybox_rootfs_tar(dir: &Path) -> Result<PathBuf> {
+    let rootfs = dir.join("rootfs");
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    std::fs::copy(BUSYBOX, rootfs.join("bin/busybox"))?;
+    let ok = Command::new("chroot").arg(&rootfs).args(["/bin/busybox", "--install", "-s"]).status()?;
+    if !ok.success() {
+        bail!("busybox --install failed");
+    }
+    let tar = dir.join("rootfs.tar");
+    let ok = Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status()?;
+    if !ok.success() {
+        bail!("tar of the rootfs failed");
+    }
+    Ok(tar)
+}
+
+/// Unmounts everything mounted below `dir`, deepest first.
+pub(super) fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return };
+    let root = dir.to_string_lossy().into_owned();
+    let mut ours: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&root)).collect();
+    ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in ours {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The paths of `candidates` that do not exist yet: what an engine will
+/// create outside its roots and its owner must remove.
+pub(super) fn not_yet_existing(candidates: &[&str]) -> Vec<PathBuf> {
+    candidates.iter().map(PathBuf::from).filter(|p| !p.exists()).collect()
+}
+
+/// Removes what `not_yet_existing` listed, in its order (files, then their
+/// directories once empty).
+pub(super) fn remove_created(paths: &[PathBuf]) {
+    for p in paths {
+        if p.is_dir() {
+            let _ = std::fs::remove_dir(p);
+        } else {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
 
-fn remove_cgroup_tree(dir: &Path) {
-    if !dir.is_dir() {
-        return;
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                remove_cgroup_tree(&e.path());
-            }
+/// The cgroup parent in every hierarchy, deepest directories first.
+pub(super) fn remove_cgroup_parent(name: &str) {
+    if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in hierarchies.flatten() {
+            remove_cgroup_tree(&h.path().join(name));
         }
     }
-    let _ = std::fs::remove_dir(dir);
 }
 
 impl Drop for Dockerd {
@@ -255,4 +267,18 @@ pub fn testbed(
 /// The dockerd of a testbed built by `testbed`.
 pub fn dockerd_of(tb: &Testbed) -> Option<&Dockerd> {
     tb.guards.iter().find_map(|g| g.downcast_ref::<Dockerd>())
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }

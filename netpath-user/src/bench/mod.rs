@@ -4,6 +4,7 @@
 //! scaling runs; results as JSON, Markdown and an SVG plot.
 pub mod docker;
 pub mod measure;
+pub mod podman;
 pub mod probes;
 pub mod report;
 pub mod scaling;
@@ -101,9 +102,9 @@ impl Plan {
         }
         if args.smoke {
             plan.mode = "smoke";
-            plan.systems = vec![System::Netpath, System::IptablesNft, System::DockerProxy];
+            plan.systems = System::ALL.to_vec();
             plan.reps = 1;
-            plan.metrics = vec![Metric::Tput1, Metric::TcpRr, Metric::UdpRr, Metric::ConnRate];
+            plan.metrics = vec![Metric::Tput1, Metric::TcpRr, Metric::UdpRr, Metric::ConnRate, Metric::WirePps];
             plan.durations =
                 Durations { iperf_secs: None, iperf_bytes: "2M", rr_ms: 50, conn_ms: 50, wire_frames: 10_000 };
             plan.port_sizes = vec![0, 10];
@@ -304,6 +305,15 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
                         docker_control =
                             scaling::docker_control_plane(d, &plan.docker_sandbox_sizes, plan.reps.max(5))?;
                     }
+                }
+                System::Podman => {
+                    if !podman::available() {
+                        anyhow::bail!(
+                            "podman, netavark, conmon, runc or busybox-static missing (cargo xtask bench installs them)"
+                        );
+                    }
+                    let tb = podman::testbed(netpath_bin, &plan.scenarios, LIFETIME)?;
+                    measure_all(&tb, system, &only_plan, &mut results);
                 }
                 System::DockerProxy => {}
             }

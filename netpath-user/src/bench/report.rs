@@ -118,9 +118,13 @@ pub fn markdown(r: &Report) -> String {
          **iptables-nft / iptables-legacy**: Linux bridge `docker0` with veth sandboxes \
          and Docker 20.10's ruleset for `--userland-proxy=false` loaded with iptables-restore (DNAT, hairpin \
          MASQUERADE, isolation chains, route_localnet); **docker-proxy**: Debian's `/usr/sbin/docker-proxy` on \
-         127.0.0.1 in that lab; **bridge, no NAT (bound)**: the same bridge and veths with no rule, the outside \
+         127.0.0.1 in that lab; **docker / docker (no userland proxy)**: Docker Engine 20.10 itself, dockerd in \
+         the lab host; **podman + netavark**: Podman 4.3 rootful with netavark 1.4 (its `NETAVARK-*` \
+         iptables-nft chains), in the lab host; **bridge, no NAT (bound)**: the same bridge and veths with no rule, the outside \
          routing to the sandbox subnet; **raw veth (bound)**: one veth pair between two namespaces. \
-         Bench clients and servers run via setns in each namespace (no container image needed).\n\n",
+         Bench clients and servers run via setns in each namespace (the engines' containers are busybox \
+         sleeping). Wire frames: UDP frames handed to the uplink as a NIC would (XDP live frames through \
+         `BPF_PROG_TEST_RUN` in the outside), counted at the server's UDP layer.\n\n",
     );
     for &scenario in &r.plan.scenarios {
         let rows: Vec<_> = r.results.iter().filter(|x| x.scenario == scenario).collect();

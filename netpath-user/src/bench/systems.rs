@@ -60,6 +60,8 @@ pub enum System {
     Docker,
     /// Docker Engine with --userland-proxy=false.
     DockerNoProxy,
+    /// Podman 4.3 with netavark, rootful, in the lab host.
+    Podman,
     /// Linux bridge and plain routing, no NAT, no rules: the bound.
     Bridge,
     /// Two namespaces joined by one veth pair: the bound for one hop.
@@ -77,12 +79,13 @@ impl System {
             System::DockerProxy => "docker-proxy",
             System::Docker => "docker",
             System::DockerNoProxy => "docker-no-proxy",
+            System::Podman => "podman",
             System::Bridge => "bridge",
             System::Veth => "veth",
         }
     }
 
-    pub const ALL: [System; 10] = [
+    pub const ALL: [System; 11] = [
         System::Netpath,
         System::NetpathXdp,
         System::NetpathTcSameWire,
@@ -91,9 +94,26 @@ impl System {
         System::DockerProxy,
         System::Docker,
         System::DockerNoProxy,
+        System::Podman,
         System::Bridge,
         System::Veth,
     ];
+
+    /// The scenarios this system is measured in.
+    pub fn scenarios(self) -> &'static [Scenario] {
+        match self {
+            System::Netpath | System::IptablesNft | System::IptablesLegacy | System::Docker | System::DockerNoProxy => {
+                &Scenario::ALL
+            }
+            System::NetpathXdp | System::NetpathTcSameWire => &XDP_SCENARIOS,
+            System::DockerProxy => &[Scenario::HostLocal],
+            System::Podman => &super::podman::SCENARIOS,
+            System::Bridge => {
+                &[Scenario::SandboxToSandbox, Scenario::Masquerade, Scenario::Published, Scenario::HostLocal]
+            }
+            System::Veth => &[Scenario::SandboxToSandbox],
+        }
+    }
 
     pub fn parse(text: &str) -> Result<System> {
         System::ALL.into_iter().find(|s| s.key() == text).with_context(|| format!("unknown system {text:?}"))
@@ -109,6 +129,7 @@ impl System {
             System::DockerProxy => "docker-proxy",
             System::Docker => "docker",
             System::DockerNoProxy => "docker (no userland proxy)",
+            System::Podman => "podman + netavark",
             System::Bridge => "bridge, no NAT (bound)",
             System::Veth => "raw veth (bound)",
         }
@@ -293,6 +314,10 @@ pub enum Evidence {
         host: Place,
         proxies: Vec<u32>,
     },
+    /// Podman: the packet counters of netavark's rules.
+    Netavark {
+        host: Place,
+    },
 }
 
 /// One built system, torn down when dropped (processes, then namespaces,
@@ -383,6 +408,10 @@ impl Testbed {
                     Ok(rule_packets(&host.run("iptables-save", &["-c"])?, iptables_rule_for(scenario)))
                 }
             }
+            Evidence::Netavark { host } => {
+                let rule = netavark_rule_for(scenario).context("netavark has no rule for this scenario")?;
+                Ok(rule_packets(&host.run("iptables-save", &["-c"])?, rule))
+            }
             Evidence::Processes(pids) => Ok(pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0) + io_syscalls(*p)).sum()),
             Evidence::ServerRx => {
                 let r = self.route(system, scenario).context("no route")?;
@@ -400,6 +429,18 @@ fn iptables_rule_for(scenario: Scenario) -> (&'static str, &'static [&'static st
         Scenario::Masquerade => ("nat", &["-A POSTROUTING -s 10.201.0.0/24 ! -o docker0 -j MASQUERADE"]),
         Scenario::Published | Scenario::Hairpin => ("nat", &["-A DOCKER ", "--to-destination 10.201.0."]),
         Scenario::HostLocal => ("nat", &["-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER"]),
+    }
+}
+
+/// The rule of netavark 1.4's ruleset each scenario's connections must hit
+/// (none between sandboxes: the bridge forwards those without netfilter).
+fn netavark_rule_for(scenario: Scenario) -> Option<(&'static str, &'static [&'static str])> {
+    match scenario {
+        Scenario::SandboxToSandbox => None,
+        Scenario::Masquerade => Some(("nat", &["! -d 224.0.0.0/4 -j MASQUERADE"])),
+        Scenario::Published | Scenario::Hairpin | Scenario::HostLocal => {
+            Some(("nat", &["-A NETAVARK-DN-", "-j DNAT --to-destination 10.201.0."]))
+        }
     }
 }
 
