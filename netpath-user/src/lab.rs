@@ -439,8 +439,9 @@ pub enum LabCommand {
         #[arg(long, default_value_t = 10_000_000)]
         max: usize,
     },
-    /// New TCP connections one after another for DURATION_MS (or MAX);
-    /// prints the rate and connect latency as JSON.
+    /// New TCP connections from PARALLEL clients, each one after another,
+    /// for DURATION_MS (or MAX in all); prints the rate and connect latency
+    /// as JSON.
     ConnRate {
         #[arg(long)]
         to: SocketAddr,
@@ -448,6 +449,8 @@ pub enum LabCommand {
         duration_ms: u64,
         #[arg(long, default_value_t = 1_000_000)]
         max: usize,
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
     },
     /// The benchmark rig: netpath against iptables, docker-proxy, Docker
     /// and the no-NAT bounds (what `cargo xtask bench` runs).
@@ -490,8 +493,8 @@ pub fn run_command(cmd: LabCommand) -> Result<i32> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(0)
         }
-        LabCommand::ConnRate { to, duration_ms, max } => {
-            let r = crate::bench::probes::conn_rate(to, Duration::from_millis(duration_ms), max)?;
+        LabCommand::ConnRate { to, duration_ms, max, parallel } => {
+            let r = crate::bench::probes::conn_rate(to, Duration::from_millis(duration_ms), max, parallel)?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(0)
         }

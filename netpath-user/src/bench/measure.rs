@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
+use std::net::SocketAddrV4;
 
 use super::{
     probes::{ConnReport, RrReport},
@@ -172,8 +173,16 @@ pub fn measure(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std::
             let mut cmd = route.client.cmd(netpath_bin)?;
             cmd.args(["lab", "rr-client", "--to", &format!("{}:{}", route.addr, route.rr_port), "--proto", proto]);
             cmd.args(["--duration-ms", &d.rr_ms.to_string()]);
-            let out = run_bounded(cmd, Duration::from_millis(d.rr_ms) + Duration::from_secs(15))?;
-            let r: RrReport = serde_json::from_str(out.trim())?;
+            let out = run_bounded(cmd, Duration::from_millis(d.rr_ms) + Duration::from_secs(15));
+            if metric == Metric::UdpRr && out.is_err() {
+                if let Some(from) = udp_answer_source(route, netpath_bin) {
+                    let asked = SocketAddrV4::new(route.addr, route.rr_port);
+                    if from != asked {
+                        return Err(WrongReplySource { asked, from }.into());
+                    }
+                }
+            }
+            let r: RrReport = serde_json::from_str(out?.trim())?;
             let (k50, k99) = if metric == Metric::TcpRr {
                 ("tcp_rr_p50_us", "tcp_rr_p99_us")
             } else {
@@ -192,6 +201,38 @@ pub fn measure(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std::
         }
     }
     Ok(f)
+}
+
+/// A system under test answered UDP from another address than the one
+/// asked: a connected client (most resolvers, QUIC, any `connect`ed UDP
+/// socket) never accepts those answers. A property of the system, reported
+/// as such, not a failure of the bench.
+#[derive(Debug)]
+pub struct WrongReplySource {
+    pub asked: SocketAddrV4,
+    pub from: SocketAddrV4,
+}
+
+impl std::fmt::Display for WrongReplySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "UDP answers come from {}, not from {} as asked: a connected UDP client drops them",
+            self.from, self.asked
+        )
+    }
+}
+
+impl std::error::Error for WrongReplySource {}
+
+/// Where the answer to one datagram to the route's echo port comes from,
+/// asked from an unconnected socket.
+fn udp_answer_source(route: &Route, netpath_bin: &std::path::Path) -> Option<SocketAddrV4> {
+    let mut cmd = route.client.cmd(netpath_bin).ok()?;
+    cmd.args(["lab", "udp-ask", "--to", &format!("{}:{}", route.addr, route.rr_port), "--timeout", "2"]);
+    let out = cmd.output().ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["from"].as_str()?.parse().ok()
 }
 
 /// UDP datagrams that reached the server's UDP layer (delivered or dropped
@@ -235,11 +276,17 @@ fn wire(route: &Route, frames: u32, netpath_bin: &std::path::Path) -> Result<(u6
     Ok((after.0.saturating_sub(before.0), after.1.saturating_sub(before.1), seconds))
 }
 
+/// Clients of the connection-rate probe: more than the machine's CPUs, so
+/// that the path's cost per connection, not one client's round trips,
+/// decides the rate.
+pub const CONN_CLIENTS: usize = 4;
+
 /// The connection-rate probe over `route`; returns its report and the busy
 /// CPU seconds it took.
 pub fn conn_rate(route: &Route, ms: u64, netpath_bin: &std::path::Path) -> Result<(ConnReport, f64)> {
     let mut cmd = route.client.cmd(netpath_bin)?;
     cmd.args(["lab", "conn-rate", "--to", &format!("{}:{}", route.addr, route.rr_port)]);
+    cmd.args(["--parallel", &CONN_CLIENTS.to_string()]);
     cmd.args(["--duration-ms", &ms.to_string()]);
     let cpu0 = busy_cpu_seconds();
     let out = run_bounded(cmd, Duration::from_millis(ms) + Duration::from_secs(15))?;

@@ -135,6 +135,9 @@ pub struct Result1 {
     /// server-side packets for the bounds).
     pub evidence: u64,
     pub errors: Vec<String>,
+    /// What the system under test itself cannot do, found while measuring
+    /// (e.g. `measure::WrongReplySource`).
+    pub limitations: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -160,7 +163,7 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
     for &scenario in &plan.scenarios {
         let Some(route) = tb.route(system, scenario) else { continue };
         eprintln!("bench: {} / {}", system.label(), scenario.label());
-        let mut errors = Vec::new();
+        let (mut errors, mut limitations) = (Vec::new(), Vec::new());
         let before = tb.evidence(system, scenario).unwrap_or_else(|e| {
             errors.push(format!("evidence: {e:#}"));
             0
@@ -182,6 +185,7 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
                 };
                 match measure::measure(route, metric, &plan.durations, &tb.lab.netpath_bin) {
                     Ok(f) => merge(&mut samples, f),
+                    Err(e) if e.is::<measure::WrongReplySource>() => limitations.push(format!("{metric:?}: {e}")),
                     Err(e) => errors.push(format!("{metric:?}: {e:#}")),
                 }
             }
@@ -191,12 +195,14 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
             0
         });
         errors.dedup();
+        limitations.dedup();
         results.push(Result1 {
             system,
             scenario,
             figures: samples.into_iter().filter_map(|(k, v)| Some((k, Summary::of(&v)?))).collect(),
             evidence: after.saturating_sub(before),
             errors,
+            limitations,
         });
     }
 }

@@ -4,7 +4,7 @@
 //! Every loop is bounded by a deadline and a count.
 use std::{
     io::{Read, Write},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{Shutdown, SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -19,26 +19,30 @@ pub enum Proto {
     Udp,
 }
 
-/// Echo server: TCP (a thread per connection, echoing until EOF) or UDP
-/// (each datagram answered), until `timeout` passes.
+/// Echo server: TCP (a task per connection on a two-thread runtime, so a
+/// new connection costs no thread creation and the connection-rate probe
+/// measures the path, not the server; echoing until EOF) or UDP (each
+/// datagram answered), until `timeout` passes.
 pub fn rr_serve(port: u16, proto: Proto, timeout: Duration) -> Result<i32> {
     let deadline = Instant::now() + timeout;
     match proto {
         Proto::Tcp => {
-            let listener = TcpListener::bind(("0.0.0.0", port))?;
-            crate::lab::announce(listener.local_addr()?);
-            listener.set_nonblocking(true)?;
-            while Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        std::thread::spawn(move || echo(stream));
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+                crate::lab::announce(listener.local_addr()?);
+                let accepting = async {
+                    loop {
+                        match listener.accept().await {
+                            Ok((stream, _)) => drop(tokio::spawn(echo(stream))),
+                            // Out of descriptors or the like: let connections close.
+                            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                        }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_micros(100))
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                }
-            }
+                };
+                let _ = tokio::time::timeout(timeout, accepting).await;
+                anyhow::Ok(())
+            })?;
         }
         Proto::Udp => {
             let sock = UdpSocket::bind(("0.0.0.0", port))?;
@@ -55,18 +59,13 @@ pub fn rr_serve(port: u16, proto: Proto, timeout: Duration) -> Result<i32> {
     Ok(0)
 }
 
-fn echo(mut stream: TcpStream) {
+async fn echo(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if stream.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf)).await {
+        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+            break;
         }
     }
 }
@@ -128,7 +127,10 @@ pub fn rr_client(to: SocketAddr, proto: Proto, size: usize, duration: Duration, 
             s.connect(to)?;
             s.set_read_timeout(Some(Duration::from_millis(500)))?;
             started = Instant::now();
-            while samples.len() + lost < max && started.elapsed() < duration {
+            // A first datagram lost to neighbour resolution does not end a short run.
+            let going =
+                |got: usize, lost: usize| got + lost < max && (started.elapsed() < duration || (got == 0 && lost < 3));
+            while going(samples.len(), lost) {
                 let t = Instant::now();
                 s.send(&request)?;
                 match s.recv(&mut answer) {
@@ -156,15 +158,40 @@ pub struct ConnReport {
     pub transaction: Percentiles,
 }
 
-/// New connections one after another: connect, one byte echoed, close with
-/// RST (SO_LINGER 0, so no TIME_WAIT exhausts the client's ports across
-/// runs). Counts and times each.
-pub fn conn_rate(to: SocketAddr, duration: Duration, max: usize) -> Result<ConnReport> {
-    let mut connect = Vec::new();
-    let mut txn = Vec::new();
-    let mut failed = 0usize;
+/// New connections from `parallel` clients, each one after another:
+/// connect, one byte echoed, close with RST (SO_LINGER 0, so no TIME_WAIT
+/// exhausts the client's ports across runs). Counts and times each; stops
+/// at `duration` or `max` in all.
+pub fn conn_rate(to: SocketAddr, duration: Duration, max: usize, parallel: usize) -> Result<ConnReport> {
+    let parallel = parallel.max(1);
     let started = Instant::now();
-    while connect.len() + failed < max && started.elapsed() < duration {
+    let each = max.div_ceil(parallel);
+    let workers: Vec<(Vec<u64>, Vec<u64>, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            (0..parallel).map(|_| s.spawn(|| one_after_another(to, started + duration, each))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let (mut connect, mut txn, mut failed) = (Vec::new(), Vec::new(), 0);
+    for (c, t, f) in workers {
+        connect.extend(c);
+        txn.extend(t);
+        failed += f;
+    }
+    Ok(ConnReport {
+        ok: connect.len(),
+        failed,
+        per_s: connect.len() as f64 / elapsed,
+        connect: percentiles(connect),
+        transaction: percentiles(txn),
+    })
+}
+
+/// One client's loop of `conn_rate`: connect and transaction times in ns,
+/// and the failures.
+fn one_after_another(to: SocketAddr, deadline: Instant, max: usize) -> (Vec<u64>, Vec<u64>, usize) {
+    let (mut connect, mut txn, mut failed) = (Vec::new(), Vec::new(), 0usize);
+    while connect.len() + failed < max && Instant::now() < deadline {
         let t = Instant::now();
         let once = || -> std::io::Result<(u64, u64)> {
             let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
@@ -186,14 +213,7 @@ pub fn conn_rate(to: SocketAddr, duration: Duration, max: usize) -> Result<ConnR
             Err(_) => failed += 1,
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(ConnReport {
-        ok: connect.len(),
-        failed,
-        per_s: connect.len() as f64 / elapsed,
-        connect: percentiles(connect),
-        transaction: percentiles(txn),
-    })
+    (connect, txn, failed)
 }
 
 fn set_linger_zero(s: &TcpStream) {
@@ -226,7 +246,7 @@ mod tests {
     #[test]
     fn loopback_round_trips_and_connections() {
         let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
         let server = std::thread::spawn(move || rr_serve(port, Proto::Tcp, Duration::from_secs(3)));
@@ -234,8 +254,10 @@ mod tests {
         let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let rr = rr_client(to, Proto::Tcp, 64, Duration::from_millis(200), 100).unwrap();
         assert_eq!(rr.latency.count, 100);
-        let c = conn_rate(to, Duration::from_millis(200), 20).unwrap();
+        let c = conn_rate(to, Duration::from_millis(200), 20, 1).unwrap();
         assert_eq!(c.ok, 20);
+        let c = conn_rate(to, Duration::from_millis(200), 40, 4).unwrap();
+        assert_eq!(c.ok, 40);
         server.join().unwrap().unwrap();
     }
 }

@@ -161,6 +161,9 @@ pub fn markdown(r: &Report) -> String {
         if !ratios.is_empty() {
             let _ = writeln!(md, "\nnetpath ratios — {}.", ratios.join("; "));
         }
+        for x in rows.iter().filter(|x| !x.limitations.is_empty()) {
+            let _ = writeln!(md, "\nLimitation of {}: {}", x.system.label(), x.limitations.join("; "));
+        }
         for x in rows.iter().filter(|x| !x.errors.is_empty()) {
             let _ = writeln!(md, "\nErrors ({}): {}", x.system.label(), x.errors.join("; "));
         }
