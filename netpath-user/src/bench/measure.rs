@@ -37,6 +37,11 @@ impl Metric {
     pub const ALL: [Metric; 7] =
         [Metric::Tput1, Metric::Tput4, Metric::TcpRr, Metric::UdpRr, Metric::ConnRate, Metric::UdpPps, Metric::WirePps];
 
+    /// Whether the metric's traffic is UDP answered by the server.
+    pub fn is_udp(self) -> bool {
+        matches!(self, Metric::UdpRr | Metric::UdpPps)
+    }
+
     /// Whether the metric applies to a scenario: the wire is the outside's.
     pub fn applies(self, scenario: Scenario) -> bool {
         self != Metric::WirePps || scenario == Scenario::Published
@@ -130,6 +135,19 @@ fn iperf(route: &Route, d: &Durations, extra: &[&str]) -> Result<(Value, f64)> {
 
 /// One measurement of `metric` over `route`.
 pub fn measure(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std::path::Path) -> Result<Figures> {
+    let measured = measure_once(route, metric, d, netpath_bin);
+    if measured.is_err() && metric.is_udp() {
+        if let Some(from) = udp_answer_source(route, netpath_bin) {
+            let asked = SocketAddrV4::new(route.addr, route.rr_port);
+            if from != asked {
+                return Err(WrongReplySource { asked, from }.into());
+            }
+        }
+    }
+    measured
+}
+
+fn measure_once(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std::path::Path) -> Result<Figures> {
     let mut f = Figures::new();
     match metric {
         Metric::Tput1 | Metric::Tput4 => {
@@ -173,16 +191,8 @@ pub fn measure(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std::
             let mut cmd = route.client.cmd(netpath_bin)?;
             cmd.args(["lab", "rr-client", "--to", &format!("{}:{}", route.addr, route.rr_port), "--proto", proto]);
             cmd.args(["--duration-ms", &d.rr_ms.to_string()]);
-            let out = run_bounded(cmd, Duration::from_millis(d.rr_ms) + Duration::from_secs(15));
-            if metric == Metric::UdpRr && out.is_err() {
-                if let Some(from) = udp_answer_source(route, netpath_bin) {
-                    let asked = SocketAddrV4::new(route.addr, route.rr_port);
-                    if from != asked {
-                        return Err(WrongReplySource { asked, from }.into());
-                    }
-                }
-            }
-            let r: RrReport = serde_json::from_str(out?.trim())?;
+            let out = run_bounded(cmd, Duration::from_millis(d.rr_ms) + Duration::from_secs(15))?;
+            let r: RrReport = serde_json::from_str(out.trim())?;
             let (k50, k99) = if metric == Metric::TcpRr {
                 ("tcp_rr_p50_us", "tcp_rr_p99_us")
             } else {

@@ -183,9 +183,12 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
                     Metric::WirePps => Some(UplinkGro::on(&tb.host)),
                     _ => None,
                 };
+                if metric.is_udp() && !limitations.is_empty() {
+                    continue;
+                }
                 match measure::measure(route, metric, &plan.durations, &tb.lab.netpath_bin) {
                     Ok(f) => merge(&mut samples, f),
-                    Err(e) if e.is::<measure::WrongReplySource>() => limitations.push(format!("{metric:?}: {e}")),
+                    Err(e) if e.is::<measure::WrongReplySource>() => limitations.push(format!("UDP: {e}")),
                     Err(e) => errors.push(format!("{metric:?}: {e:#}")),
                 }
             }
@@ -195,6 +198,7 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
             0
         });
         errors.dedup();
+        limitations.sort();
         limitations.dedup();
         results.push(Result1 {
             system,
