@@ -122,6 +122,29 @@ impl Rtnl {
         Ok((index, peer_index))
     }
 
+    /// A veth pair whose peer is born inside `peer_ns` with its final name,
+    /// MTU and MAC: moving a device between namespaces afterwards costs
+    /// RCU grace periods under the RTNL. Returns this side's index.
+    pub fn add_veth_into(
+        &self,
+        name: &str,
+        (peer, peer_mac): (&str, Mac),
+        mtu: u32,
+        peer_ns: &std::fs::File,
+    ) -> Result<u32> {
+        use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+        let peer_msg = LinkUnspec::new_with_name(peer)
+            .mtu(mtu)
+            .address(peer_mac.to_vec())
+            .setns_by_fd(peer_ns.as_raw_fd())
+            .build();
+        let msg = LinkVeth::new(name, peer).mtu(mtu).set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg))).build();
+        let h = self.handle.clone();
+        self.run(async move { h.link().add(msg).execute().await })
+            .with_context(|| format!("creating veth pair {name}/{peer} (peer in the sandbox)"))?;
+        self.require_index(name)
+    }
+
     /// A macvlan (bridge mode) on `parent`, left in this namespace.
     pub fn add_macvlan(&self, name: &str, parent: u32, mtu: u32) -> Result<u32> {
         use rtnetlink::{LinkMacVlan, packet_route::link::MacVlanMode};

@@ -38,22 +38,22 @@ pub fn remove(host: &Host, net: &Network) -> Result<()> {
 /// Plugs a sandbox into `net`: veth pair, addressing inside the sandbox,
 /// bridge port, data path program and endpoint entry. All or nothing.
 pub fn attach(host: &Host, net: &Network, netns_path: &Path, att: &Attachment, default_route: bool) -> Result<()> {
-    let peer_tmp = format!("{}p", att.host_ifname);
-    let (host_index, peer_index) = host.rtnl.add_veth(&att.host_ifname, &peer_tmp, net.mtu)?;
+    let ns_file = File::open(netns_path).with_context(|| format!("opening {}", netns_path.display()))?;
+    let host_index = host.rtnl.add_veth_into(&att.host_ifname, (&att.ifname, att.mac), net.mtu, &ns_file)?;
     let mut undo = Undo::new();
     undo.push(format!("veth {}", att.host_ifname), || host.rtnl.delete_by_name(&att.host_ifname));
 
     // Frames XDP redirects into the host side arrive on the sandbox side's
     // NAPI queue, which GRO provides.
     let xdp_target = host.config.uplink_xdp != crate::config::UplinkXdp::Off;
-    if xdp_target {
-        crate::ethtool::set_gro(&peer_tmp, true)?;
-    }
-    let ns_file = File::open(netns_path).with_context(|| format!("opening {}", netns_path.display()))?;
-    host.rtnl.move_to_netns(peer_index, &ns_file)?;
     let gateway = net.gateway;
-    netns::run_in(netns_path, || configure_inside(&peer_tmp, att, net.subnet.prefix(), gateway, default_route))
-        .context("configuring the sandbox interface")?;
+    netns::run_in(netns_path, || {
+        if xdp_target {
+            crate::ethtool::set_gro(&att.ifname, true)?;
+        }
+        configure_inside(&att.ifname, att, net.subnet.prefix(), gateway, default_route)
+    })
+    .context("configuring the sandbox interface")?;
 
     let bridge_index = host.rtnl.require_index(&net.bridge)?;
     host.rtnl.set_master(host_index, bridge_index)?;
@@ -91,9 +91,11 @@ pub(crate) fn configure_inside(
     let rtnl = crate::link::Rtnl::new()?;
     rtnl.loopback_up()?;
     let index = rtnl.require_index(tmp_name)?;
-    rtnl.rename(index, &att.ifname)?;
+    if tmp_name != att.ifname {
+        rtnl.rename(index, &att.ifname)?;
+        rtnl.set_mac(index, att.mac)?;
+    }
     crate::sysctl::disable_ipv6(&att.ifname)?;
-    rtnl.set_mac(index, att.mac)?;
     rtnl.add_address(index, att.ip, prefix)?;
     rtnl.set_up(index)?;
     if default_route {
@@ -105,10 +107,14 @@ pub(crate) fn configure_inside(
 /// Unplugs a sandbox from its network. Every step runs even if an earlier
 /// one failed; the first error is returned.
 pub fn detach(host: &Host, att: &Attachment) -> Result<()> {
+    // The device goes before its pinned TCX link: deleting the device
+    // detaches the program under the RTNL it holds anyway, while releasing
+    // a still-attached link would take the RTNL again and wait for an RCU
+    // grace period in a worker that the deletion then queues behind.
     let results = [
         host.datapath.remove_endpoint(EndpointKey { ipv4: att.ip.octets() }),
-        host.datapath.detach_sandbox(&att.host_ifname),
         host.rtnl.delete_by_name(&att.host_ifname),
+        host.datapath.detach_sandbox(&att.host_ifname),
     ];
     results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
 }
