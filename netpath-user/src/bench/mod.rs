@@ -35,7 +35,7 @@ pub struct BenchArgs {
     pub scenarios: Vec<String>,
     /// Only these systems (netpath, netpath-xdp, netpath-tc-same-wire,
     /// iptables-nft, iptables-legacy, docker-proxy, docker,
-    /// docker-no-proxy, bridge, veth).
+    /// docker-no-proxy, podman, bridge, veth).
     #[arg(long = "system")]
     pub systems: Vec<String>,
     /// Skip the scaling, conntrack and control-plane runs.

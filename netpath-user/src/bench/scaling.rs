@@ -2,10 +2,7 @@
 //! through its CLI, iptables with Docker's ruleset), time to add, remove
 //! and load mappings, conntrack with many entries, and the control plane
 //! (`run -d -p` / `rm`) with many sandboxes present.
-use std::{
-    net::Ipv4Addr,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, time::Instant};
 
 use anyhow::{Context, Result};
 use netpath_common::{CtEntry, FlowKey, IPPROTO_TCP, ct_flags, ct_state};
@@ -56,32 +53,30 @@ fn conn_point(tb: &Testbed, system: System, reps: usize, d: &Durations, size: us
     })
 }
 
-const BATCH: usize = 1000;
-
-/// netpath with 0..=max published ports: fillers are published with `netpath
-/// run -d -p ... -p ...`, one sandbox per batch of 1,000; at each size the
-/// published-port connection rate, one mapping's add/remove through the
-/// library's `ports::install`/`uninstall` (the map writes `run -p` does), and
-/// the CLI wall time of the batches so far.
+/// netpath with 0..=max published ports: at each size one filler sandbox
+/// publishes all of them with a single `netpath run -d -p ... -p ...` (the
+/// previous filler removed first), timed as the load; then the
+/// published-port connection rate, and one mapping's add/remove through the
+/// library's `ports::install`/`uninstall` (the map writes `run -p` does).
 pub fn netpath_ports(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) -> Result<Vec<Point>> {
     let mut points = Vec::new();
-    let mut present = 0usize;
-    let mut load = Duration::ZERO;
-    let mut batches = 0;
+    let mut filler: Option<String> = None;
     for &size in sizes {
-        while present < size {
-            let n = BATCH.min(size - present);
-            let mut args: Vec<String> =
-                ["run", "-d", "--name", &format!("fill{batches}"), "--network", "bench"].map(String::from).to_vec();
-            for i in present..present + n {
+        if let Some(name) = filler.take() {
+            tb.lab.netpath_ok(&["rm", "-f", &name])?;
+        }
+        let mut load = None;
+        if size > 0 {
+            let name = format!("fill{size}");
+            let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "bench"].map(String::from).to_vec();
+            for i in 0..size {
                 args.push("-p".into());
                 args.push(format!("{}:80", FILLER_FIRST as usize + i));
             }
             let t = Instant::now();
             tb.lab.netpath_ok(&args)?;
-            load += t.elapsed();
-            present += n;
-            batches += 1;
+            load = Some(t.elapsed());
+            filler = Some(name);
         }
         let mut p = conn_point(tb, System::Netpath, reps, d, size)?;
         let dp = tb.lab.datapath();
@@ -104,8 +99,8 @@ pub fn netpath_ports(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) 
         }
         p.add_us = Summary::of(&add);
         p.remove_us = Summary::of(&rm);
-        p.load_ms = Some(load.as_secs_f64() * 1e3);
-        p.note = format!("load = wall time of {batches} `netpath run -d -p x{BATCH}` (sandbox creation included)");
+        p.load_ms = load.map(|l| l.as_secs_f64() * 1e3);
+        p.note = format!("load = wall time of one `netpath run -d` with {size} `-p` (its sandbox creation included)");
         points.push(p);
     }
     Ok(points)
