@@ -214,12 +214,27 @@ pub(super) fn remove_created(paths: &[PathBuf]) {
     }
 }
 
-/// The cgroup parent in every hierarchy, deepest directories first.
+/// The cgroup parent in every hierarchy, deepest directories first. A
+/// monitor (conmon) may take a moment to exit after its container is
+/// removed and keeps its cgroup busy until then: retried for a few seconds.
 pub(super) fn remove_cgroup_parent(name: &str) {
-    if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-        for h in hierarchies.flatten() {
-            remove_cgroup_tree(&h.path().join(name));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = false;
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let dir = h.path().join(name);
+                remove_cgroup_tree(&dir);
+                left |= dir.exists();
+            }
         }
+        if !left || Instant::now() > deadline {
+            if left {
+                eprintln!("warning: cgroup {name} still busy, left in place");
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
