@@ -63,5 +63,10 @@ fn every_bench_scenario_goes_through_the_system_under_test() {
         );
     }
     assert_eq!(report.control_plane.len(), plan.sandbox_sizes.len());
+    for scenario in Scenario::ALL {
+        let r = report.crowded.iter().find(|r| r.scenario == scenario);
+        let r = r.unwrap_or_else(|| panic!("{scenario:?} not measured again with the sandboxes up"));
+        assert!(r.errors.is_empty() && r.evidence > 0, "{scenario:?} with the sandboxes up: {:?}", r.errors);
+    }
     assert!(!bench::report::markdown(&report).is_empty());
 }

@@ -153,8 +153,15 @@ pub struct Report {
     pub ports: Vec<scaling::Point>,
     pub conntrack: Vec<scaling::Point>,
     pub control_plane: Vec<scaling::Point>,
+    /// netpath's fast path measured again with the largest number of
+    /// sandboxes of the control-plane run still up.
+    pub crowded: Vec<Result1>,
     pub errors: Vec<String>,
 }
+
+/// What the fast path is measured with again once the control-plane run has
+/// brought up its largest number of sandboxes.
+const CROWDED_METRICS: [Metric; 3] = [Metric::Tput1, Metric::TcpRr, Metric::ConnRate];
 
 /// A testbed lives at most this long (servers exit on their own after it).
 const LIFETIME: Duration = Duration::from_secs(3 * 3600);
@@ -341,11 +348,14 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
         })();
         note("conntrack scaling", r);
     }
+    let mut crowded = Vec::new();
     if plan.scaling && !plan.sandbox_sizes.is_empty() {
         let r = (|| -> Result<()> {
-            let lab = crate::lab::Lab::create("bench-cp", netpath_bin)?;
-            let tb = Testbed::bare(lab);
+            let tb = systems::netpath(netpath_bin, &plan.scenarios, None, LIFETIME)?;
             control = scaling::control_plane(&tb, &plan.sandbox_sizes, plan.reps.max(5))?;
+            // The fast path again, every background sandbox still up.
+            let fast = Plan { metrics: CROWDED_METRICS.to_vec(), ..only_plan.clone() };
+            measure_all(&tb, System::Netpath, &fast, &mut crowded);
             Ok(())
         })();
         note("control plane", r);
@@ -361,6 +371,7 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
         ports,
         conntrack,
         control_plane: control.into_iter().chain(docker_control).collect(),
+        crowded,
         errors,
     })
 }

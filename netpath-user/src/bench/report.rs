@@ -193,6 +193,34 @@ pub fn markdown(r: &Report) -> String {
         }
         md.push('\n');
     }
+    if !r.crowded.is_empty() {
+        let n = r.plan.sandbox_sizes.iter().max().copied().unwrap_or(0);
+        let _ = writeln!(
+            md,
+            "## netpath's fast path with {n} sandboxes up\n\n\
+             | scenario | TCP 1 stream Gbit/s | TCP RR p99 µs | new conn/s | vs. 2 sandboxes (Gbit/s, conn/s) | evidence |\n\
+             |---|---|---|---|---|---|"
+        );
+        for x in &r.crowded {
+            let f = |k: &str| x.figures.get(k);
+            let vs = |k: &str| match (f(k), median(r, System::Netpath, x.scenario, k)) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a.median / b),
+                _ => "–".into(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {}, {} | {} |",
+                x.scenario.label(),
+                cell(f("tput1_gbps"), 2),
+                cell(f("tcp_rr_p99_us"), 1),
+                cell(f("conn_per_s"), 0),
+                vs("tput1_gbps"),
+                vs("conn_per_s"),
+                x.evidence
+            );
+        }
+        md.push('\n');
+    }
     md.push_str(
         "## Targets (reported, never asserted)\n\nWhat limits a missed target comes from the profiles in \
          `docs/bench/profiles.md` (perf and `bpf_stats` on this machine kind).\n\n\
@@ -532,6 +560,7 @@ mod tests {
             ports: Vec::new(),
             conntrack: Vec::new(),
             control_plane: Vec::new(),
+            crowded: Vec::new(),
             errors: Vec::new(),
         };
         let names: Vec<String> = targets(&report).into_iter().map(|(name, ..)| name).collect();

@@ -356,20 +356,6 @@ impl Testbed {
         Testbed { system, routes, evidence, host, procs, lab, extra: None, guards }
     }
 
-    /// A lab with nothing measured in it (the control-plane runs).
-    pub fn bare(lab: Lab) -> Testbed {
-        Testbed {
-            system: System::Netpath,
-            routes: Vec::new(),
-            evidence: Vec::new(),
-            host: Place::ns(&lab.host_ns),
-            procs: Procs::default(),
-            extra: None,
-            guards: Vec::new(),
-            lab,
-        }
-    }
-
     pub fn route(&self, system: System, scenario: Scenario) -> Option<&Route> {
         self.routes.iter().find(|r| r.system == system && r.scenario == scenario)
     }
