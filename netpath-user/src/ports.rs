@@ -1,7 +1,7 @@
 //! Published ports: Docker's `-p` forms parsed, host ports allocated and
 //! checked for conflicts, and the mappings written to the data path (one
 //! hash entry per single port, one range slot per range).
-use std::net::Ipv4Addr;
+use std::{collections::HashMap, net::Ipv4Addr};
 
 use anyhow::{Result, bail};
 use netpath_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_PORT_RANGES, PortRange, PublishedKey, PublishedTarget};
@@ -13,7 +13,7 @@ use crate::{datapath::Datapath, state::State};
 pub const EPHEMERAL_FIRST: u16 = 32768;
 pub const EPHEMERAL_LAST: u16 = 60999;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
@@ -53,13 +53,6 @@ impl Mapping {
     /// How many host ports the mapping covers (at least one).
     pub fn port_count(&self) -> u16 {
         self.host_last - self.host_first + 1
-    }
-
-    fn overlaps(&self, proto: Proto, ip: Ipv4Addr, first: u16, last: u16) -> bool {
-        self.proto == proto
-            && (self.host_ip == ip || self.host_ip.is_unspecified() || ip.is_unspecified())
-            && first <= self.host_last
-            && self.host_first <= last
     }
 }
 
@@ -122,20 +115,48 @@ pub fn parse(spec: &str) -> Result<Request> {
     Ok(Request { proto, host_ip, host, container })
 }
 
-fn taken(state: &State, proto: Proto, ip: Ipv4Addr, first: u16, last: u16) -> bool {
-    state.sandboxes.values().flat_map(|s| &s.ports).any(|m| m.overlaps(proto, ip, first, last))
+/// Host ports in use, one bitset per protocol and host address (0.0.0.0
+/// standing for all of them): a check costs the same with 30,000 ports
+/// published as with none.
+struct TakenPorts(HashMap<(Proto, Ipv4Addr), Box<[u64; 1024]>>);
+
+impl TakenPorts {
+    fn of(state: &State) -> TakenPorts {
+        let mut taken = TakenPorts(HashMap::new());
+        for m in state.sandboxes.values().flat_map(|s| &s.ports) {
+            taken.insert(m);
+        }
+        taken
+    }
+
+    fn insert(&mut self, m: &Mapping) {
+        let bits = self.0.entry((m.proto, m.host_ip)).or_insert_with(|| Box::new([0; 1024]));
+        for port in m.host_first..=m.host_last {
+            bits[usize::from(port / 64)] |= 1 << (port % 64);
+        }
+    }
+
+    /// Whether a port of `first..=last` is in use for `ip` (or, for 0.0.0.0,
+    /// for any address): a port bound to all addresses conflicts with the
+    /// same port bound to one, both ways.
+    fn any(&self, proto: Proto, ip: Ipv4Addr, first: u16, last: u16) -> bool {
+        self.0
+            .iter()
+            .filter(|((p, a), _)| *p == proto && (ip.is_unspecified() || a.is_unspecified() || *a == ip))
+            .any(|(_, bits)| (first..=last).any(|port| bits[usize::from(port / 64)] & (1 << (port % 64)) != 0))
+    }
 }
 
 /// Chooses host ports for `requests` against what `state` holds (and each
 /// other), Docker's way: a fixed port must be free; `-p 80` takes the lowest
 /// free ephemeral port; `-p 9000-9009:80` the first free port of the range.
 pub fn allocate(state: &State, requests: &[Request], default_ip: Ipv4Addr) -> Result<Vec<Mapping>> {
-    let mut scratch = state.clone();
+    let mut taken = TakenPorts::of(state);
     let mut out: Vec<Mapping> = Vec::new();
     for r in requests {
         let ip = r.host_ip.unwrap_or(default_ip);
-        let mut add = |scratch: &mut State, first: u16, last: u16, container_first: u16| -> Result<()> {
-            if taken(scratch, r.proto, ip, first, last) {
+        let mut add = |taken: &mut TakenPorts, first: u16, last: u16, container_first: u16| -> Result<()> {
+            if taken.any(r.proto, ip, first, last) {
                 bail!("Bind for {ip}:{first} failed: port is already allocated");
             }
             let m = Mapping {
@@ -146,30 +167,24 @@ pub fn allocate(state: &State, requests: &[Request], default_ip: Ipv4Addr) -> Re
                 container_first,
                 range_slot: None,
             };
-            // Park the mapping in a placeholder sandbox so later requests see it.
-            scratch
-                .sandboxes
-                .entry(String::new())
-                .or_insert_with(crate::state::Sandbox::placeholder)
-                .ports
-                .push(m.clone());
+            taken.insert(&m);
             out.push(m);
             Ok(())
         };
         match r.host {
-            Some((hf, hl)) if hl - hf == r.container.1 - r.container.0 => add(&mut scratch, hf, hl, r.container.0)?,
+            Some((hf, hl)) if hl - hf == r.container.1 - r.container.0 => add(&mut taken, hf, hl, r.container.0)?,
             Some((hf, hl)) => {
-                let port = (hf..=hl).find(|&p| !taken(&scratch, r.proto, ip, p, p)).ok_or_else(|| {
+                let port = (hf..=hl).find(|&p| !taken.any(r.proto, ip, p, p)).ok_or_else(|| {
                     anyhow::anyhow!("Bind for {ip}:{hf}-{hl} failed: every port is already allocated")
                 })?;
-                add(&mut scratch, port, port, r.container.0)?
+                add(&mut taken, port, port, r.container.0)?
             }
             None => {
                 for c in r.container.0..=r.container.1 {
                     let port = (EPHEMERAL_FIRST..=EPHEMERAL_LAST)
-                        .find(|&p| !taken(&scratch, r.proto, ip, p, p))
+                        .find(|&p| !taken.any(r.proto, ip, p, p))
                         .ok_or_else(|| anyhow::anyhow!("no free host port left for {c}/{}", r.proto.name()))?;
-                    add(&mut scratch, port, port, c)?;
+                    add(&mut taken, port, port, c)?;
                 }
             }
         }
@@ -289,6 +304,18 @@ mod tests {
         assert_eq!(m[1].host_first, EPHEMERAL_FIRST + 1);
         assert_eq!((m[2].host_first, m[2].container_first), (9000, 80));
         assert!(allocate(&state, &[parse("8080:80").unwrap(), parse("8080:81").unwrap()], any).is_err());
+        let bound = Ipv4Addr::new(198, 18, 0, 2);
+        let on_one = allocate(&state, &[parse("198.18.0.2:7000:80").unwrap()], any).unwrap();
+        assert_eq!(on_one[0].host_ip, bound);
+        let mut with = state.clone();
+        let mut holder = crate::state::Sandbox::placeholder();
+        holder.ports = on_one;
+        with.sandboxes.insert("a".into(), holder);
+        assert!(allocate(&with, &[parse("7000:80").unwrap()], any).is_err(), "all addresses vs one");
+        assert!(allocate(&with, &[parse("198.18.0.2:7000:80").unwrap()], any).is_err());
+        assert!(allocate(&with, &[parse("198.18.0.3:7000:80").unwrap()], any).is_ok(), "another address");
+        assert!(allocate(&with, &[parse("7000:80/udp").unwrap()], any).is_ok(), "another protocol");
+        assert!(allocate(&with, &[parse("6990-7010:80-100").unwrap()], any).is_err(), "a range over it");
         let lines = describe(&m[..1], None);
         assert_eq!(lines, vec!["80/tcp -> 0.0.0.0:32768".to_string()]);
         assert_eq!(describe(&m, Some((81, Proto::Tcp))), vec!["0.0.0.0:32769".to_string()]);

@@ -130,8 +130,22 @@ impl Drop for Podman {
     fn drop(&mut self) {
         // Removes the containers' namespaces (/run/netns/netns-*), netavark
         // state and conmon processes; the rules die with the lab host.
-        if let Err(e) = self.podman(&["rm", "-a", "-f", "-t", "0"]) {
+        let removed = self.cmd().and_then(|mut rm| {
+            rm.args(["rm", "-a", "-f", "-t", "0"]);
+            super::measure::run_bounded(rm, Duration::from_secs(60))
+        });
+        if let Err(e) = removed {
             eprintln!("warning: {e:#}");
+        }
+        // conmon (one per container, under init) names our roots.
+        let ours = self.dir.to_string_lossy().into_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !docker::processes_mentioning(&ours).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in docker::processes_mentioning(&ours) {
+            eprintln!("warning: ending leftover podman process {pid}");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
         }
         docker::unmount_under(&self.dir);
         docker::remove_created(&self.created);
