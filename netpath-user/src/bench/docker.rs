@@ -106,23 +106,9 @@ impl Dockerd {
         Ok(())
     }
 
-    /// The network namespace of a running container.
-    pub fn netns_of(&self, name: &str) -> Result<PathBuf> {
-        let pid = self.docker(&["inspect", "-f", "{{.State.Pid}}", name])?;
-        Ok(PathBuf::from(format!("/proc/{}/ns/net", pid.trim())))
-    }
-
-    pub fn ip_of(&self, name: &str) -> Result<Ipv4Addr> {
-        let ip = self.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])?;
-        ip.trim().parse().with_context(|| format!("address of {name}: {ip:?}"))
-    }
-
     /// PIDs of docker-proxy processes (children of dockerd).
     pub fn proxy_pids(&self) -> Vec<u32> {
-        let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
-        procs
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        all_pids()
             .filter(|pid| {
                 std::fs::read_to_string(format!("/proc/{pid}/stat"))
                     .ok()
@@ -182,13 +168,34 @@ impl Dockerd {
     }
 }
 
+/// A container engine's command line (docker, podman: the same `inspect`).
+pub(super) trait Engine {
+    fn cli(&self, args: &[&str]) -> Result<String>;
+
+    /// The network namespace of a running container.
+    fn netns_of(&self, name: &str) -> Result<PathBuf> {
+        let pid = self.cli(&["inspect", "-f", "{{.State.Pid}}", name])?;
+        Ok(PathBuf::from(format!("/proc/{}/ns/net", pid.trim())))
+    }
+
+    fn ip_of(&self, name: &str) -> Result<Ipv4Addr> {
+        let ip = self.cli(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])?;
+        ip.trim().parse().with_context(|| format!("address of {name}: {ip:?}"))
+    }
+}
+
+fn all_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+}
+
 /// PIDs of processes whose command line mentions `needle` (an engine's
 /// private root: its containerd, shims and monitors).
 pub(super) fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    all_pids()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| String::from_utf8_lossy(&c).contains(needle))
@@ -267,6 +274,12 @@ pub(super) fn remove_cgroup_parent(name: &str) {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Engine for Dockerd {
+    fn cli(&self, args: &[&str]) -> Result<String> {
+        self.docker(args)
     }
 }
 

@@ -6,7 +6,6 @@
 //! `NETAVARK-*` iptables-nft chains in the lab host namespace; conmon holds
 //! the published ports' sockets but the packets go through the DNAT rules.
 use std::{
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -15,7 +14,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::{
-    docker::{self, BUSYBOX},
+    docker::{self, BUSYBOX, Engine},
     systems::{
         self, Evidence, IPERF_PORT, PUB_IPERF, PUB_RR, Place, Procs, RR_PORT, SUBNET, Scenario, System, Testbed,
     },
@@ -114,15 +113,11 @@ network_config_dir = "{dir}/net"
         args.extend(["bb", "sleep", "1000000"]);
         self.podman(&args).map(drop)
     }
+}
 
-    pub fn netns_of(&self, name: &str) -> Result<PathBuf> {
-        let pid = self.podman(&["inspect", "-f", "{{.State.Pid}}", name])?;
-        Ok(PathBuf::from(format!("/proc/{}/ns/net", pid.trim())))
-    }
-
-    pub fn ip_of(&self, name: &str) -> Result<Ipv4Addr> {
-        let ip = self.podman(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])?;
-        ip.trim().parse().with_context(|| format!("address of {name}: {ip:?}"))
+impl Engine for Podman {
+    fn cli(&self, args: &[&str]) -> Result<String> {
+        self.podman(args)
     }
 }
 
