@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeMap,
     io::Read,
+    net::SocketAddrV4,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -11,7 +12,6 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
-use std::net::SocketAddrV4;
 
 use super::{
     probes::{ConnReport, RrReport},

@@ -3,6 +3,7 @@
 //! and the no-NAT bounds, each system in its own hermetic lab, then the
 //! scaling runs; results as JSON, Markdown and an SVG plot.
 pub mod docker;
+pub mod engine;
 pub mod measure;
 pub mod podman;
 pub mod probes;
@@ -184,15 +185,15 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
                 break;
             }
             for &metric in plan.metrics.iter().filter(|m| m.applies(scenario)) {
+                if metric.is_udp() && !limitations.is_empty() {
+                    continue;
+                }
                 // The uplink takes wire frames only with a NAPI queue: XDP
                 // gives it one, GRO does for the other systems.
                 let _napi = match metric {
                     Metric::WirePps => Some(UplinkGro::on(&tb.host)),
                     _ => None,
                 };
-                if metric.is_udp() && !limitations.is_empty() {
-                    continue;
-                }
                 match measure::measure(route, metric, &plan.durations, &tb.lab.netpath_bin) {
                     Ok(f) => merge(&mut samples, f),
                     Err(e) if e.is::<measure::WrongReplySource>() => limitations.push(format!("UDP: {e}")),

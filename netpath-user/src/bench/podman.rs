@@ -14,10 +14,8 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::{
-    docker::{self, BUSYBOX, Engine},
-    systems::{
-        self, Evidence, IPERF_PORT, PUB_IPERF, PUB_RR, Place, Procs, RR_PORT, SUBNET, Scenario, System, Testbed,
-    },
+    engine::{self, BUSYBOX, Engine, Footprint},
+    systems::{self, Evidence, Place, Procs, SUBNET, Scenario, System, Testbed},
 };
 use crate::lab::{self, Lab};
 
@@ -50,8 +48,7 @@ const STRAY_PATHS: &[&str] = &[
 pub struct Podman {
     dir: PathBuf,
     host: Place,
-    cgroup_parent: String,
-    created: Vec<PathBuf>,
+    footprint: Footprint,
 }
 
 impl Podman {
@@ -81,8 +78,7 @@ network_config_dir = "{dir}/net"
         std::fs::write(dir.join("containers.conf"), conf)?;
         Ok(Podman {
             host: Place::ns(&lab.host_ns),
-            cgroup_parent: format!("{}-podman", lab.id),
-            created: docker::not_yet_existing(STRAY_PATHS),
+            footprint: Footprint::new(dir.clone(), format!("{}-podman", lab.id), STRAY_PATHS),
             dir,
         })
     }
@@ -102,22 +98,20 @@ network_config_dir = "{dir}/net"
         let out = self.cmd()?.args(args).output().context("running podman")?;
         lab::check(&out, &format!("podman {}", args.join(" ")))
     }
-
-    /// `podman run -d` of busybox sleeping, under this lab's cgroup parent.
-    pub fn run_sleeper(&self, name: &str, ports: &[String]) -> Result<()> {
-        let parent = format!("/{}", self.cgroup_parent);
-        let mut args = vec!["run", "-d", "--name", name, "--cgroup-parent", &parent];
-        for p in ports {
-            args.extend(["-p", p.as_str()]);
-        }
-        args.extend(["bb", "sleep", "1000000"]);
-        self.podman(&args).map(drop)
-    }
 }
 
 impl Engine for Podman {
     fn cli(&self, args: &[&str]) -> Result<String> {
         self.podman(args)
+    }
+
+    fn root(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Podman has no daemon to set the cgroup parent: each run names it.
+    fn run_options(&self) -> Vec<String> {
+        vec!["--cgroup-parent".into(), format!("/{}", self.footprint.cgroup_parent)]
     }
 }
 
@@ -133,18 +127,7 @@ impl Drop for Podman {
             eprintln!("warning: {e:#}");
         }
         // conmon (one per container, under init) names our roots.
-        let ours = self.dir.to_string_lossy().into_owned();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !docker::processes_mentioning(&ours).is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for pid in docker::processes_mentioning(&ours) {
-            eprintln!("warning: ending leftover podman process {pid}");
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-        }
-        docker::unmount_under(&self.dir);
-        docker::remove_created(&self.created);
-        docker::remove_cgroup_parent(&self.cgroup_parent);
+        self.footprint.release();
     }
 }
 
@@ -153,22 +136,13 @@ impl Drop for Podman {
 pub fn testbed(netpath_bin: &Path, scenarios: &[Scenario], lifetime: Duration) -> Result<Testbed> {
     let lab = Lab::create("bench-pm", netpath_bin)?;
     let podman = Podman::new(&lab)?;
-    let tar = docker::busybox_rootfs_tar(&podman.dir)?;
-    podman.podman(&["import", "-c", "CMD [\"/bin/sh\"]", &tar.to_string_lossy(), "bb"])?;
-    let (pi, pr) = (format!("{PUB_IPERF}:{IPERF_PORT}"), format!("{PUB_RR}:{RR_PORT}"));
-    let ports = [format!("{pi}/udp"), format!("{pr}/udp"), pi, pr];
-    podman.run_sleeper("srv", &ports)?;
-    podman.run_sleeper("cli", &[])?;
-    let server = Place::ns(podman.netns_of("srv")?);
-    let client = Place::ns(podman.netns_of("cli")?);
-    let srv_ip = podman.ip_of("srv")?;
+    let (server, client, srv_ip) = engine::server_and_client(&podman)?;
     let outside = Place::ns(&lab.outside_ns);
     let host = Place::ns(&lab.host_ns);
     let mut procs = Procs::default();
     systems::start_servers(&mut procs, &lab, &server, lifetime)?;
     systems::start_servers(&mut procs, &lab, &outside, lifetime)?;
-    let wanted: Vec<Scenario> = scenarios.iter().copied().filter(|s| SCENARIOS.contains(s)).collect();
-    let routes = systems::routes_for(System::Podman, &client, (&server, srv_ip), &outside, &host, &wanted);
+    let routes = systems::routes_for(System::Podman, &client, (&server, srv_ip), &outside, &host, scenarios);
     let evidence = vec![(System::Podman, Evidence::Netavark { host: host.clone() })];
     Ok(Testbed::new(System::Podman, routes, evidence, host, procs, lab, vec![Box::new(podman)]))
 }

@@ -519,7 +519,7 @@ pub fn routes_for(
         (Scenario::HostLocal, host_local, server, Ipv4Addr::LOCALHOST, PUB_IPERF, PUB_RR),
     ];
     all.into_iter()
-        .filter(|(scenario, ..)| scenarios.contains(scenario))
+        .filter(|(scenario, ..)| scenarios.contains(scenario) && system.scenarios().contains(scenario))
         .map(|(scenario, client, server, addr, iperf_port, rr_port)| Route {
             system,
             scenario,
