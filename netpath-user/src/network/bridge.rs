@@ -107,14 +107,10 @@ pub(crate) fn configure_inside(
 /// Unplugs a sandbox from its network. Every step runs even if an earlier
 /// one failed; the first error is returned.
 pub fn detach(host: &Host, att: &Attachment) -> Result<()> {
-    // The device goes before its pinned TCX link: deleting the device
-    // detaches the program under the RTNL it holds anyway, while releasing
-    // a still-attached link would take the RTNL again and wait for an RCU
-    // grace period in a worker that the deletion then queues behind.
     let results = [
         host.datapath.remove_endpoint(EndpointKey { ipv4: att.ip.octets() }),
-        host.rtnl.delete_by_name(&att.host_ifname),
         host.datapath.detach_sandbox(&att.host_ifname),
+        host.rtnl.delete_by_name(&att.host_ifname),
     ];
     results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
 }
