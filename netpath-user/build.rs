@@ -4,13 +4,10 @@
 //! stable cargo; `cargo xtask setup` creates it (see ../shared/TOOLCHAIN.md).
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed=../netpath-common/src");
-    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    for object in ["netpath", "lab-wire"] {
-        let out = out_dir.join(object);
-        if std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1") && !out.exists() {
-            // clippy and docs need no object; an empty one fails loudly at load.
-            std::fs::write(&out, [])?;
-        }
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("netpath");
+    if std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1") && !out.exists() {
+        // clippy and docs need no object; an empty one fails loudly at load.
+        std::fs::write(&out, [])?;
     }
     aya_build::build_ebpf(
         [aya_build::Package { name: "netpath-ebpf", root_dir: "../netpath-ebpf", ..Default::default() }],

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     conntrack,
     host::Host,
-    lab, network,
+    network,
     paths::Roots,
     ports,
     sandbox::{self, RunRequest},
@@ -88,9 +88,6 @@ enum Command {
     /// Instance-wide operations.
     #[command(subcommand)]
     System(SystemCommand),
-    /// The hermetic lab used by the demo, tests and bench.
-    #[command(subcommand, hide = true)]
-    Lab(lab::LabCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,7 +226,6 @@ fn dispatch(cli: Cli) -> Result<i32> {
         cgroup: cli.cgroup.unwrap_or_else(Roots::default_cgroup),
     };
     match cli.command {
-        Command::Lab(cmd) => lab::run_command(cmd),
         Command::Network(cmd) => network_command(roots, cmd),
         Command::Run(args) => run(roots, args),
         Command::Exec { name, command } => {

@@ -1,6 +1,6 @@
 //! netpath: Docker's bridge networking with the per-packet work in eBPF.
-//! The CLI, the lab, the tests and the bench all call into this library.
-pub mod bench;
+//! The `netpath` CLI calls into this library, and so does the test and
+//! benchmark rig (`netpath-lab`), which depends on it (never the reverse).
 pub mod cli;
 pub mod config;
 pub mod conntrack;
@@ -9,8 +9,6 @@ pub mod dns;
 pub mod ethtool;
 pub mod host;
 pub mod hostfiles;
-pub mod lab;
-pub mod lab_wire;
 pub mod link;
 pub mod netns;
 pub mod network;

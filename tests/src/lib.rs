@@ -1,21 +1,19 @@
-//! Shared helpers for the lab tests: where the netpath binary is, and labs
-//! built through the library's own lab code.
-use std::path::PathBuf;
+//! Shared helpers for the lab tests: where the netpath and netpath-lab
+//! binaries are, and labs built with the rig's own fixture (`netpath_lab`).
+use std::path::Path;
 
 use anyhow::Result;
-pub use netpath::lab::Lab;
+pub use netpath_lab::{At, Binaries, Lab};
 use serde_json::Value;
 
-/// The netpath binary under test: `NETPATH_BIN` (set by `cargo xtask test`),
-/// else the release build next to this workspace.
-pub fn netpath_bin() -> PathBuf {
-    std::env::var_os("NETPATH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/netpath"))
+/// The binaries under test: `NETPATH_BIN` and `NETPATH_LAB_BIN` (set by
+/// `cargo xtask test`), else the release builds next to this workspace.
+pub fn bins() -> Binaries {
+    Binaries::from_env_or(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release"))
 }
 
 pub fn lab(tag: &str) -> Lab {
-    Lab::create(tag, netpath_bin()).expect("building the lab")
+    Lab::create(tag, &bins()).expect("building the lab")
 }
 
 /// `netpath ps --json` as parsed JSON.
@@ -40,38 +38,17 @@ pub fn output(cmd: &mut std::process::Command) -> Result<(i32, String, String)> 
     ))
 }
 
-/// Where a probe runs.
-#[derive(Clone, Copy, Debug)]
-pub enum At<'a> {
-    Sandbox(&'a str),
-    Host,
-    /// The lab host, inside the cgroup netpath's socket programs watch.
-    HostCgroup,
-    Outside,
-    Far,
-}
-
-/// `netpath lab PROBE ARGS...` run at `at`, without going through netpath's
+/// `netpath-lab PROBE ARGS...` run at `at`, without going through netpath's
 /// own exec (so the probe sees exactly the namespace).
 pub fn probe(lab: &Lab, at: At, args: &[&str]) -> std::process::Command {
-    let bin = lab.netpath_bin.clone();
-    let mut cmd = match at {
-        At::Sandbox(name) => lab.sandbox_cmd(name, &bin),
-        At::Host => lab.host_cmd(&bin),
-        At::HostCgroup => lab.host_cmd_in_cgroup(&bin),
-        At::Outside => lab.outside_cmd(&bin),
-        At::Far => lab.far_cmd(&bin),
-    }
-    .expect("probe command");
-    cmd.arg("lab").args(args);
-    cmd
+    lab.probe(at, args).expect("probe command")
 }
 
 /// Starts `sink` (a probe that prints a "listening" line first), runs
 /// `send` to completion, and returns both reports.
 pub fn transfer(sink: std::process::Command, mut send: std::process::Command) -> Result<(Value, Value)> {
     use std::io::Read;
-    let (mut child, mut out) = netpath::lab::start_sink(sink)?;
+    let (mut child, mut out) = netpath_lab::probes::start_sink(sink)?;
     let sent = send.output();
     let sent = match sent {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),

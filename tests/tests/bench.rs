@@ -4,11 +4,11 @@
 //! XDP counters, the packet counters of the iptables baselines', Docker's
 //! and netavark's rules, the docker-proxy processes' work, the bounds'
 //! server interfaces. No figure is checked against a threshold.
-use netpath::bench::{
+use netpath_lab::bench::{
     self, BenchArgs,
-    systems::{Scenario, System},
+    catalog::{Scenario, System},
 };
-use netpath_tests::netpath_bin;
+use netpath_tests::bins;
 
 #[test]
 fn every_bench_scenario_goes_through_the_system_under_test() {
@@ -22,7 +22,7 @@ fn every_bench_scenario_goes_through_the_system_under_test() {
     };
     let plan = bench::Plan::from_args(&args).unwrap();
     assert_eq!(plan.systems, System::ALL, "the smoke run covers every system of the rig");
-    let report = bench::execute(&plan, &netpath_bin()).unwrap();
+    let report = bench::execute(&plan, &bins()).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 
     for system in System::ALL {

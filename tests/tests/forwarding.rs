@@ -1,19 +1,20 @@
 //! Sandbox-to-sandbox traffic on one network goes through the eBPF fast path:
 //! checked at the receiver (source address, port, payload hash) and by the
 //! destination's host-side veth, whose TX counter must not move.
-use netpath::{lab, link::LinkCounters};
+use netpath::link::LinkCounters;
 use netpath_common::Program;
+use netpath_lab::{Lab, probes};
 use netpath_tests::{At, host_ifname, lab, output, probe};
 use serde_json::Value;
 
-fn two_sandboxes(lab: &lab::Lab) {
+fn two_sandboxes(lab: &Lab) {
     lab.netpath_ok(&["network", "create", "fast", "--subnet", "10.20.0.0/24"]).unwrap();
     lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "fast", "--ip", "10.20.0.10"]).unwrap();
     lab.netpath_ok(&["run", "-d", "--name", "b", "--network", "fast", "--ip", "10.20.0.20"]).unwrap();
 }
 
 /// Runs a sink in sandbox `at`, the sender in `from`; returns both reports.
-fn transfer(lab: &lab::Lab, at: &str, from: &str, sink: &[&str], send: &[&str]) -> (Value, Value) {
+fn transfer(lab: &Lab, at: &str, from: &str, sink: &[&str], send: &[&str]) -> (Value, Value) {
     netpath_tests::transfer(probe(lab, At::Sandbox(at), sink), probe(lab, At::Sandbox(from), send)).unwrap()
 }
 
@@ -45,7 +46,7 @@ fn tcp_transfer_skips_the_bridge() {
         assert_eq!(output(lab.sandbox_cmd(at, "ip").unwrap().args(pin)).unwrap().0, 0);
     }
     let b_veth = host_ifname(&lab, "b").unwrap();
-    let tx = |lab: &lab::Lab| -> LinkCounters { lab.in_host(|r| r.counters(&b_veth)).unwrap() };
+    let tx = |lab: &Lab| -> LinkCounters { lab.in_host(|r| r.counters(&b_veth)).unwrap() };
     let before_link = tx(&lab);
     let before = lab.datapath().counters(Program::FromContainer).unwrap();
 
@@ -89,7 +90,7 @@ fn udp_datagrams_between_sandboxes() {
     assert_eq!(received["datagrams"], 200);
     assert_eq!(received["peers"], serde_json::json!([sent["local"]]));
     assert!(sent["local"].as_str().unwrap().starts_with("10.20.0.20:"));
-    let one = netpath::lab::payload(1200);
+    let one = probes::payload(1200);
     assert_eq!(received["sha256"], sha2_of_repeated(&one, 200));
     let forwarded = lab.datapath().counters(Program::FromContainer).unwrap().forwarded_packets - before;
     assert!(forwarded >= 200, "datagrams took the fast path: {forwarded}");
@@ -112,7 +113,7 @@ fn malformed_frames_are_dropped_and_counted() {
     let (code, out, err) =
         output(&mut probe(&lab, At::Sandbox("a"), &["send-malformed", "--src", "10.20.0.10"])).unwrap();
     assert_eq!(code, 0, "{err}");
-    let sent = netpath::lab::malformed_frames("10.20.0.10".parse().unwrap()).len();
+    let sent = probes::malformed::frames("10.20.0.10".parse().unwrap()).len();
     assert!(out.contains(&format!("\"sent\":{sent}")), "{out}");
     let dropped = lab.datapath().counters(Program::FromContainer).unwrap().dropped_malformed - before;
     assert_eq!(dropped, sent as u64, "every broken frame is dropped and counted");

@@ -115,7 +115,8 @@ fn reach_published(lab: &Lab, sandbox: &str, container_port: u16, host_addr: &st
 #[test]
 fn every_publish_form_from_the_outside() {
     let lab = lab("publish");
-    lab.in_host(|r| r.add_address(r.require_index(netpath::lab::HOST_UPLINK)?, "198.18.0.3".parse()?, 24)).unwrap();
+    lab.in_host(|r| r.add_address(r.require_index(netpath_lab::fixture::HOST_UPLINK)?, "198.18.0.3".parse()?, 24))
+        .unwrap();
     lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.43.0.0/24"]).unwrap();
     let before_ranges = lab.datapath().range_slots().map(|s| s.iter().filter(|r| r.proto != 0).count()).unwrap_or(0);
     lab.netpath_ok(&words(
@@ -182,9 +183,12 @@ fn every_publish_form_from_the_outside() {
         assert_eq!(r["datagrams"], 20, "{host} -> {cport}/udp");
         assert_eq!(r["peers"], serde_json::json!([s["local"]]), "{host}: the sandbox sees the real client");
     }
-    let (mut sink, mut sink_out) =
-        netpath::lab::start_sink(probe(&lab, At::Sandbox("web"), &words("udp-sink --port 92 --count 1 --timeout 2")))
-            .unwrap();
+    let (mut sink, mut sink_out) = netpath_lab::probes::start_sink(probe(
+        &lab,
+        At::Sandbox("web"),
+        &words("udp-sink --port 92 --count 1 --timeout 2"),
+    ))
+    .unwrap();
     let (code, ..) =
         output(&mut probe(&lab, At::Outside, &words("udp-ask --to 198.18.0.3:8092 --connected --timeout 1"))).unwrap();
     assert_eq!(code, 1, "the host itself refuses 198.18.0.3:8092");

@@ -11,7 +11,10 @@
 //! compared only on the default network.
 use std::collections::BTreeMap;
 
-use netpath::bench::{docker::Dockerd, engine::Engine as _, systems::GATEWAY};
+use netpath_lab::bench::{
+    systems::{docker::Dockerd, engine::Engine as _},
+    topology::GATEWAY,
+};
 use netpath_tests::{Lab, lab, output, words};
 use serde_json::Value;
 

@@ -12,11 +12,11 @@ fn exec(lab: &Lab, name: &str, args: &str) -> (i32, String) {
     (code, out)
 }
 
-/// Runs the netpath binary's `lab dig` inside a sandbox through `exec`, so
-/// it uses the sandbox's own /etc/resolv.conf.
+/// Runs the rig's `dig` probe inside a sandbox through `exec`, so it uses
+/// the sandbox's own /etc/resolv.conf.
 fn dig(lab: &Lab, name: &str, query: &str) -> Value {
-    let bin = lab.netpath_bin.display().to_string();
-    let (code, out) = exec(lab, name, &format!("{bin} lab dig --name {query}"));
+    let bin = lab.lab_bin.display().to_string();
+    let (code, out) = exec(lab, name, &format!("{bin} dig --name {query}"));
     assert_eq!(code, 0, "dig {query} from {name}: {out}");
     serde_json::from_str(out.trim()).unwrap()
 }
@@ -65,10 +65,10 @@ fn none_host_and_container_modes() {
     let (_, b) = exec(&lab, "j", "ip -o link show eth0");
     assert_eq!(a, b, "same MAC");
     // A server in one is reachable from the other on loopback.
-    let bin = lab.netpath_bin.display().to_string();
-    let mut sink = lab.netpath(&words(&format!("exec b1 -- {bin} lab tcp-sink --port 7000 --timeout 10"))).unwrap();
+    let bin = lab.lab_bin.display().to_string();
+    let mut sink = lab.netpath(&words(&format!("exec b1 -- {bin} tcp-sink --port 7000 --timeout 10"))).unwrap();
     sink.stdin(std::process::Stdio::null());
-    let send = lab.netpath(&words(&format!("exec j -- {bin} lab tcp-send --to 127.0.0.1:7000 --bytes 5000"))).unwrap();
+    let send = lab.netpath(&words(&format!("exec j -- {bin} tcp-send --to 127.0.0.1:7000 --bytes 5000"))).unwrap();
     let (r, s) = transfer(sink, send).unwrap();
     assert_eq!(r["sha256"], s["sha256"]);
 
@@ -89,9 +89,12 @@ fn config(lab: &Lab, json: &str) {
 fn user_defined_networks_resolve_and_isolate() {
     let lab = lab("userdef");
     config(&lab, r#"{"dns": ["198.18.0.1"]}"#);
-    let (mut stub, _) =
-        netpath::lab::start_sink(probe(&lab, At::Outside, &words("dns-stub --name upstream.test --addr 198.18.0.99")))
-            .unwrap();
+    let (mut stub, _) = netpath_lab::probes::start_sink(probe(
+        &lab,
+        At::Outside,
+        &words("dns-stub --name upstream.test --addr 198.18.0.99"),
+    ))
+    .unwrap();
     lab.netpath_ok(&words("network create neta --subnet 10.61.0.0/24")).unwrap();
     lab.netpath_ok(&words("network create netb --subnet 10.62.0.0/24")).unwrap();
     lab.netpath_ok(&words("run -d --name a1 --network neta --network-alias alpha")).unwrap();
@@ -107,8 +110,8 @@ fn user_defined_networks_resolve_and_isolate() {
     let (code, out) = exec(&lab, "a1", "ping -c 1 -W 2 a2");
     assert_eq!(code, 0, "ping by name: {out}");
     // Over TCP too, as resolvers retry after a truncated answer.
-    let bin = lab.netpath_bin.display().to_string();
-    let (code, out) = exec(&lab, "a1", &format!("{bin} lab dig --tcp --name a2"));
+    let bin = lab.lab_bin.display().to_string();
+    let (code, out) = exec(&lab, "a1", &format!("{bin} dig --tcp --name a2"));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(r#""answers":["10.61.0.3"]"#), "DNS over TCP: {out}");
     // Other networks' names do not resolve; unknown names go upstream.

@@ -21,9 +21,11 @@ struct Cli {
 enum Task {
     /// Install what is missing: apt packages, bpf-linker, the linked bpf toolchain.
     Setup,
-    /// Build target/release/netpath (kernel programs embedded).
+    /// Build target/release/netpath (kernel programs embedded) and the rig,
+    /// target/release/netpath-lab.
     Build,
-    /// Without arguments: the lab demo with a live view. With `-- ARGS`: `netpath ARGS`.
+    /// Without arguments: the lab demo with a live view (`netpath-lab demo`).
+    /// With `-- ARGS`: `netpath ARGS`.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -68,8 +70,14 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// The product, as shipped.
 fn netpath_bin() -> PathBuf {
     target_dir().join("release/netpath")
+}
+
+/// The test and benchmark rig (lab fixture, probes, demo, bench).
+fn lab_bin() -> PathBuf {
+    target_dir().join("release/netpath-lab")
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -82,18 +90,27 @@ fn run(cli: Cli) -> Result<()> {
         Task::Run { args } => {
             setup::ensure()?;
             build()?;
-            let args = if args.is_empty() { vec!["lab".into(), "demo".into()] } else { args };
-            // Become netpath, so that Ctrl-C reaches it (and its lab
-            // teardown) rather than killing a parent that leaves it behind.
-            let err = std::os::unix::process::CommandExt::exec(Command::new(netpath_bin()).args(&args));
-            Err(err).context("starting netpath")
+            let mut cmd = if args.is_empty() {
+                let mut demo = Command::new(lab_bin());
+                demo.arg("demo").env("NETPATH_BIN", netpath_bin());
+                demo
+            } else {
+                let mut netpath = Command::new(netpath_bin());
+                netpath.args(&args);
+                netpath
+            };
+            // Become the program, so that Ctrl-C reaches it (and the demo's
+            // lab teardown) rather than killing a parent that leaves it behind.
+            let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+            Err(err).with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))
         }
         Task::Bench { quick, scenarios, no_scaling } => {
             setup::ensure()?;
             setup::bench_extras()?;
             build()?;
-            let mut cmd = Command::new(netpath_bin());
-            cmd.args(["lab", "bench", "--out"]).arg(target_dir().join("bench"));
+            let mut cmd = Command::new(lab_bin());
+            cmd.env("NETPATH_BIN", netpath_bin());
+            cmd.args(["bench", "--out"]).arg(target_dir().join("bench"));
             if quick {
                 cmd.arg("--quick");
             }
@@ -112,7 +129,7 @@ fn run(cli: Cli) -> Result<()> {
             build()?;
             let mut cmd = cargo();
             cmd.args(["nextest", "run", "--release", "--no-fail-fast"]).args(&args);
-            cmd.env("NETPATH_BIN", netpath_bin());
+            cmd.env("NETPATH_BIN", netpath_bin()).env("NETPATH_LAB_BIN", lab_bin());
             exec(&mut cmd)
         }
     }
@@ -124,10 +141,18 @@ fn cargo() -> Command {
     cmd
 }
 
+/// Builds the product and the rig, each with its kernel object embedded.
 fn build() -> Result<()> {
-    exec(cargo().args(["build", "--release", "-p", "netpath-user", "--bin", "netpath"]))?;
-    if !netpath_bin().exists() {
-        bail!("build finished but {} is missing", netpath_bin().display());
+    exec(cargo().args(["build", "--release", "-p", "netpath-user", "-p", "netpath-lab"]).args([
+        "--bin",
+        "netpath",
+        "--bin",
+        "netpath-lab",
+    ]))?;
+    for bin in [netpath_bin(), lab_bin()] {
+        if !bin.exists() {
+            bail!("build finished but {} is missing", bin.display());
+        }
     }
     Ok(())
 }

@@ -8,9 +8,9 @@ use anyhow::Result;
 
 use super::{
     Report,
+    catalog::{Scenario, System},
     measure::Summary,
     scaling::Point,
-    systems::{Scenario, System},
 };
 
 pub fn utc_now() -> String {

@@ -15,17 +15,20 @@ use anyhow::{Context, Result};
 
 use super::{
     engine::{self, BUSYBOX, Engine, Footprint},
-    systems::{self, Evidence, Place, Procs, SUBNET, Scenario, System, Testbed},
+    iptables::rule_packets,
 };
-use crate::lab::{self, Lab};
+use crate::{
+    bench::{
+        catalog::{Scenario, System},
+        measure::run_bounded,
+        testbed::{Evidence, Place, Procs, Route, Testbed, routes_for, start_servers},
+        topology::SUBNET,
+    },
+    fixture::{self, Binaries, Lab},
+};
 
 const PODMAN: &str = "/usr/bin/podman";
 const NETAVARK: &str = "/usr/lib/podman/netavark";
-
-/// What podman measures: its published-port path and what rides on the
-/// same rules. Sandbox to sandbox is the kernel bridge, measured already.
-pub const SCENARIOS: [Scenario; 4] =
-    [Scenario::Masquerade, Scenario::Published, Scenario::Hairpin, Scenario::HostLocal];
 
 pub fn available() -> bool {
     [PODMAN, NETAVARK, BUSYBOX, "/usr/sbin/runc", "/usr/bin/conmon"].iter().all(|p| Path::new(p).exists())
@@ -96,7 +99,7 @@ network_config_dir = "{dir}/net"
 
     pub fn podman(&self, args: &[&str]) -> Result<String> {
         let out = self.cmd()?.args(args).output().context("running podman")?;
-        lab::check(&out, &format!("podman {}", args.join(" ")))
+        fixture::check(&out, &format!("podman {}", args.join(" ")))
     }
 }
 
@@ -121,7 +124,7 @@ impl Drop for Podman {
         // state and conmon processes; the rules die with the lab host.
         let removed = self.cmd().and_then(|mut rm| {
             rm.args(["rm", "-a", "-f", "-t", "0"]);
-            super::measure::run_bounded(rm, Duration::from_secs(60))
+            run_bounded(rm, Duration::from_secs(60))
         });
         if let Err(e) = removed {
             eprintln!("warning: {e:#}");
@@ -133,16 +136,41 @@ impl Drop for Podman {
 
 /// Podman with two containers (`srv` with the published ports, `cli`) on
 /// its default network, servers in `srv` and outside.
-pub fn testbed(netpath_bin: &Path, scenarios: &[Scenario], lifetime: Duration) -> Result<Testbed> {
-    let lab = Lab::create("bench-pm", netpath_bin)?;
+pub fn testbed(bins: &Binaries, scenarios: &[Scenario], lifetime: Duration) -> Result<Testbed> {
+    let lab = Lab::create("bench-pm", bins)?;
     let podman = Podman::new(&lab)?;
     let (server, client, srv_ip) = engine::server_and_client(&podman)?;
     let outside = Place::ns(&lab.outside_ns);
     let host = Place::ns(&lab.host_ns);
     let mut procs = Procs::default();
-    systems::start_servers(&mut procs, &lab, &server, lifetime)?;
-    systems::start_servers(&mut procs, &lab, &outside, lifetime)?;
-    let routes = systems::routes_for(System::Podman, &client, (&server, srv_ip), &outside, &host, scenarios);
-    let evidence = vec![(System::Podman, Evidence::Netavark { host: host.clone() })];
-    Ok(Testbed::new(System::Podman, routes, evidence, host, procs, lab, vec![Box::new(podman)]))
+    start_servers(&mut procs, &lab, &server, lifetime)?;
+    start_servers(&mut procs, &lab, &outside, lifetime)?;
+    let routes = routes_for(System::Podman, &client, (&server, srv_ip), &outside, &host, scenarios);
+    let mut tb = Testbed::new(System::Podman, lab, routes, procs).with_evidence(System::Podman, NetavarkRules { host });
+    tb.guards.push(Box::new(podman));
+    Ok(tb)
+}
+
+/// The packet counters of netavark's rules.
+struct NetavarkRules {
+    host: Place,
+}
+
+impl Evidence for NetavarkRules {
+    fn count(&self, scenario: Scenario, _: &Route) -> Result<u64> {
+        let rule = netavark_rule_for(scenario).context("netavark has no rule for this scenario")?;
+        Ok(rule_packets(&self.host.run("iptables-save", &["-c"])?, rule))
+    }
+}
+
+/// The rule of netavark 1.4's ruleset each scenario's connections must hit
+/// (none between sandboxes: the bridge forwards those without netfilter).
+fn netavark_rule_for(scenario: Scenario) -> Option<(&'static str, &'static [&'static str])> {
+    match scenario {
+        Scenario::SandboxToSandbox => None,
+        Scenario::Masquerade => Some(("nat", &["! -d 224.0.0.0/4 -j MASQUERADE"])),
+        Scenario::Published | Scenario::Hairpin | Scenario::HostLocal => {
+            Some(("nat", &["-A NETAVARK-DN-", "-j DNAT --to-destination 10.201.0."]))
+        }
+    }
 }

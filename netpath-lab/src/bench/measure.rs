@@ -13,9 +13,10 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{
-    probes::{ConnReport, RrReport},
-    systems::{IPERF_PORT, Route, Scenario},
+use super::{catalog::Scenario, testbed::Route, topology::IPERF_PORT};
+use crate::probes::{
+    self,
+    rr::{ConnReport, RrReport},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -134,10 +135,10 @@ fn iperf(route: &Route, d: &Durations, extra: &[&str]) -> Result<(Value, f64)> {
 }
 
 /// One measurement of `metric` over `route`.
-pub fn measure(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std::path::Path) -> Result<Figures> {
-    let measured = measure_once(route, metric, d, netpath_bin);
+pub fn measure(route: &Route, metric: Metric, d: &Durations, lab_bin: &std::path::Path) -> Result<Figures> {
+    let measured = measure_once(route, metric, d, lab_bin);
     if measured.is_err() && metric.is_udp() {
-        if let Some(from) = udp_answer_source(route, netpath_bin) {
+        if let Some(from) = udp_answer_source(route, lab_bin) {
             let asked = SocketAddrV4::new(route.addr, route.rr_port);
             if from != asked {
                 return Err(WrongReplySource { asked, from }.into());
@@ -147,7 +148,7 @@ pub fn measure(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std::
     measured
 }
 
-fn measure_once(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std::path::Path) -> Result<Figures> {
+fn measure_once(route: &Route, metric: Metric, d: &Durations, lab_bin: &std::path::Path) -> Result<Figures> {
     let mut f = Figures::new();
     match metric {
         Metric::Tput1 | Metric::Tput4 => {
@@ -179,7 +180,7 @@ fn measure_once(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std:
             }
         }
         Metric::WirePps => {
-            let (delivered, csum_errors, seconds) = wire(route, d.wire_frames, netpath_bin)?;
+            let (delivered, csum_errors, seconds) = wire(route, d.wire_frames, lab_bin)?;
             if csum_errors > 0 {
                 bail!("{csum_errors} datagrams arrived with bad checksums");
             }
@@ -188,8 +189,8 @@ fn measure_once(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std:
         }
         Metric::TcpRr | Metric::UdpRr => {
             let proto = if metric == Metric::TcpRr { "tcp" } else { "udp" };
-            let mut cmd = route.client.cmd(netpath_bin)?;
-            cmd.args(["lab", "rr-client", "--to", &format!("{}:{}", route.addr, route.rr_port), "--proto", proto]);
+            let mut cmd = route.client.cmd(lab_bin)?;
+            cmd.args(["rr-client", "--to", &format!("{}:{}", route.addr, route.rr_port), "--proto", proto]);
             cmd.args(["--duration-ms", &d.rr_ms.to_string()]);
             let out = run_bounded(cmd, Duration::from_millis(d.rr_ms) + Duration::from_secs(15))?;
             let r: RrReport = serde_json::from_str(out.trim())?;
@@ -202,7 +203,7 @@ fn measure_once(route: &Route, metric: Metric, d: &Durations, netpath_bin: &std:
             f.insert(k99, r.latency.p99_us);
         }
         Metric::ConnRate => {
-            let r = conn_rate(route, d.conn_ms, netpath_bin)?;
+            let r = conn_rate(route, d.conn_ms, lab_bin)?;
             f.insert("conn_per_s", r.0.per_s);
             f.insert("connect_p99_us", r.0.connect.p99_us);
             if r.0.ok > 0 {
@@ -237,9 +238,9 @@ impl std::error::Error for WrongReplySource {}
 
 /// Where the answer to one datagram to the route's echo port comes from,
 /// asked from an unconnected socket.
-fn udp_answer_source(route: &Route, netpath_bin: &std::path::Path) -> Option<SocketAddrV4> {
-    let mut cmd = route.client.cmd(netpath_bin).ok()?;
-    cmd.args(["lab", "udp-ask", "--to", &format!("{}:{}", route.addr, route.rr_port), "--timeout", "2"]);
+fn udp_answer_source(route: &Route, lab_bin: &std::path::Path) -> Option<SocketAddrV4> {
+    let mut cmd = route.client.cmd(lab_bin).ok()?;
+    cmd.args(["udp-ask", "--to", &format!("{}:{}", route.addr, route.rr_port), "--timeout", "2"]);
     let out = cmd.output().ok()?;
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     v["from"].as_str()?.parse().ok()
@@ -265,14 +266,14 @@ fn udp_arrivals(route: &Route) -> Result<(u64, u64)> {
 /// `frames` wire frames from the outside to the route's UDP iperf port, a
 /// sink listening at the server; returns (arrived, bad checksums, seconds
 /// the sender took).
-fn wire(route: &Route, frames: u32, netpath_bin: &std::path::Path) -> Result<(u64, u64, f64)> {
-    let mut sink = route.server.cmd(netpath_bin)?;
-    sink.args(["lab", "udp-sink", "--port", &IPERF_PORT.to_string(), "--count", &(frames + 1).to_string()]);
+fn wire(route: &Route, frames: u32, lab_bin: &std::path::Path) -> Result<(u64, u64, f64)> {
+    let mut sink = route.server.cmd(lab_bin)?;
+    sink.args(["udp-sink", "--port", &IPERF_PORT.to_string(), "--count", &(frames + 1).to_string()]);
     sink.args(["--timeout", "30"]);
-    let (mut sink, _out) = crate::lab::start_sink(sink)?;
+    let (mut sink, _out) = probes::start_sink(sink)?;
     let before = udp_arrivals(route)?;
-    let mut send = route.client.cmd(netpath_bin)?;
-    send.args(["lab", "wire-send", "--to", &format!("{}:{}", route.addr, route.iperf_port)]);
+    let mut send = route.client.cmd(lab_bin)?;
+    send.args(["wire-send", "--to", &format!("{}:{}", route.addr, route.iperf_port)]);
     send.args(["--count", &frames.to_string()]);
     let sent = run_bounded(send, Duration::from_secs(60));
     // Let the last batch reach the socket.
@@ -293,9 +294,9 @@ pub const CONN_CLIENTS: usize = 4;
 
 /// The connection-rate probe over `route`; returns its report and the busy
 /// CPU seconds it took.
-pub fn conn_rate(route: &Route, ms: u64, netpath_bin: &std::path::Path) -> Result<(ConnReport, f64)> {
-    let mut cmd = route.client.cmd(netpath_bin)?;
-    cmd.args(["lab", "conn-rate", "--to", &format!("{}:{}", route.addr, route.rr_port)]);
+pub fn conn_rate(route: &Route, ms: u64, lab_bin: &std::path::Path) -> Result<(ConnReport, f64)> {
+    let mut cmd = route.client.cmd(lab_bin)?;
+    cmd.args(["conn-rate", "--to", &format!("{}:{}", route.addr, route.rr_port)]);
     cmd.args(["--parallel", &CONN_CLIENTS.to_string()]);
     cmd.args(["--duration-ms", &ms.to_string()]);
     let cpu0 = busy_cpu_seconds();

@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::systems::{IPERF_PORT, PUB_IPERF, PUB_RR, Place, RR_PORT};
+use crate::bench::{
+    testbed::Place,
+    topology::{IPERF_PORT, PUB_IPERF, PUB_RR, RR_PORT},
+};
 
 pub const BUSYBOX: &str = "/bin/busybox";
 

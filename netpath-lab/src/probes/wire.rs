@@ -1,9 +1,10 @@
 //! The lab's wire: UDP frames handed to the uplink the way a NIC hands them
 //! over, as bare buffers with no socket buffer and no sender stack behind
-//! them. The `lab-wire` XDP program runs through `BPF_PROG_TEST_RUN` in
-//! live-frames mode on the outside end of the uplink veth and transmits each
-//! frame through it, so the host side receives XDP frames: what XDP on a
-//! real NIC sees, and what the kernel turns into socket buffers for TC.
+//! them. The `lab-wire` XDP program (crate netpath-lab-ebpf) runs through
+//! `BPF_PROG_TEST_RUN` in live-frames mode on the outside end of the uplink
+//! veth and transmits each frame through it, so the host side receives XDP
+//! frames: what XDP on a real NIC sees, and what the kernel turns into
+//! socket buffers for TC.
 //! The receiving veth needs a NAPI queue (an XDP program or GRO on it).
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
@@ -15,15 +16,37 @@ use aya::{
     EbpfLoader,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
 };
+use clap::Args;
+use netpath::link::Rtnl;
 use serde::Serialize;
-
-use crate::link::Rtnl;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lab-wire"));
 
 const HEADER_LEN: usize = 42;
 /// Frames the kernel sends per batch before flushing the redirect queues.
 const BATCH: u32 = 64;
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    #[arg(long)]
+    to: SocketAddrV4,
+    #[arg(long, default_value = "eth0")]
+    dev: String,
+    #[arg(long, default_value_t = 40000)]
+    sport: u16,
+    /// UDP payload bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    #[arg(long)]
+    count: u32,
+}
+
+/// `netpath-lab wire-send`: prints frames sent and seconds taken.
+pub fn send(SendArgs { to, dev, sport, size, count }: SendArgs) -> Result<i32> {
+    let sent = send_udp(&dev, to, sport, size, count)?;
+    println!("{}", serde_json::to_string(&sent)?);
+    Ok(0)
+}
 
 #[derive(Debug, Serialize)]
 pub struct Sent {
@@ -97,7 +120,7 @@ fn resolve_next_hop(dev: &str, to: SocketAddrV4) -> Result<[u8; 6]> {
             (f.len() >= 6 && f[5] == dev && f[2] == "0x2").then(|| f[3].to_string())
         });
         if let Some(mac) = complete {
-            return crate::sandbox::parse_mac(&mac);
+            return netpath::sandbox::parse_mac(&mac);
         }
         if Instant::now() > deadline {
             bail!("no neighbour resolved on {dev} towards {to}");

@@ -1,4 +1,4 @@
-//! The bench's own traffic endpoints, run as `netpath lab rr-serve`,
+//! The bench's own traffic endpoints, run as `netpath-lab rr-serve`,
 //! `rr-client` and `conn-rate` inside the namespaces under test: request /
 //! response latency and new-connection rate, measured at the client.
 //! Every loop is bounded by a deadline and a count.
@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -19,18 +19,55 @@ pub enum Proto {
     Udp,
 }
 
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long)]
+    pub port: u16,
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: Proto,
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    #[arg(long)]
+    pub to: SocketAddr,
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: Proto,
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub duration_ms: u64,
+    #[arg(long, default_value_t = 10_000_000)]
+    pub max: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnRateArgs {
+    #[arg(long)]
+    pub to: SocketAddr,
+    #[arg(long, default_value_t = 1000)]
+    pub duration_ms: u64,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max: usize,
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+}
+
 /// Echo server: TCP (a task per connection on a two-thread runtime, so a
 /// new connection costs no thread creation and the connection-rate probe
 /// measures the path, not the server; echoing until EOF) or UDP (each
 /// datagram answered), until `timeout` passes.
-pub fn rr_serve(port: u16, proto: Proto, timeout: Duration) -> Result<i32> {
+pub fn serve(ServeArgs { port, proto, timeout }: ServeArgs) -> Result<i32> {
+    let timeout = Duration::from_secs(timeout);
     let deadline = Instant::now() + timeout;
     match proto {
         Proto::Tcp => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
-                crate::lab::announce(listener.local_addr()?);
+                super::announce(listener.local_addr()?);
                 let accepting = async {
                     loop {
                         match listener.accept().await {
@@ -46,7 +83,7 @@ pub fn rr_serve(port: u16, proto: Proto, timeout: Duration) -> Result<i32> {
         }
         Proto::Udp => {
             let sock = UdpSocket::bind(("0.0.0.0", port))?;
-            crate::lab::announce(sock.local_addr()?);
+            super::announce(sock.local_addr()?);
             sock.set_read_timeout(Some(Duration::from_millis(200)))?;
             let mut buf = vec![0u8; 65536];
             while Instant::now() < deadline {
@@ -102,8 +139,9 @@ pub struct RrReport {
 
 /// One request of `size` bytes and its echo, back to back, over one TCP
 /// connection or one connected UDP socket, for `duration` or `max` rounds.
-pub fn rr_client(to: SocketAddr, proto: Proto, size: usize, duration: Duration, max: usize) -> Result<RrReport> {
-    let request = crate::lab::payload(size);
+pub fn client(ClientArgs { to, proto, size, duration_ms, max }: ClientArgs) -> Result<RrReport> {
+    let duration = Duration::from_millis(duration_ms);
+    let request = super::payload(size);
     let mut answer = vec![0u8; size.max(1)];
     let mut samples = Vec::with_capacity(max.min(1 << 20));
     let mut lost = 0usize;
@@ -162,7 +200,8 @@ pub struct ConnReport {
 /// connect, one byte echoed, close with RST (SO_LINGER 0, so no TIME_WAIT
 /// exhausts the client's ports across runs). Counts and times each; stops
 /// at `duration` or `max` in all.
-pub fn conn_rate(to: SocketAddr, duration: Duration, max: usize, parallel: usize) -> Result<ConnReport> {
+pub fn conn_rate(ConnRateArgs { to, duration_ms, max, parallel }: ConnRateArgs) -> Result<ConnReport> {
+    let duration = Duration::from_millis(duration_ms);
     let parallel = parallel.max(1);
     let started = Instant::now();
     let each = max.div_ceil(parallel);
@@ -249,14 +288,14 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let server = std::thread::spawn(move || rr_serve(port, Proto::Tcp, Duration::from_secs(3)));
+        let server = std::thread::spawn(move || serve(ServeArgs { port, proto: Proto::Tcp, timeout: 3 }));
         std::thread::sleep(Duration::from_millis(100));
         let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let rr = rr_client(to, Proto::Tcp, 64, Duration::from_millis(200), 100).unwrap();
+        let rr = client(ClientArgs { to, proto: Proto::Tcp, size: 64, duration_ms: 200, max: 100 }).unwrap();
         assert_eq!(rr.latency.count, 100);
-        let c = conn_rate(to, Duration::from_millis(200), 20, 1).unwrap();
+        let c = conn_rate(ConnRateArgs { to, duration_ms: 200, max: 20, parallel: 1 }).unwrap();
         assert_eq!(c.ok, 20);
-        let c = conn_rate(to, Duration::from_millis(200), 40, 4).unwrap();
+        let c = conn_rate(ConnRateArgs { to, duration_ms: 200, max: 40, parallel: 4 }).unwrap();
         assert_eq!(c.ok, 40);
         server.join().unwrap().unwrap();
     }

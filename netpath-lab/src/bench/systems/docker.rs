@@ -13,10 +13,19 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::{
+    docker_proxy,
     engine::{self, BUSYBOX, Engine, Footprint, all_pids},
-    systems::{self, Evidence, GATEWAY, Place, Procs, Scenario, System, Testbed},
+    iptables::{docker_rule_for, rule_packets},
 };
-use crate::lab::{self, Lab};
+use crate::{
+    bench::{
+        catalog::{Scenario, System},
+        measure::run_bounded,
+        testbed::{Evidence, Place, Procs, Route, Testbed, routes_for, start_servers},
+        topology::GATEWAY,
+    },
+    fixture::{self, Binaries, Lab},
+};
 
 pub const DOCKERD: &str = "/usr/sbin/dockerd";
 
@@ -93,7 +102,7 @@ impl Dockerd {
 
     pub fn docker(&self, args: &[&str]) -> Result<String> {
         let out = self.cmd().args(args).output().context("running docker")?;
-        lab::check(&out, &format!("docker {}", args.join(" ")))
+        fixture::check(&out, &format!("docker {}", args.join(" ")))
     }
 
     /// PIDs of docker-proxy processes (children of dockerd).
@@ -120,7 +129,7 @@ impl Dockerd {
             for batch in ids.chunks(20) {
                 let mut rm = self.cmd();
                 rm.args(["rm", "-f"]).args(batch);
-                if let Err(e) = super::measure::run_bounded(rm, Duration::from_secs(30)) {
+                if let Err(e) = run_bounded(rm, Duration::from_secs(30)) {
                     eprintln!("warning: removing containers: {e:#}; stopping dockerd instead");
                     break;
                 }
@@ -163,28 +172,39 @@ impl Drop for Dockerd {
 
 /// Docker Engine with two containers (`srv` with the published ports,
 /// `cli`) on the default bridge, servers in `srv` and outside.
-pub fn testbed(
-    netpath_bin: &Path,
-    userland_proxy: bool,
-    scenarios: &[Scenario],
-    lifetime: Duration,
-) -> Result<Testbed> {
+pub fn testbed(bins: &Binaries, userland_proxy: bool, scenarios: &[Scenario], lifetime: Duration) -> Result<Testbed> {
     let system = if userland_proxy { System::Docker } else { System::DockerNoProxy };
-    let lab = Lab::create(if userland_proxy { "bench-dk" } else { "bench-dknp" }, netpath_bin)?;
+    let lab = Lab::create(if userland_proxy { "bench-dk" } else { "bench-dknp" }, bins)?;
     let dockerd = Dockerd::start(&lab, userland_proxy)?;
     let (server, client, srv_ip) = engine::server_and_client(&dockerd)?;
     let outside = Place::ns(&lab.outside_ns);
     let host = Place::ns(&lab.host_ns);
     let mut procs = Procs::default();
-    systems::start_servers(&mut procs, &lab, &server, lifetime)?;
-    systems::start_servers(&mut procs, &lab, &outside, lifetime)?;
-    let routes = systems::routes_for(system, &client, (&server, srv_ip), &outside, &host, scenarios);
-    let proxies = dockerd.proxy_pids();
-    let evidence = vec![(
-        system,
-        Evidence::Docker { host: host.clone(), proxies: if userland_proxy { proxies } else { Vec::new() } },
-    )];
-    Ok(Testbed::new(system, routes, evidence, host, procs, lab, vec![Box::new(dockerd)]))
+    start_servers(&mut procs, &lab, &server, lifetime)?;
+    start_servers(&mut procs, &lab, &outside, lifetime)?;
+    let routes = routes_for(system, &client, (&server, srv_ip), &outside, &host, scenarios);
+    let proxies = if userland_proxy { dockerd.proxy_pids() } else { Vec::new() };
+    let mut tb = Testbed::new(system, lab, routes, procs).with_evidence(system, DockerWork { host, proxies });
+    tb.guards.push(Box::new(dockerd));
+    Ok(tb)
+}
+
+/// Docker Engine's own rules' counters, and its docker-proxy processes'
+/// work for what the userland proxy carries (hairpin and host-local when
+/// it is on).
+struct DockerWork {
+    host: Place,
+    proxies: Vec<u32>,
+}
+
+impl Evidence for DockerWork {
+    fn count(&self, scenario: Scenario, _: &Route) -> Result<u64> {
+        if !self.proxies.is_empty() && matches!(scenario, Scenario::Hairpin | Scenario::HostLocal) {
+            Ok(docker_proxy::work(&self.proxies))
+        } else {
+            Ok(rule_packets(&self.host.run("iptables-save", &["-c"])?, docker_rule_for(scenario)))
+        }
+    }
 }
 
 /// The dockerd of a testbed built by `testbed`.

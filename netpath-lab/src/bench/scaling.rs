@@ -8,11 +8,15 @@ use anyhow::{Context, Result};
 use netpath_common::{CtEntry, FlowKey, IPPROTO_TCP, ct_flags, ct_state};
 use serde::Serialize;
 
+use netpath::ports::{self, Mapping, Proto};
+
 use super::{
+    catalog::{Scenario, System},
     measure::{Durations, Metric, Summary, conn_rate, measure},
-    systems::{self, FILLER_FIRST, FILLER_IP, Scenario, System, Testbed},
+    systems::{docker::Dockerd, iptables},
+    testbed::Testbed,
+    topology::{FILLER_FIRST, FILLER_IP, GATEWAY},
 };
-use crate::ports::{self, Mapping, Proto};
 
 /// Figures at one size (ports, conntrack entries or sandboxes).
 #[derive(Clone, Debug, Serialize)]
@@ -34,10 +38,10 @@ fn conn_point(tb: &Testbed, system: System, reps: usize, d: &Durations, size: us
     let route = tb.route(system, Scenario::Published).context("no published route")?;
     let (mut cps, mut p99, mut rr) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
-        let (r, _) = conn_rate(route, d.conn_ms, &tb.lab.netpath_bin)?;
+        let (r, _) = conn_rate(route, d.conn_ms, &tb.lab.lab_bin)?;
         cps.push(r.per_s);
         p99.push(r.connect.p99_us);
-        let f = measure(route, Metric::TcpRr, d, &tb.lab.netpath_bin)?;
+        let f = measure(route, Metric::TcpRr, d, &tb.lab.lab_bin)?;
         rr.push(f["tcp_rr_p99_us"]);
     }
     Ok(Point {
@@ -118,14 +122,14 @@ pub fn iptables_ports(
     d: &Durations,
 ) -> Result<Vec<Point>> {
     let mut points = Vec::new();
-    let bin = systems::iptables_bin(flavour);
+    let bin = iptables::iptables_bin(flavour);
     for &size in sizes {
-        let took = systems::load_rules(&tb.host, systems::restore_bin(flavour), size)?;
+        let took = iptables::load_rules(&tb.host, iptables::restore_bin(flavour), size)?;
         let mut p = conn_point(tb, flavour, reps, d, size)?;
         let (mut add, mut rm) = (Vec::new(), Vec::new());
         for i in 0..3u16 {
-            let m = systems::Mapping { proto: "tcp", host_port: 60000 + i, ip: FILLER_IP, port: 80 };
-            let rules = systems::port_rules(&m);
+            let m = iptables::Mapping { proto: "tcp", host_port: 60000 + i, ip: FILLER_IP, port: 80 };
+            let rules = iptables::port_rules(&m);
             let t = Instant::now();
             for (table, chain, rule) in &rules {
                 let mut args = vec!["-w", "-t", table, "-A", chain];
@@ -144,7 +148,7 @@ pub fn iptables_ports(
         p.add_us = Summary::of(&add);
         p.remove_us = Summary::of(&rm);
         p.load_ms = Some(took.as_secs_f64() * 1e3);
-        p.note = format!("load = one `{}` of the whole ruleset", systems::restore_bin(flavour));
+        p.note = format!("load = one `{}` of the whole ruleset", iptables::restore_bin(flavour));
         points.push(p);
     }
     Ok(points)
@@ -161,12 +165,12 @@ pub fn conntrack(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) -> R
     for &size in sizes {
         let t = Instant::now();
         let mut ct = dp.conntrack()?;
-        let now = crate::conntrack::now_ns();
+        let now = netpath::conntrack::now_ns();
         while present < size {
             let i = present / 2;
             let client = FlowKey {
                 saddr: [100, 64 + (i >> 16) as u8 % 64, (i >> 8) as u8, i as u8],
-                daddr: systems::GATEWAY.octets(),
+                daddr: GATEWAY.octets(),
                 sport: 1024 + (i % 50000) as u16,
                 dport: 9999,
                 proto: IPPROTO_TCP,
@@ -213,7 +217,7 @@ pub fn control_plane(tb: &Testbed, sizes: &[usize], reps: usize) -> Result<Vec<P
 
 /// The same for Docker Engine: `docker run -d -p 18080:80` and `docker rm
 /// -f` with `sizes` containers present.
-pub fn docker_control_plane(d: &super::docker::Dockerd, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
+pub fn docker_control_plane(d: &Dockerd, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
     timed_add_remove(
         System::Docker,
         sizes,

@@ -1,15 +1,15 @@
-//! The benchmark rig (`netpath lab bench`, `cargo xtask bench`): the same
-//! scenarios measured on netpath, Docker's iptables ruleset, docker-proxy
-//! and the no-NAT bounds, each system in its own hermetic lab, then the
-//! scaling runs; results as JSON, Markdown and an SVG plot.
-pub mod docker;
-pub mod engine;
+//! The benchmark rig (`netpath-lab bench`, `cargo xtask bench`): the same
+//! scenarios measured on netpath, Docker's iptables ruleset, docker-proxy,
+//! Docker and Podman themselves and the no-NAT bounds, each system in its
+//! own hermetic lab (`systems/`, one file per system), then the scaling
+//! runs; results as JSON, Markdown and an SVG plot.
+pub mod catalog;
 pub mod measure;
-pub mod podman;
-pub mod probes;
 pub mod report;
 pub mod scaling;
 pub mod systems;
+pub mod testbed;
+pub mod topology;
 
 use std::{
     path::PathBuf,
@@ -20,8 +20,13 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
+use catalog::{Scenario, System};
 use measure::{Durations, Figures, Metric, Summary};
-use systems::{Scenario, System, Testbed};
+use netpath::{ethtool, netns, signals};
+use systems::{bounds, docker, iptables, netpath as np, podman};
+use testbed::Testbed;
+
+use crate::fixture::{Binaries, HOST_UPLINK};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -177,10 +182,10 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
             0
         });
         // Warm-up, discarded: neighbours resolved, servers' first accept done.
-        let _ = measure::conn_rate(route, 20, &tb.lab.netpath_bin);
+        let _ = measure::conn_rate(route, 20, &tb.lab.lab_bin);
         let mut samples: std::collections::BTreeMap<&'static str, Vec<f64>> = Default::default();
         for _ in 0..plan.reps {
-            if crate::signals::interrupted() {
+            if signals::interrupted() {
                 errors.push("interrupted".into());
                 break;
             }
@@ -194,7 +199,7 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
                     Metric::WirePps => Some(UplinkGro::on(&tb.host)),
                     _ => None,
                 };
-                match measure::measure(route, metric, &plan.durations, &tb.lab.netpath_bin) {
+                match measure::measure(route, metric, &plan.durations, &tb.lab.lab_bin) {
                     Ok(f) => merge(&mut samples, f),
                     Err(e) if e.is::<measure::WrongReplySource>() => limitations.push(format!("UDP: {e}")),
                     Err(e) => errors.push(format!("{metric:?}: {e:#}")),
@@ -223,10 +228,10 @@ fn measure_all(tb: &Testbed, system: System, plan: &Plan, results: &mut Vec<Resu
 struct UplinkGro(std::path::PathBuf);
 
 impl UplinkGro {
-    fn on(host: &systems::Place) -> UplinkGro {
-        let set = |on| move || crate::ethtool::set_gro(crate::lab::HOST_UPLINK, on);
-        if let Err(e) = crate::netns::run_in(&host.ns, set(true)) {
-            eprintln!("bench: GRO on {}: {e:#}", crate::lab::HOST_UPLINK);
+    fn on(host: &testbed::Place) -> UplinkGro {
+        let set = |on| move || ethtool::set_gro(HOST_UPLINK, on);
+        if let Err(e) = netns::run_in(&host.ns, set(true)) {
+            eprintln!("bench: GRO on {HOST_UPLINK}: {e:#}");
         }
         UplinkGro(host.ns.clone())
     }
@@ -234,7 +239,7 @@ impl UplinkGro {
 
 impl Drop for UplinkGro {
     fn drop(&mut self) {
-        let _ = crate::netns::run_in(&self.0, || crate::ethtool::set_gro(crate::lab::HOST_UPLINK, false));
+        let _ = netns::run_in(&self.0, || ethtool::set_gro(HOST_UPLINK, false));
     }
 }
 
@@ -245,7 +250,7 @@ fn merge(into: &mut std::collections::BTreeMap<&'static str, Vec<f64>>, f: Figur
 }
 
 /// Runs the plan; every testbed is torn down before the next is built.
-pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
+pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
     let started = Instant::now();
     let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
     let loadavg_before = loadavg();
@@ -271,23 +276,23 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
         let r = (|| -> Result<()> {
             match system {
                 System::Netpath => {
-                    let tb = systems::netpath(netpath_bin, &scaling_scenarios, None, LIFETIME)?;
+                    let tb = np::testbed(bins, &scaling_scenarios, None, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
                     if plan.scaling {
                         ports.extend(scaling::netpath_ports(&tb, &plan.port_sizes, plan.reps, &plan.durations)?);
                     }
                 }
                 System::NetpathXdp => {
-                    let tb = systems::netpath_xdp(netpath_bin, &plan.scenarios, LIFETIME)?;
+                    let tb = np::xdp_testbed(bins, &plan.scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
                     if plan.systems.contains(&System::NetpathTcSameWire) {
-                        tb.lab.datapath().detach_uplink_xdp(crate::lab::HOST_UPLINK)?;
+                        tb.lab.datapath().detach_uplink_xdp(HOST_UPLINK)?;
                         measure_all(&tb, System::NetpathTcSameWire, &only_plan, &mut results);
                     }
                 }
                 System::NetpathTcSameWire => {}
                 System::IptablesNft | System::IptablesLegacy => {
-                    let tb = systems::kernel(netpath_bin, Some(system), &scaling_scenarios, LIFETIME)?;
+                    let tb = iptables::testbed(bins, system, &scaling_scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
                     if plan.systems.contains(&System::DockerProxy) && system == System::IptablesNft {
                         measure_all(&tb, System::DockerProxy, &only_plan, &mut results);
@@ -303,12 +308,12 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
                     }
                 }
                 System::Bridge => {
-                    let tb = systems::kernel(netpath_bin, None, &plan.scenarios, LIFETIME)?;
+                    let tb = bounds::bridge_testbed(bins, &plan.scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
                 }
                 System::Veth => {
                     if plan.scenarios.contains(&Scenario::SandboxToSandbox) {
-                        let tb = systems::veth(netpath_bin, LIFETIME)?;
+                        let tb = bounds::veth_testbed(bins, LIFETIME)?;
                         measure_all(&tb, system, &only_plan, &mut results);
                     }
                 }
@@ -316,7 +321,7 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
                     if !docker::available() {
                         anyhow::bail!("dockerd, runc or busybox-static missing (cargo xtask bench installs them)");
                     }
-                    let tb = docker::testbed(netpath_bin, system == System::Docker, &plan.scenarios, LIFETIME)?;
+                    let tb = docker::testbed(bins, system == System::Docker, &plan.scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
                     if plan.scaling && system == System::Docker {
                         let d = docker::dockerd_of(&tb).expect("docker testbed has a dockerd");
@@ -330,7 +335,7 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
                             "podman, netavark, conmon, runc or busybox-static missing (cargo xtask bench installs them)"
                         );
                     }
-                    let tb = podman::testbed(netpath_bin, &plan.scenarios, LIFETIME)?;
+                    let tb = podman::testbed(bins, &plan.scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
                 }
                 System::DockerProxy => {}
@@ -343,7 +348,7 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
         let r = (|| -> Result<()> {
             let max = plan.conntrack_sizes.iter().max().copied().unwrap_or(0);
             let cfg = serde_json::json!({ "conntrack-max": max + max / 10 + 65536 });
-            let tb = systems::netpath(netpath_bin, &[Scenario::Published], Some(cfg), LIFETIME)?;
+            let tb = np::testbed(bins, &[Scenario::Published], Some(cfg), LIFETIME)?;
             conntrack = scaling::conntrack(&tb, &plan.conntrack_sizes, plan.reps, &plan.durations)?;
             Ok(())
         })();
@@ -352,7 +357,7 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
     let mut crowded = Vec::new();
     if plan.scaling && !plan.sandbox_sizes.is_empty() {
         let r = (|| -> Result<()> {
-            let tb = systems::netpath(netpath_bin, &plan.scenarios, None, LIFETIME)?;
+            let tb = np::testbed(bins, &plan.scenarios, None, LIFETIME)?;
             control = scaling::control_plane(&tb, &plan.sandbox_sizes, plan.reps.max(5))?;
             // The fast path again, every background sandbox still up.
             let fast = Plan { metrics: CROWDED_METRICS.to_vec(), ..only_plan.clone() };
@@ -377,12 +382,11 @@ pub fn execute(plan: &Plan, netpath_bin: &std::path::Path) -> Result<Report> {
     })
 }
 
-/// `netpath lab bench`: runs the plan and writes the report files.
-pub fn run(args: BenchArgs) -> Result<i32> {
+/// `netpath-lab bench`: runs the plan and writes the report files.
+pub fn run(bins: &Binaries, args: BenchArgs) -> Result<i32> {
     let plan = Plan::from_args(&args)?;
-    let exe = std::env::current_exe()?;
-    crate::signals::install();
-    let report = execute(&plan, &exe)?;
+    signals::install();
+    let report = execute(&plan, bins)?;
     std::fs::create_dir_all(&args.out)?;
     let md = report::markdown(&report);
     std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;

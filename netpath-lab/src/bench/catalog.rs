@@ -1,0 +1,152 @@
+//! What the bench knows how to measure: the systems under test and the
+//! scenarios (who talks to whom). Plain names and labels; how each system
+//! is built lives in `systems/`, one file per system.
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum System {
+    Netpath,
+    /// netpath with XDP in front of TC on the uplink; the outside sends
+    /// complete checksums, as a real wire does (TX offload off).
+    NetpathXdp,
+    /// netpath's TC path on that same wire, XDP detached: the comparison
+    /// for the XDP row.
+    NetpathTcSameWire,
+    /// Docker 20.10's ruleset (userland-proxy=false) loaded with iptables-nft.
+    IptablesNft,
+    /// The same ruleset through iptables-legacy.
+    IptablesLegacy,
+    /// docker-proxy (Docker's userland proxy) for host-local access.
+    DockerProxy,
+    /// Docker Engine 20.10 itself, dockerd in the lab host.
+    Docker,
+    /// Docker Engine with --userland-proxy=false.
+    DockerNoProxy,
+    /// Podman 4.3 with netavark, rootful, in the lab host.
+    Podman,
+    /// Linux bridge and plain routing, no NAT, no rules: the bound.
+    Bridge,
+    /// Two namespaces joined by one veth pair: the bound for one hop.
+    Veth,
+}
+
+impl System {
+    pub fn key(self) -> &'static str {
+        match self {
+            System::Netpath => "netpath",
+            System::NetpathXdp => "netpath-xdp",
+            System::NetpathTcSameWire => "netpath-tc-same-wire",
+            System::IptablesNft => "iptables-nft",
+            System::IptablesLegacy => "iptables-legacy",
+            System::DockerProxy => "docker-proxy",
+            System::Docker => "docker",
+            System::DockerNoProxy => "docker-no-proxy",
+            System::Podman => "podman",
+            System::Bridge => "bridge",
+            System::Veth => "veth",
+        }
+    }
+
+    pub const ALL: [System; 11] = [
+        System::Netpath,
+        System::NetpathXdp,
+        System::NetpathTcSameWire,
+        System::IptablesNft,
+        System::IptablesLegacy,
+        System::DockerProxy,
+        System::Docker,
+        System::DockerNoProxy,
+        System::Podman,
+        System::Bridge,
+        System::Veth,
+    ];
+
+    /// The scenarios this system is measured in.
+    pub fn scenarios(self) -> &'static [Scenario] {
+        match self {
+            System::Netpath | System::IptablesNft | System::IptablesLegacy | System::Docker | System::DockerNoProxy => {
+                &Scenario::ALL
+            }
+            // XDP on the uplink changes only what arrives from the outside.
+            System::NetpathXdp | System::NetpathTcSameWire => &[Scenario::Published, Scenario::Masquerade],
+            System::DockerProxy => &[Scenario::HostLocal],
+            // Podman's sandbox to sandbox is the plain kernel bridge, measured already.
+            System::Podman => &[Scenario::Masquerade, Scenario::Published, Scenario::Hairpin, Scenario::HostLocal],
+            System::Bridge => {
+                &[Scenario::SandboxToSandbox, Scenario::Masquerade, Scenario::Published, Scenario::HostLocal]
+            }
+            System::Veth => &[Scenario::SandboxToSandbox],
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<System> {
+        System::ALL.into_iter().find(|s| s.key() == text).with_context(|| format!("unknown system {text:?}"))
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            System::Netpath => "netpath",
+            System::NetpathXdp => "netpath, XDP on the uplink (sender TX csum offload off)",
+            System::NetpathTcSameWire => "netpath, TC only (sender TX csum offload off)",
+            System::IptablesNft => "iptables-nft",
+            System::IptablesLegacy => "iptables-legacy",
+            System::DockerProxy => "docker-proxy",
+            System::Docker => "docker",
+            System::DockerNoProxy => "docker (no userland proxy)",
+            System::Podman => "podman + netavark",
+            System::Bridge => "bridge, no NAT (bound)",
+            System::Veth => "raw veth (bound)",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Sandbox to sandbox on one network.
+    SandboxToSandbox,
+    /// Sandbox to the outside, masqueraded (the bound: routed, no NAT).
+    Masquerade,
+    /// Outside to a published port (the bound: routed to the sandbox).
+    Published,
+    /// Sandbox to a published port through a host address.
+    Hairpin,
+    /// Host process to 127.0.0.1:PORT (the bound: straight to the sandbox).
+    HostLocal,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] =
+        [Scenario::SandboxToSandbox, Scenario::Masquerade, Scenario::Published, Scenario::Hairpin, Scenario::HostLocal];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Scenario::SandboxToSandbox => "sandbox->sandbox",
+            Scenario::Masquerade => "sandbox->outside (masquerade)",
+            Scenario::Published => "outside->published port",
+            Scenario::Hairpin => "hairpin",
+            Scenario::HostLocal => "host->127.0.0.1:PORT",
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Scenario::SandboxToSandbox => "s2s",
+            Scenario::Masquerade => "masquerade",
+            Scenario::Published => "published",
+            Scenario::Hairpin => "hairpin",
+            Scenario::HostLocal => "host-local",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.key() == text).with_context(|| {
+            format!(
+                "unknown scenario {text:?} (known: {})",
+                Scenario::ALL.iter().map(|s| s.key()).collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
