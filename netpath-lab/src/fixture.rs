@@ -45,6 +45,17 @@ impl Binaries {
     }
 }
 
+/// Where in a lab a probe runs.
+#[derive(Clone, Copy, Debug)]
+pub enum At<'a> {
+    Sandbox(&'a str),
+    Host,
+    /// The lab host, inside the cgroup netpath's socket programs watch.
+    HostCgroup,
+    Outside,
+    Far,
+}
+
 pub struct Lab {
     pub id: String,
     pub host_ns: PathBuf,
@@ -292,17 +303,6 @@ impl Lab {
         }
         if errors.is_empty() { Ok(()) } else { bail!("lab teardown: {}", errors.join("; ")) }
     }
-}
-
-/// Where in a lab a probe runs.
-#[derive(Clone, Copy, Debug)]
-pub enum At<'a> {
-    Sandbox(&'a str),
-    Host,
-    /// The lab host, inside the cgroup netpath's socket programs watch.
-    HostCgroup,
-    Outside,
-    Far,
 }
 
 impl Drop for Lab {
