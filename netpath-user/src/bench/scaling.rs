@@ -12,7 +12,7 @@ use super::{
     measure::{Durations, Metric, Summary, conn_rate, measure},
     systems::{self, FILLER_FIRST, FILLER_IP, Scenario, System, Testbed},
 };
-use crate::ports::{self, Mapping, Proto};
+use crate::publish::{self, Proto, Published};
 
 /// Figures at one size (ports, conntrack entries or sandboxes).
 #[derive(Clone, Debug, Serialize)]
@@ -82,7 +82,7 @@ pub fn netpath_ports(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) 
         let dp = tb.lab.datapath();
         let (mut add, mut rm) = (Vec::new(), Vec::new());
         for i in 0..20u16 {
-            let mut m = [Mapping {
+            let mut m = [Published {
                 proto: Proto::Tcp,
                 host_ip: Ipv4Addr::UNSPECIFIED,
                 host_first: 60000 + i,
@@ -91,10 +91,10 @@ pub fn netpath_ports(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) 
                 range_slot: None,
             }];
             let t = Instant::now();
-            ports::install(&dp, &mut m, FILLER_IP)?;
+            publish::install(&dp, &mut m, FILLER_IP)?;
             add.push(t.elapsed().as_secs_f64() * 1e6);
             let t = Instant::now();
-            ports::uninstall(&dp, &m)?;
+            publish::uninstall(&dp, &m)?;
             rm.push(t.elapsed().as_secs_f64() * 1e6);
         }
         p.add_us = Summary::of(&add);
