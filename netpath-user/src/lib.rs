@@ -22,7 +22,7 @@ pub mod sandbox;
 pub mod signals;
 pub mod state;
 pub mod stats;
-pub mod system;
 pub mod sysctl;
+pub mod system;
 pub mod teardown;
 pub mod validate;

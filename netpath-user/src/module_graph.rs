@@ -67,7 +67,8 @@ pub fn dependencies(text: &str) -> BTreeSet<String> {
 
 fn read_tree(path: &Path, out: &mut String) {
     if path.is_dir() {
-        let mut entries: Vec<_> = fs::read_dir(path).expect("readable source dir").flatten().map(|e| e.path()).collect();
+        let mut entries: Vec<_> =
+            fs::read_dir(path).expect("readable source dir").flatten().map(|e| e.path()).collect();
         entries.sort();
         for p in entries {
             read_tree(&p, out);

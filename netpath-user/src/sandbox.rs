@@ -12,8 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     host::Host,
-    hostfiles,
-    netns,
+    hostfiles, netns,
     network::{self, DEFAULT_NETWORK_NAME, ipam},
     paths::Roots,
     publish,
@@ -63,8 +62,7 @@ fn parse_links(state: &State, specs: &[String]) -> Result<Vec<Link>> {
 
 fn parse_host_config(host: &Host, state: &State, req: &RunRequest) -> Result<HostConfig> {
     let dns = req.dns.iter().map(|d| validate::ipv4(d, "DNS server address")).collect::<Result<_>>()?;
-    let gateway =
-        state.networks.get(DEFAULT_NETWORK_NAME).map(|n| n.gateway).unwrap_or(host.config.default_gateway);
+    let gateway = state.networks.get(DEFAULT_NETWORK_NAME).map(|n| n.gateway).unwrap_or(host.config.default_gateway);
     let extra_hosts = req
         .add_hosts
         .iter()
@@ -144,9 +142,9 @@ pub fn plan(host: &Host, state: &State, req: &RunRequest) -> Result<Plan> {
     }
     // The network as it is, or the default one as it will be on first use.
     let network = match &net_name {
-        Some(n) if n == DEFAULT_NETWORK_NAME => Some(
-            state.networks.get(n).cloned().unwrap_or_else(|| network::plan_default(state, &host.config)),
-        ),
+        Some(n) if n == DEFAULT_NETWORK_NAME => {
+            Some(state.networks.get(n).cloned().unwrap_or_else(|| network::plan_default(state, &host.config)))
+        }
         Some(n) => Some(state.network(n)?.clone()),
         None => None,
     };
@@ -255,10 +253,9 @@ pub fn apply(host: &Host, state: &mut State, plan: Plan) -> Result<Sandbox> {
             publish::install(&host.datapath, &mut sandbox.published, target)?;
             let installed = sandbox.published.clone();
             rollback.push("published ports", move || publish::uninstall(&host.datapath, &installed));
-            set_links(host, state, &sandbox, true)?;
-            let links = sandbox.clone();
-            let state_now = state.clone();
-            rollback.push("links", move || set_links(host, &state_now, &links, false));
+            let pairs = link_pairs(state, &sandbox);
+            set_links(host, &pairs, true)?;
+            rollback.push("links", move || set_links(host, &pairs, false));
         }
         if sandbox.owns_namespaces() {
             let dir = sandbox_dir.clone();
@@ -286,16 +283,20 @@ fn remove_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// Allows (or forbids again) the traffic `--link` opens on an ICC-less network.
-fn set_links(host: &Host, state: &State, sandbox: &Sandbox, allow: bool) -> Result<()> {
-    let Some(me) = sandbox.attachment(DEFAULT_NETWORK_NAME) else { return Ok(()) };
-    for link in &sandbox.links {
-        let Some(peer) = state.sandboxes.get(&link.name).and_then(|t| t.attachment(DEFAULT_NETWORK_NAME)) else {
-            continue;
-        };
-        host.datapath.set_link(me.ip, peer.ip, allow)?;
-    }
-    Ok(())
+/// The address pairs `--link` opens traffic between on an ICC-less network.
+fn link_pairs(state: &State, sandbox: &Sandbox) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    let Some(me) = sandbox.attachment(DEFAULT_NETWORK_NAME) else { return Vec::new() };
+    sandbox
+        .links
+        .iter()
+        .filter_map(|link| state.sandboxes.get(&link.name).and_then(|t| t.attachment(DEFAULT_NETWORK_NAME)))
+        .map(|peer| (me.ip, peer.ip))
+        .collect()
+}
+
+/// Allows (or forbids again) traffic between each pair.
+fn set_links(host: &Host, pairs: &[(Ipv4Addr, Ipv4Addr)], allow: bool) -> Result<()> {
+    pairs.iter().try_for_each(|&(a, b)| host.datapath.set_link(a, b, allow))
 }
 
 /// `network connect`: one more interface, on `net_name`.
@@ -350,13 +351,11 @@ pub fn disconnect(host: &Host, state: &mut State, net_name: &str, name: &str) ->
     let Some(pos) = sandbox.attachments.iter().position(|a| a.network == net_name) else {
         bail!("sandbox {name} is not connected to network {net_name}");
     };
-    let att = sandbox.attachments.remove(pos);
     let mut teardown = Teardown::new();
-    if net.is_default && !sandbox.links.is_empty() {
-        let mut linked = sandbox.clone();
-        linked.attachments.push(att.clone());
-        teardown.step("links", set_links(host, state, &linked, false));
+    if net.is_default {
+        teardown.step("links", set_links(host, &link_pairs(state, &sandbox), false));
     }
+    let att = sandbox.attachments.remove(pos);
     teardown.step(format!("attachment to {net_name}"), network::detach(host, &net, &sandbox.netns, &att));
     teardown.step("tracked connections", forget_flows(host, &[att.ip]));
     state.sandboxes.insert(name.to_string(), sandbox.clone());
@@ -417,7 +416,7 @@ pub fn remove(host: &Host, state: &mut State, name: &str, force: bool) -> Result
     let addresses: Vec<Ipv4Addr> = sandbox.attachments.iter().map(|a| a.ip).collect();
     if host.datapath.is_loaded() {
         teardown.step("published ports", publish::uninstall(&host.datapath, &sandbox.published));
-        teardown.step("links", set_links(host, state, &sandbox, false));
+        teardown.step("links", set_links(host, &link_pairs(state, &sandbox), false));
         teardown.step("links of its addresses", host.datapath.remove_links_of(&addresses));
     }
     for att in &sandbox.attachments {

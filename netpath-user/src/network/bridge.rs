@@ -123,7 +123,14 @@ impl NetworkDriver for Bridge {
 
     /// Veth pair, addressing inside the sandbox, bridge port, data path
     /// program and endpoint entry.
-    fn attach(&self, host: &Host, net: &Network, netns_path: &Path, att: &Attachment, default_route: bool) -> Result<()> {
+    fn attach(
+        &self,
+        host: &Host,
+        net: &Network,
+        netns_path: &Path,
+        att: &Attachment,
+        default_route: bool,
+    ) -> Result<()> {
         let ns_file = File::open(netns_path).with_context(|| format!("opening {}", netns_path.display()))?;
         let host_index = host.rtnl.add_veth_into(&att.host_ifname, (&att.ifname, att.mac), net.mtu, &ns_file)?;
         Rollback::new().run(|rollback| {

@@ -9,7 +9,13 @@ use crate::{link::Rtnl, state::Attachment};
 
 /// Configures the interface now called `current_name` as `att` says. Runs in
 /// the sandbox's network namespace.
-pub fn configure(current_name: &str, att: &Attachment, prefix: u8, gateway: Ipv4Addr, default_route: bool) -> Result<()> {
+pub fn configure(
+    current_name: &str,
+    att: &Attachment,
+    prefix: u8,
+    gateway: Ipv4Addr,
+    default_route: bool,
+) -> Result<()> {
     let rtnl = Rtnl::new()?;
     rtnl.loopback_up()?;
     let index = rtnl.require_index(current_name)?;

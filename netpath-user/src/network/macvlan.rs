@@ -57,7 +57,14 @@ impl NetworkDriver for Macvlan {
         Ok(())
     }
 
-    fn attach(&self, host: &Host, net: &Network, netns_path: &Path, att: &Attachment, default_route: bool) -> Result<()> {
+    fn attach(
+        &self,
+        host: &Host,
+        net: &Network,
+        netns_path: &Path,
+        att: &Attachment,
+        default_route: bool,
+    ) -> Result<()> {
         let parent_index = host.rtnl.require_index(&self.parent)?;
         let tmp = format!("{}p", att.host_ifname);
         let index = host.rtnl.add_macvlan(&tmp, parent_index, net.mtu)?;
