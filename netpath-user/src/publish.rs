@@ -7,7 +7,7 @@
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use anyhow::{Result, bail};
-use netpath_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_PORT_RANGES, PortRange, PublishedKey, PublishedTarget};
+use netpath_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_PUBLISHED_RANGES, PublishedKey, PublishedRange, PublishedTarget};
 use serde::{Deserialize, Serialize};
 
 use crate::datapath::Datapath;
@@ -227,10 +227,10 @@ fn write(datapath: &Datapath, mappings: &mut [Published], target: Ipv4Addr) -> R
             .range_slots()?
             .iter()
             .position(|r| r.proto == 0)
-            .ok_or_else(|| anyhow::anyhow!("all {MAX_PORT_RANGES} port range slots are in use"))?;
+            .ok_or_else(|| anyhow::anyhow!("all {MAX_PUBLISHED_RANGES} published range slots are in use"))?;
         datapath.set_range(
             slot as u32,
-            PortRange {
+            PublishedRange {
                 host_addr: m.host_ip.octets(),
                 host_first: m.host_first,
                 host_last: m.host_last,
@@ -253,7 +253,7 @@ pub fn uninstall(datapath: &Datapath, published: &[Published]) -> Result<()> {
         datapath.remove_published(published.iter().filter(|m| m.range_slot.is_none()).map(|m| key(m, m.host_first))),
     );
     for slot in published.iter().filter_map(|m| m.range_slot) {
-        teardown.step(format!("published range slot {slot}"), datapath.set_range(slot, PortRange::default()));
+        teardown.step(format!("published range slot {slot}"), datapath.set_range(slot, PublishedRange::default()));
     }
     teardown.finish()
 }
