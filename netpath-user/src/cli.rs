@@ -14,7 +14,7 @@ use crate::{
     sandbox::{self, RunRequest},
     state::{State, Store},
     stats, system,
-    teardown::{RolledBackBadly, Teardown},
+    teardown::Teardown,
 };
 
 #[derive(Parser, Debug)]
@@ -399,20 +399,7 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
         let (store, mut state) = Store::open(&host.roots)?;
         let mut sandbox = sandbox::create(&host, &mut state, &req)?;
         if a.detach && !a.command.is_empty() {
-            match sandbox::spawn_detached(&host, &state, &sandbox, &a.command) {
-                Ok(pid) => {
-                    sandbox.pid = Some(pid);
-                    sandbox.command = a.command.clone();
-                    state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
-                }
-                Err(e) => {
-                    // The sandbox goes again; a failure of that is reported with the reason.
-                    return Err(match sandbox::remove(&host, &mut state, &sandbox.name, true) {
-                        Ok(()) => e,
-                        Err(rollback) => RolledBackBadly { cause: e, rollback }.into(),
-                    });
-                }
-            }
+            sandbox::start_detached(&host, &mut state, &mut sandbox, &a.command)?;
         }
         store.save(&state)?;
         (sandbox, state)

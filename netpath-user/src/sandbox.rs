@@ -10,14 +10,17 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
+    config::Config,
     host::Host,
     hostfiles, netns,
     network::{self, DEFAULT_NETWORK_NAME, ipam},
     paths::Roots,
     publish,
     state::{self, Attachment, HostConfig, Link, Mode, Sandbox, State},
-    teardown::{Rollback, Teardown},
+    teardown::{Rollback, RolledBackBadly, Teardown},
     validate,
 };
 
@@ -60,9 +63,9 @@ fn parse_links(state: &State, specs: &[String]) -> Result<Vec<Link>> {
         .collect()
 }
 
-fn parse_host_config(host: &Host, state: &State, req: &RunRequest) -> Result<HostConfig> {
+fn parse_host_config(config: &Config, state: &State, req: &RunRequest) -> Result<HostConfig> {
     let dns = req.dns.iter().map(|d| validate::ipv4(d, "DNS server address")).collect::<Result<_>>()?;
-    let gateway = state.networks.get(DEFAULT_NETWORK_NAME).map(|n| n.gateway).unwrap_or(host.config.default_gateway);
+    let gateway = state.networks.get(DEFAULT_NETWORK_NAME).map(|n| n.gateway).unwrap_or(config.default_gateway);
     let extra_hosts = req
         .add_hosts
         .iter()
@@ -87,14 +90,15 @@ fn next_ifname(sandbox: &Sandbox) -> String {
 /// record as it will be stored (namespaces, attachment with its address and
 /// MAC, published ports with their host ports, links). Applying it is
 /// [`apply`]; this is also what a crash-safe intent record would hold.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plan {
     pub sandbox: Sandbox,
 }
 
 /// Checks a `run` request against `state` and the configuration and works
-/// out everything it will make. Changes nothing.
-pub fn plan(host: &Host, state: &State, req: &RunRequest) -> Result<Plan> {
+/// out everything it will make. Changes nothing and reads nothing but its
+/// arguments (and, for `--network host`, the host's name).
+pub fn plan(config: &Config, roots: &Roots, state: &State, req: &RunRequest) -> Result<Plan> {
     validate::name(&req.name)?;
     if state.sandboxes.contains_key(&req.name) {
         bail!("the sandbox name {} is already in use", req.name);
@@ -143,7 +147,7 @@ pub fn plan(host: &Host, state: &State, req: &RunRequest) -> Result<Plan> {
     // The network as it is, or the default one as it will be on first use.
     let network = match &net_name {
         Some(n) if n == DEFAULT_NETWORK_NAME => {
-            Some(state.networks.get(n).cloned().unwrap_or_else(|| network::plan_default(state, &host.config)))
+            Some(state.networks.get(n).cloned().unwrap_or_else(|| network::plan_default(state, config)))
         }
         Some(n) => Some(state.network(n)?.clone()),
         None => None,
@@ -171,10 +175,10 @@ pub fn plan(host: &Host, state: &State, req: &RunRequest) -> Result<Plan> {
         Some(net) => network::driver::of(net)?.host_binding(),
         None => None,
     }
-    .unwrap_or(host.config.default_bind_ip);
+    .unwrap_or(config.default_bind_ip);
     let already = state.sandboxes.values().flat_map(|s| &s.published);
     let published = publish::allocate(already, &specs, bind_ip)?;
-    let host_config = parse_host_config(host, state, req)?;
+    let host_config = parse_host_config(config, state, req)?;
 
     let id = state::new_id();
     let attachments = match &network {
@@ -199,8 +203,8 @@ pub fn plan(host: &Host, state: &State, req: &RunRequest) -> Result<Plan> {
             (o.netns.clone(), o.uts.clone(), o.hostname.clone())
         }
         Mode::Attached => (
-            host.roots.netns_dir().join(&req.name),
-            host.roots.uts_dir().join(&req.name),
+            roots.netns_dir().join(&req.name),
+            roots.uts_dir().join(&req.name),
             req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
         ),
     };
@@ -271,7 +275,7 @@ pub fn apply(host: &Host, state: &mut State, plan: Plan) -> Result<Sandbox> {
 
 /// Creates a sandbox and records it: [`plan`], then [`apply`].
 pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbox> {
-    let plan = plan(host, state, req)?;
+    let plan = plan(&host.config, &host.roots, state, req)?;
     apply(host, state, plan)
 }
 
@@ -524,8 +528,81 @@ pub fn spawn_detached(host: &Host, state: &State, sandbox: &Sandbox, argv: &[Str
     Ok(child.id() as i32)
 }
 
+/// `run -d` with a command: starts it and records it; when it cannot start,
+/// the sandbox goes again (a failure of that is reported with the reason).
+pub fn start_detached(host: &Host, state: &mut State, sandbox: &mut Sandbox, argv: &[String]) -> Result<()> {
+    match spawn_detached(host, state, sandbox, argv) {
+        Ok(pid) => {
+            sandbox.pid = Some(pid);
+            sandbox.command = argv.to_vec();
+            state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
+            Ok(())
+        }
+        Err(cause) => Err(match remove(host, state, &sandbox.name, true) {
+            Ok(()) => cause,
+            Err(rollback) => RolledBackBadly { cause, rollback }.into(),
+        }),
+    }
+}
+
 /// Exit code to pass through for a finished command: its own, or 128+signal.
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn roots() -> Roots {
+        Roots::under(Path::new("/nonexistent/np"), "/nonexistent/bpf".into(), "/nonexistent/cg".into())
+    }
+
+    fn run(name: &str, extra: impl FnOnce(&mut RunRequest)) -> RunRequest {
+        let mut req = RunRequest { name: name.into(), ..Default::default() };
+        extra(&mut req);
+        req
+    }
+
+    #[test]
+    fn a_plan_holds_addresses_devices_and_ports() {
+        let (config, state) = (Config::default(), State::default());
+        let req = run("web", |r| r.publish = vec!["8080:80".into(), "53/udp".into()]);
+        let Plan { sandbox } = plan(&config, &roots(), &state, &req).unwrap();
+        let att = &sandbox.attachments[0];
+        assert_eq!((att.network.as_str(), att.ip), (DEFAULT_NETWORK_NAME, Ipv4Addr::new(172, 17, 0, 2)));
+        assert_eq!(att.mac, [0x02, 0x42, 172, 17, 0, 2]);
+        assert_eq!(att.host_ifname, format!("veth{}", &sandbox.id[..7]));
+        assert_eq!(sandbox.netns, roots().netns_dir().join("web"));
+        let ports: Vec<(u16, u16)> = sandbox.published.iter().map(|p| (p.host_first, p.container_first)).collect();
+        assert_eq!(ports, [(8080, 80), (publish::EPHEMERAL_FIRST, 53)]);
+        // What a crash-safe intent record would store reads back the same.
+        let json = serde_json::to_string(&Plan { sandbox: sandbox.clone() }).unwrap();
+        let back: Plan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.sandbox.attachments[0].ip, att.ip);
+    }
+
+    #[test]
+    fn a_plan_sees_what_is_taken() {
+        let config = Config::default();
+        let mut state = State::default();
+        let first = plan(&config, &roots(), &state, &run("a", |r| r.publish = vec!["8080:80".into()])).unwrap();
+        state.networks.insert(DEFAULT_NETWORK_NAME.into(), network::plan_default(&state, &config));
+        state.sandboxes.insert("a".into(), first.sandbox);
+        let second = plan(&config, &roots(), &state, &run("b", |_| {})).unwrap();
+        assert_eq!(second.sandbox.attachments[0].ip, Ipv4Addr::new(172, 17, 0, 3));
+        let taken = plan(&config, &roots(), &state, &run("c", |r| r.publish = vec!["8080:81".into()]));
+        assert!(taken.unwrap_err().to_string().contains("already allocated"));
+        assert!(plan(&config, &roots(), &state, &run("a", |_| {})).is_err(), "name in use");
+        let none = plan(&config, &roots(), &state, &run("n", |r| r.network = Some("none".into()))).unwrap();
+        assert!(none.sandbox.attachments.is_empty());
+        let conflict = run("h", |r| {
+            r.network = Some("host".into());
+            r.publish = vec!["80".into()];
+        });
+        assert!(plan(&config, &roots(), &state, &conflict).unwrap_err().to_string().contains("conflicting"));
+    }
 }

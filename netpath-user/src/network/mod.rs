@@ -234,8 +234,9 @@ pub fn destroy(host: &Host, net: &Network) -> Result<()> {
     teardown.finish()
 }
 
-/// Removes a network that no sandbox uses. Every removal step runs; the
-/// record is forgotten even when one failed (what is left is reported).
+/// Removes a network that no sandbox uses. Every removal step runs; when one
+/// failed the record stays, so that what is left (a bridge holding the
+/// subnet's gateway) is not forgotten and `network rm` can be retried.
 pub fn remove(host: &Host, state: &mut State, name: &str, allow_default: bool) -> Result<()> {
     let net = state.network(name)?.clone();
     if net.is_default && !allow_default {
@@ -245,9 +246,9 @@ pub fn remove(host: &Host, state: &mut State, name: &str, allow_default: bool) -
     if !users.is_empty() {
         bail!("network {name} has active endpoints: {}", users.join(", "));
     }
-    let result = destroy(host, &net);
+    destroy(host, &net)?;
     state.networks.remove(name);
-    result
+    Ok(())
 }
 
 /// Plugs a sandbox into `net` with the network's driver. The rollback
