@@ -2,9 +2,9 @@
 //! a driver parses and checks its options once, into typed configuration,
 //! when it is constructed, and then creates, removes, attaches and detaches.
 //!
-//! [`get`] is the one place a driver name turns into an implementation.
-//! Adding a driver is one new file implementing [`NetworkDriver`] and one
-//! line in [`get`] (plus its name in [`SUPPORTED`]).
+//! [`DRIVERS`] is the one place a driver name turns into an implementation
+//! ([`get`] looks names up there). Adding a driver is one new file
+//! implementing [`NetworkDriver`] and one line in [`DRIVERS`].
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use anyhow::{Result, bail};
@@ -17,9 +17,6 @@ use crate::{
 
 /// The driver `network create` uses without `-d`, as with Docker.
 pub const DEFAULT_DRIVER: &str = super::bridge::DRIVER_NAME;
-
-/// Driver names [`get`] accepts, for error messages.
-pub const SUPPORTED: &[&str] = &[super::bridge::DRIVER_NAME, super::macvlan::DRIVER_NAME];
 
 pub trait NetworkDriver {
     /// Docker's name of the driver, as `network ls` and `inspect` show it.
@@ -58,14 +55,26 @@ pub trait NetworkDriver {
     }
 }
 
-/// The implementation of driver `name`, its `options` (Docker's spellings,
-/// as given with `-o`) parsed and checked. Unknown drivers are refused.
+/// Builds a driver from its options (Docker's spellings, as given with
+/// `-o`), parsing and checking them.
+type Open = fn(&BTreeMap<String, String>) -> Result<Box<dyn NetworkDriver>>;
+
+/// Every driver by name: one line each.
+pub const DRIVERS: &[(&str, Open)] = &[
+    (super::bridge::DRIVER_NAME, |options| Ok(Box::new(Bridge::new(options)?))),
+    (super::macvlan::DRIVER_NAME, |options| Ok(Box::new(Macvlan::new(options)?))),
+];
+
+/// The implementation of driver `name`, its `options` parsed and checked.
+/// Unknown drivers are refused.
 pub fn get(name: &str, options: &BTreeMap<String, String>) -> Result<Box<dyn NetworkDriver>> {
-    Ok(match name {
-        super::bridge::DRIVER_NAME => Box::new(Bridge::new(options)?),
-        super::macvlan::DRIVER_NAME => Box::new(Macvlan::new(options)?),
-        other => bail!("network driver {other:?} is not supported (supported: {})", SUPPORTED.join(", ")),
-    })
+    match DRIVERS.iter().find(|(n, _)| *n == name) {
+        Some((_, open)) => open(options),
+        None => {
+            let supported: Vec<&str> = DRIVERS.iter().map(|(n, _)| *n).collect();
+            bail!("network driver {name:?} is not supported (supported: {})", supported.join(", "))
+        }
+    }
 }
 
 /// The driver of an existing network.

@@ -1,5 +1,5 @@
 //! Networks: validation of what users ask for, IPAM, and the drivers that
-//! build them on the host (one file each, chosen by [`driver::get`]).
+//! build them on the host (one file each, listed in [`driver::DRIVERS`]).
 pub mod bridge;
 pub mod driver;
 pub mod inside;
