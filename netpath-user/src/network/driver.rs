@@ -105,7 +105,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_function_maps_names_to_drivers() {
+    fn one_table_maps_names_to_drivers() {
         let none = BTreeMap::new();
         assert_eq!(get("bridge", &none).unwrap().name(), "bridge");
         let parent = BTreeMap::from([("parent".to_string(), "eth0".to_string())]);
