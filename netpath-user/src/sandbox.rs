@@ -24,10 +24,6 @@ use crate::{
     validate,
 };
 
-/// Kept for callers outside this crate's library modules (the lab); the
-/// parser is [`validate::mac`].
-pub use crate::validate::mac as parse_mac;
-
 #[derive(Clone, Debug, Default)]
 pub struct RunRequest {
     pub name: String,

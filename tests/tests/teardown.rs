@@ -154,3 +154,18 @@ fn system_reset_reports_both_failures_and_removes_everything_else() {
     let namespaces: Vec<_> = std::fs::read_dir(lab.roots.netns_dir()).unwrap().flatten().collect();
     assert!(namespaces.is_empty(), "{namespaces:?}");
 }
+
+#[test]
+fn network_rm_goes_on_past_a_network_in_use() {
+    let lab = lab("teardown-netrm");
+    lab.netpath_ok(&words("network create busy --subnet 10.36.0.0/24")).unwrap();
+    lab.netpath_ok(&words("network create idle --subnet 10.37.0.0/24")).unwrap();
+    lab.netpath_ok(&words("run -d --name s3 --network busy")).unwrap();
+    let (code, stdout, stderr) = output(&mut lab.netpath(&["network", "rm", "busy", "idle"]).unwrap()).unwrap();
+    assert_ne!(code, 0);
+    assert_eq!(stdout.trim(), "idle", "the network not in use goes");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("removing busy") && stderr.contains("active endpoints: s3"), "{stderr}");
+    let ls = lab.netpath_ok(&["network", "ls"]).unwrap();
+    assert!(ls.contains("busy") && !ls.contains("idle"), "{ls}");
+}
