@@ -210,11 +210,10 @@ fn key(m: &Published, port: u16) -> PublishedKey {
 /// removed again (removing what was never written is harmless, the keys are
 /// ours), and a failure of that is reported too.
 pub fn install(datapath: &Datapath, published: &mut [Published], target: Ipv4Addr) -> Result<()> {
-    crate::teardown::Rollback::new().run(|rollback| {
-        let written = write(datapath, published, target);
-        let snapshot = published.to_vec();
-        rollback.push("published ports", move || uninstall(datapath, &snapshot));
-        written
+    let Err(cause) = write(datapath, published, target) else { return Ok(()) };
+    Err(match uninstall(datapath, published) {
+        Ok(()) => cause,
+        Err(rollback) => crate::teardown::RolledBackBadly { cause, rollback }.into(),
     })
 }
 
