@@ -12,7 +12,7 @@ pub mod map_names {
     pub const NETWORKS: &str = "NETWORKS";
     pub const UPLINKS: &str = "UPLINKS";
     pub const PUBLISHED: &str = "PUBLISHED";
-    pub const PORT_RANGES: &str = "PORT_RANGES";
+    pub const PUBLISHED_RANGES: &str = "PUBLISHED_RANGES";
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const HOST_ADDRS: &str = "HOST_ADDRS";
     pub const LINKS: &str = "LINKS";
@@ -24,7 +24,7 @@ pub mod map_names {
         NETWORKS,
         UPLINKS,
         PUBLISHED,
-        PORT_RANGES,
+        PUBLISHED_RANGES,
         CONNTRACK,
         HOST_ADDRS,
         SOCK_REVNAT,
@@ -51,7 +51,7 @@ pub const MAX_UPLINKS: usize = 64;
 pub const MAX_PUBLISHED: usize = 65536;
 /// Published port ranges are searched only when no single-port mapping
 /// matched, and only for the first packet of a flow.
-pub const MAX_PORT_RANGES: usize = 64;
+pub const MAX_PUBLISHED_RANGES: usize = 64;
 pub const MAX_HOST_ADDRS: usize = 256;
 pub const SOCK_REVNAT_ENTRIES: usize = 65536;
 /// Default conntrack capacity; the loader may size it from the config.
@@ -143,10 +143,10 @@ pub struct PublishedTarget {
 }
 
 /// A published range `host_first..=host_last` → `target_first + offset`, one
-/// slot of [`map_names::PORT_RANGES`]; a zero `proto` marks a free slot.
+/// slot of [`map_names::PUBLISHED_RANGES`]; a zero `proto` marks a free slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PortRange {
+pub struct PublishedRange {
     pub host_addr: [u8; 4],
     pub host_first: u16,
     pub host_last: u16,
@@ -252,7 +252,7 @@ pub struct DatapathConfig {
     pub ct_closing_timeout_s: u32,
     pub ct_udp_timeout_s: u32,
     pub ct_icmp_timeout_s: u32,
-    pub port_range_count: u32,
+    pub published_range_count: u32,
     /// Socket programs act only in this network namespace.
     pub host_netns_cookie: u64,
 }
@@ -287,7 +287,7 @@ impl Default for DatapathConfig {
             ct_closing_timeout_s: 10,
             ct_udp_timeout_s: 60,
             ct_icmp_timeout_s: 30,
-            port_range_count: 0,
+            published_range_count: 0,
             host_netns_cookie: 0,
         }
     }
@@ -390,7 +390,7 @@ mod pod {
     unsafe impl aya::Pod for super::Uplink {}
     unsafe impl aya::Pod for super::PublishedKey {}
     unsafe impl aya::Pod for super::PublishedTarget {}
-    unsafe impl aya::Pod for super::PortRange {}
+    unsafe impl aya::Pod for super::PublishedRange {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::DatapathConfig {}

@@ -76,7 +76,7 @@ pub fn run(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     };
     if matches!(p.kind, Kind::Tcp | Kind::Udp) {
-        if let Some(target) = crate::publish::find(&p.key, cfg.port_range_count) {
+        if let Some(target) = crate::publish::find(&p.key, cfg.published_range_count) {
             if p.key.daddr == net.gateway || route::is_local(ctx.skb.skb.cast(), ifindex, p.key.saddr, p.key.daddr) {
                 return hairpin(ctx, &p, &net, target.addr, target.port, now);
             }

@@ -4,8 +4,9 @@ use aya_ebpf::{
 };
 use netpath_common::{
     Counters, CtEntry, DEFAULT_CONNTRACK_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey,
-    MAX_ENDPOINTS, MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_PORT_RANGES, MAX_PUBLISHED, MAX_UPLINKS, NetworkPolicy,
-    PROGRAM_COUNT, PortRange, PublishedKey, PublishedTarget, SOCK_REVNAT_ENTRIES, SockRevKey, SockRevValue, Uplink,
+    MAX_ENDPOINTS, MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_PUBLISHED, MAX_PUBLISHED_RANGES, MAX_UPLINKS,
+    NetworkPolicy, PROGRAM_COUNT, PublishedKey, PublishedRange, PublishedTarget, SOCK_REVNAT_ENTRIES, SockRevKey,
+    SockRevValue, Uplink,
 };
 
 #[btf_map]
@@ -21,7 +22,7 @@ pub static UPLINKS: HashMap<u32, Uplink, MAX_UPLINKS> = HashMap::new();
 pub static PUBLISHED: HashMap<PublishedKey, PublishedTarget, MAX_PUBLISHED> = HashMap::new();
 
 #[btf_map]
-pub static PORT_RANGES: Array<PortRange, MAX_PORT_RANGES> = Array::new();
+pub static PUBLISHED_RANGES: Array<PublishedRange, MAX_PUBLISHED_RANGES> = Array::new();
 
 #[btf_map]
 pub static CONNTRACK: LruHashMap<FlowKey, CtEntry, DEFAULT_CONNTRACK_ENTRIES> = LruHashMap::new();

@@ -1,10 +1,10 @@
 //! Published ports: one hash entry per single port, one array slot per range.
 use core::ffi::c_void;
 
-use netpath_common::{FlowKey, MAX_PORT_RANGES, PublishedKey, PublishedTarget};
+use netpath_common::{FlowKey, MAX_PUBLISHED_RANGES, PublishedKey, PublishedTarget};
 
 use crate::{
-    maps::{PORT_RANGES, PUBLISHED, UPLINKS},
+    maps::{PUBLISHED, PUBLISHED_RANGES, UPLINKS},
     route,
 };
 
@@ -42,11 +42,11 @@ pub fn find(key: &FlowKey, range_count: u32) -> Option<PublishedTarget> {
 #[inline(always)]
 fn find_range(key: &FlowKey, range_count: u32) -> PublishedTarget {
     let mut best = PublishedTarget::default();
-    for i in 0..MAX_PORT_RANGES as u32 {
+    for i in 0..MAX_PUBLISHED_RANGES as u32 {
         if i >= range_count {
             break;
         }
-        let Some(r) = PORT_RANGES.get(i) else { break };
+        let Some(r) = PUBLISHED_RANGES.get(i) else { break };
         if r.proto != key.proto || key.dport < r.host_first || key.dport > r.host_last {
             continue;
         }

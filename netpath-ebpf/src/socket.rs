@@ -57,7 +57,7 @@ fn steer(ctx: &SockAddrContext, remember: bool) -> i32 {
     if daddr[0] == 127 && daddr != [127, 0, 0, 1] {
         lookup.daddr = [127, 0, 0, 1];
     }
-    let Some(target) = crate::publish::find(&lookup, cfg.port_range_count) else {
+    let Some(target) = crate::publish::find(&lookup, cfg.published_range_count) else {
         return ALLOW;
     };
     if remember {

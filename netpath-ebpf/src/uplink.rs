@@ -60,7 +60,7 @@ pub fn from_uplink(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     }
     let ifindex = route::ingress_ifindex(ctx);
-    let Some(target) = publish::arriving(ctx.skb.skb.cast(), ifindex, &p.key, cfg.port_range_count) else {
+    let Some(target) = publish::arriving(ctx.skb.skb.cast(), ifindex, &p.key, cfg.published_range_count) else {
         count(PROGRAM, |c| c.passed_no_endpoint += 1);
         return TC_ACT_OK;
     };

@@ -107,7 +107,7 @@ pub fn from_uplink(ctx: &XdpContext) -> u32 {
     } else {
         // SAFETY: the context pointer is valid for the whole program run.
         let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-        let Some(target) = publish::arriving(ctx.ctx.cast(), ifindex, &p.key, cfg.port_range_count) else {
+        let Some(target) = publish::arriving(ctx.ctx.cast(), ifindex, &p.key, cfg.published_range_count) else {
             return pass();
         };
         let Some(dst) = xdp_target(target.addr) else {

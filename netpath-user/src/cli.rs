@@ -10,10 +10,11 @@ use crate::{
     host::Host,
     network,
     paths::Roots,
-    ports,
+    publish,
     sandbox::{self, RunRequest},
     state::{State, Store},
-    stats,
+    stats, system,
+    teardown::Teardown,
 };
 
 #[derive(Parser, Debug)]
@@ -247,21 +248,22 @@ fn dispatch(cli: Cli) -> Result<i32> {
             for name in &names {
                 state.sandbox(name)?;
             }
-            let mut failed = None;
+            let mut teardown = Teardown::new();
             for name in &names {
-                match sandbox::remove(&host, &mut state, name, force) {
-                    Ok(()) => println!("{name}"),
-                    Err(e) => failed = Some(e.context(format!("removing {name}"))),
+                let removed = sandbox::remove(&host, &mut state, name, force);
+                if removed.is_ok() {
+                    println!("{name}");
                 }
+                teardown.step(format!("removing {name}"), removed);
             }
             store.save(&state)?;
-            failed.map_or(Ok(0), Err)
+            teardown.finish().map(|()| 0)
         }
         Command::Port { name, port } => {
             let (_store, state) = Store::open(&roots)?;
             let sandbox = state.sandbox(&name)?;
-            let filter = port.as_deref().map(ports::parse_filter).transpose()?;
-            let lines = ports::describe(&sandbox.ports, filter);
+            let filter = port.as_deref().map(publish::parse_filter).transpose()?;
+            let lines = publish::describe(&sandbox.published, filter);
             if lines.is_empty() {
                 if let Some(p) = port {
                     anyhow::bail!("no public port '{p}' published for {name}");
@@ -290,37 +292,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::System(SystemCommand::Reset) => {
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
-            let result = reset(&host, &mut state);
+            let result = system::reset(&host, &mut state);
             store.save(&state)?;
             result.map(|()| 0)
         }
     }
-}
-
-/// Removes everything the instance created. Keeps going past failures.
-pub fn reset(host: &Host, state: &mut State) -> Result<()> {
-    let mut first_error = None;
-    let names: Vec<String> = state.sandboxes.keys().cloned().collect();
-    for name in names {
-        // Removing an owner also removed the sandboxes sharing its namespaces.
-        if !state.sandboxes.contains_key(&name) {
-            continue;
-        }
-        if let Err(e) = sandbox::remove(host, state, &name, true) {
-            first_error.get_or_insert(e);
-        }
-    }
-    crate::dns::stop(&host.roots);
-    let names: Vec<String> = state.networks.keys().cloned().collect();
-    for name in names {
-        if let Err(e) = network::remove(host, state, &name, true) {
-            first_error.get_or_insert(e);
-        }
-    }
-    if let Err(e) = host.datapath.unload() {
-        first_error.get_or_insert(e);
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
@@ -346,8 +322,7 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
         NetworkCommand::Ls => {
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
-            if !state.networks.contains_key(network::DEFAULT_NETWORK) {
-                network::ensure_default(&host, &mut state)?;
+            if network::ensure_default(&host, &mut state)?.is_some() {
                 store.save(&state)?;
             }
             println!("{:<15}{:<20}{:<10}SCOPE", "NETWORK ID", "NAME", "DRIVER");
@@ -369,12 +344,19 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
             for name in &names {
                 state.network(name)?;
             }
+            // Each network goes on its own; one that fails does not keep
+            // the others, and every failure is reported.
+            let mut teardown = Teardown::new();
             for name in &names {
-                network::remove(&host, &mut state, name, false)?;
+                let removed = network::remove(&host, &mut state, name, false);
                 store.save(&state)?;
-                println!("{name}");
+                if removed.is_ok() {
+                    println!("{name}");
+                }
+                teardown.step(format!("removing {name}"), removed);
             }
-            crate::dns::ensure(&host, &state)?;
+            teardown.step("resolver", crate::dns::ensure(&host, &state));
+            teardown.finish()?;
         }
         NetworkCommand::Connect { aliases, ip, network, sandbox: name } => {
             let host = Host::open(roots)?;
@@ -413,17 +395,7 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
         let (store, mut state) = Store::open(&host.roots)?;
         let mut sandbox = sandbox::create(&host, &mut state, &req)?;
         if a.detach && !a.command.is_empty() {
-            match sandbox::spawn_detached(&host, &state, &sandbox, &a.command) {
-                Ok(pid) => {
-                    sandbox.pid = Some(pid);
-                    sandbox.command = a.command.clone();
-                    state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
-                }
-                Err(e) => {
-                    let _ = sandbox::remove(&host, &mut state, &sandbox.name, true);
-                    return Err(e);
-                }
-            }
+            sandbox::start_detached(&host, &mut state, &mut sandbox, &a.command)?;
         }
         store.save(&state)?;
         (sandbox, state)

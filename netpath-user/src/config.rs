@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail};
 use ipnetwork::Ipv4Network;
 use serde::Deserialize;
 
+use crate::validate;
+
 pub const DEFAULT_BRIDGE: &str = "netpath0";
 pub const DEFAULT_BIP: &str = "172.17.0.1/16";
 pub const DEFAULT_MTU: u32 = 1500;
@@ -153,25 +155,25 @@ impl Config {
         let json: DaemonJson = serde_json::from_value(serde_json::Value::Object(raw))?;
         let mut config = Config::default();
         if let Some(bridge) = json.bridge {
-            crate::network::validate_ifname(&bridge)?;
+            validate::ifname(&bridge)?;
             config.bridge = bridge;
         }
         if let Some(bip) = json.bip {
-            config.bip = parse_cidr(&bip).context("bip")?;
+            config.bip = validate::cidr(&bip).context("bip")?;
             if config.bip.ip() == config.bip.network() {
                 bail!("bip {bip} must be the bridge's address, not the network's");
             }
             config.default_gateway = config.bip.ip();
         }
         if let Some(fixed) = json.fixed_cidr {
-            let fixed = parse_cidr(&fixed).context("fixed-cidr")?;
-            if !crate::network::contains_net(config.subnet(), fixed) {
+            let fixed = validate::cidr(&fixed).context("fixed-cidr")?;
+            if !validate::contains_net(config.subnet(), fixed) {
                 bail!("fixed-cidr {fixed} is not inside the bridge subnet {}", config.subnet());
             }
             config.fixed_cidr = Some(fixed);
         }
         if let Some(mtu) = json.mtu {
-            crate::network::validate_mtu(mtu)?;
+            validate::mtu(mtu)?;
             config.mtu = mtu;
         }
         if let Some(gw) = json.default_gateway {
@@ -185,7 +187,7 @@ impl Config {
         config.dns = json.dns.unwrap_or_default();
         config.dns_search = json.dns_search.unwrap_or_default();
         for pool in json.default_address_pools.unwrap_or_default() {
-            let base = parse_cidr(&pool.base).context("default-address-pools")?;
+            let base = validate::cidr(&pool.base).context("default-address-pools")?;
             if pool.size < base.prefix() || pool.size > 30 {
                 bail!("default-address-pools: size {} does not fit base {}", pool.size, pool.base);
             }
@@ -223,15 +225,6 @@ impl Config {
     pub fn subnet(&self) -> Ipv4Network {
         Ipv4Network::new(self.bip.network(), self.bip.prefix()).expect("prefix already valid")
     }
-}
-
-/// Parses an IPv4 CIDR the way a user would write it; host bits are cleared.
-pub fn parse_cidr(text: &str) -> Result<Ipv4Network> {
-    let net: Ipv4Network = text.parse().map_err(|_| anyhow::anyhow!("invalid CIDR address: {text}"))?;
-    if !text.contains('/') {
-        bail!("invalid CIDR address: {text} (no prefix length)");
-    }
-    Ok(net)
 }
 
 #[cfg(test)]

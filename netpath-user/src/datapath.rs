@@ -21,8 +21,8 @@ use aya::{
     },
 };
 use netpath_common::{
-    Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, NetworkPolicy, PortRange, Program,
-    PublishedKey, PublishedTarget, Uplink, map_names, program_names,
+    Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, NetworkPolicy, Program, PublishedKey,
+    PublishedRange, PublishedTarget, Uplink, map_names, program_names,
 };
 
 use aya_obj::programs::XdpAttachType;
@@ -370,13 +370,13 @@ impl Datapath {
         Ok(())
     }
 
-    fn ranges(&self) -> Result<Array<MapData, PortRange>> {
-        Ok(Array::try_from(self.map(map_names::PORT_RANGES)?)?)
+    fn ranges(&self) -> Result<Array<MapData, PublishedRange>> {
+        Ok(Array::try_from(self.map(map_names::PUBLISHED_RANGES)?)?)
     }
 
     /// Writes range slot `slot` (a zero `proto` frees it) and keeps the
     /// program's search bound at the highest used slot.
-    pub fn set_range(&self, slot: u32, range: PortRange) -> Result<()> {
+    pub fn set_range(&self, slot: u32, range: PublishedRange) -> Result<()> {
         let mut ranges = self.ranges()?;
         ranges.set(slot, range, 0).context("writing port range")?;
         let mut used = 0;
@@ -386,11 +386,11 @@ impl Datapath {
             }
         }
         let mut config = self.config()?;
-        config.port_range_count = used;
+        config.published_range_count = used;
         self.set_config(&config)
     }
 
-    pub fn range_slots(&self) -> Result<Vec<PortRange>> {
+    pub fn range_slots(&self) -> Result<Vec<PublishedRange>> {
         let ranges = self.ranges()?;
         (0..ranges.len()).map(|i| Ok(ranges.get(&i, 0)?)).collect()
     }

@@ -3,14 +3,12 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use netpath_common::{NetworkPolicy, network_flags};
 
 use crate::{
     config::Config,
     datapath::{Datapath, LoadOptions},
     link::Rtnl,
     paths::Roots,
-    state::{Network, State},
 };
 
 pub struct Host {
@@ -26,15 +24,13 @@ impl Host {
         Ok(Host { datapath: Datapath::at(&roots.bpf), rtnl: Rtnl::new()?, config, roots })
     }
 
-    /// Loads the data path if needed and brings its view of the networks and
-    /// uplinks up to date with `state` and the host.
-    pub fn prepare_datapath(&self, state: &State) -> Result<()> {
+    /// Loads the data path if needed and brings its view of the uplinks and
+    /// host addresses up to date (the networks' entries are their drivers'
+    /// business: `network::prepare_datapath`).
+    pub fn prepare_datapath(&self) -> Result<()> {
         let mut config = self.config.timeouts;
         config.host_netns_cookie = 0;
         self.datapath.ensure_loaded(&LoadOptions { conntrack_max: self.config.conntrack_max, config })?;
-        for net in state.networks.values() {
-            self.sync_network(net)?;
-        }
         for name in self.uplinks()? {
             let Some(index) = self.rtnl.index(&name)? else { continue };
             let Some((addr, _)) = self.rtnl.ipv4_addresses(index)?.first().copied() else { continue };
@@ -45,15 +41,6 @@ impl Host {
         let addrs: Vec<Ipv4Addr> = self.rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).collect();
         self.datapath.set_host_addresses(&addrs)?;
         self.datapath.attach_sockets(&self.roots.cgroup, netns_cookie()?)
-    }
-
-    /// Writes one network's policy, if the data path is loaded.
-    pub fn sync_network(&self, net: &Network) -> Result<()> {
-        if !self.datapath.is_loaded() || net.driver != "bridge" {
-            return Ok(());
-        }
-        let gateway_mac = self.rtnl.mac(&net.bridge).unwrap_or_default();
-        self.datapath.set_network(net.index, policy(net, gateway_mac))
     }
 
     /// The configured uplinks, or the interfaces holding IPv4 default routes.
@@ -97,26 +84,4 @@ fn netns_cookie() -> Result<u64> {
         return Err(std::io::Error::last_os_error()).context("SO_NETNS_COOKIE");
     }
     Ok(cookie)
-}
-
-pub fn policy(net: &Network, gateway_mac: [u8; 6]) -> NetworkPolicy {
-    let mut flags = 0;
-    if net.masquerade() {
-        flags |= network_flags::MASQUERADE;
-    }
-    if net.internal {
-        flags |= network_flags::INTERNAL;
-    }
-    if !net.icc() {
-        flags |= network_flags::NO_ICC;
-    }
-    NetworkPolicy {
-        flags,
-        subnet: net.subnet.network().octets(),
-        subnet_mask: net.subnet.mask().octets(),
-        gateway: net.gateway.octets(),
-        snat_addr: net.snat_address().unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
-        gateway_mac,
-        _pad: [0; 2],
-    }
 }

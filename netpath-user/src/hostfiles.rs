@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 
 use crate::{
     host::Host,
-    network::DEFAULT_NETWORK,
-    ports::Proto,
+    network::DEFAULT_NETWORK_NAME,
+    publish::Proto,
     state::{Mode, Sandbox, State},
 };
 
@@ -33,7 +33,7 @@ pub fn hosts(state: &State, sandbox: &Sandbox) -> String {
     }
     for link in &sandbox.links {
         if let Some(t) = state.sandboxes.get(&link.name) {
-            if let Some(a) = t.attachment(DEFAULT_NETWORK) {
+            if let Some(a) = t.attachment(DEFAULT_NETWORK_NAME) {
                 let _ = writeln!(out, "{}\t{} {} {}", a.ip, link.alias, &t.id[..12], t.name);
             }
         }
@@ -144,11 +144,11 @@ pub fn link_env(state: &State, sandbox: &Sandbox) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for link in &sandbox.links {
         let Some(t) = state.sandboxes.get(&link.name) else { continue };
-        let Some(a) = t.attachment(DEFAULT_NETWORK) else { continue };
+        let Some(a) = t.attachment(DEFAULT_NETWORK_NAME) else { continue };
         let prefix = link.alias.to_uppercase().replace('-', "_");
         env.push((format!("{prefix}_NAME"), format!("/{}/{}", sandbox.name, link.alias)));
         let mut ports: Vec<(u16, Proto)> = t.expose.clone();
-        for m in &t.ports {
+        for m in &t.published {
             for i in 0..m.port_count() {
                 ports.push((m.container_first + i, m.proto));
             }

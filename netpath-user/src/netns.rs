@@ -40,10 +40,17 @@ fn create(path: &Path, kind: CloneFlags, init: impl FnOnce() -> Result<()> + Sen
         .join()
         .map_err(|_| anyhow!("namespace thread panicked"))?
     });
-    if result.is_err() {
-        let _ = fs::remove_file(path);
+    match result {
+        Ok(()) => Ok(()),
+        Err(cause) => Err(match fs::remove_file(path) {
+            Ok(()) => cause,
+            Err(e) => crate::teardown::RolledBackBadly {
+                cause,
+                rollback: anyhow::Error::new(e).context(format!("removing {}", path.display())),
+            }
+            .into(),
+        }),
     }
-    result
 }
 
 /// Where `ip netns` and Podman keep named network namespaces.

@@ -10,16 +10,18 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
+    config::Config,
     host::Host,
-    hostfiles,
-    link::Mac,
-    netns,
-    network::{self, DEFAULT_NETWORK, ipam},
+    hostfiles, netns,
+    network::{self, DEFAULT_NETWORK_NAME, ipam},
     paths::Roots,
-    ports,
+    publish,
     state::{self, Attachment, HostConfig, Link, Mode, Sandbox, State},
-    undo::Undo,
+    teardown::{Rollback, RolledBackBadly, Teardown},
+    validate,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -30,7 +32,7 @@ pub struct RunRequest {
     pub ip: Option<String>,
     pub mac: Option<String>,
     pub hostname: Option<String>,
-    /// Docker `-p` specifications.
+    /// Docker `--publish` (`-p`) specifications.
     pub publish: Vec<String>,
     pub aliases: Vec<String>,
     pub links: Vec<String>,
@@ -42,48 +44,30 @@ pub struct RunRequest {
     pub add_hosts: Vec<String>,
 }
 
-pub fn parse_mac(text: &str) -> Result<Mac> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let bytes: Option<Vec<u8>> =
-        parts.iter().map(|p| u8::from_str_radix(p, 16).ok().filter(|_| p.len() == 2)).collect();
-    match bytes {
-        Some(b) if b.len() == 6 && b[0] & 1 == 0 => Ok([b[0], b[1], b[2], b[3], b[4], b[5]]),
-        _ => bail!("invalid MAC address {text:?}: six hex pairs, unicast"),
-    }
-}
-
-pub fn format_mac(mac: &Mac) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-fn parse_ip(s: &str, what: &str) -> Result<Ipv4Addr> {
-    s.parse::<Ipv4Addr>().map_err(|_| anyhow::anyhow!("invalid {what}: {s}"))
-}
-
 fn parse_links(state: &State, specs: &[String]) -> Result<Vec<Link>> {
     specs
         .iter()
         .map(|spec| {
             let (name, alias) = spec.split_once(':').unwrap_or((spec, spec));
             let target = state.sandbox(name).with_context(|| format!("could not link to {name}"))?;
-            if target.attachment(DEFAULT_NETWORK).is_none() {
+            if target.attachment(DEFAULT_NETWORK_NAME).is_none() {
                 bail!("could not link to {name}: links work on the default bridge network only");
             }
-            network::validate_name(alias)?;
+            validate::name(alias)?;
             Ok(Link { name: name.to_string(), alias: alias.to_string() })
         })
         .collect()
 }
 
-fn parse_host_config(host: &Host, state: &State, req: &RunRequest) -> Result<HostConfig> {
-    let dns = req.dns.iter().map(|d| parse_ip(d, "DNS server address")).collect::<Result<_>>()?;
-    let gateway = state.networks.get(DEFAULT_NETWORK).map(|n| n.gateway).unwrap_or(host.config.default_gateway);
+fn parse_host_config(config: &Config, state: &State, req: &RunRequest) -> Result<HostConfig> {
+    let dns = req.dns.iter().map(|d| validate::ipv4(d, "DNS server address")).collect::<Result<_>>()?;
+    let gateway = state.networks.get(DEFAULT_NETWORK_NAME).map(|n| n.gateway).unwrap_or(config.default_gateway);
     let extra_hosts = req
         .add_hosts
         .iter()
         .map(|h| {
             let (name, ip) = h.split_once(':').with_context(|| format!("invalid --add-host {h:?}: NAME:IP"))?;
-            let ip = if ip == "host-gateway" { gateway } else { parse_ip(ip, "--add-host address")? };
+            let ip = if ip == "host-gateway" { gateway } else { validate::ipv4(ip, "--add-host address")? };
             if name.is_empty() {
                 bail!("invalid --add-host {h:?}: NAME:IP");
             }
@@ -98,13 +82,24 @@ fn next_ifname(sandbox: &Sandbox) -> String {
     (0..).map(|i| format!("eth{i}")).find(|n| !sandbox.attachments.iter().any(|a| &a.ifname == n)).expect("unbounded")
 }
 
-/// Creates a sandbox and records it. All checks happen before the first change.
-pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbox> {
-    network::validate_name(&req.name)?;
+/// What `run` will make, computed and checked before anything changes: the
+/// record as it will be stored (namespaces, attachment with its address and
+/// MAC, published ports with their host ports, links). Applying it is
+/// [`apply`]; this is also what a crash-safe intent record would hold.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    pub sandbox: Sandbox,
+}
+
+/// Checks a `run` request against `state` and the configuration and works
+/// out everything it will make. Changes nothing and reads nothing but its
+/// arguments (and, for `--network host`, the host's name).
+pub fn plan(config: &Config, roots: &Roots, state: &State, req: &RunRequest) -> Result<Plan> {
+    validate::name(&req.name)?;
     if state.sandboxes.contains_key(&req.name) {
         bail!("the sandbox name {} is already in use", req.name);
     }
-    let requested = req.network.clone().unwrap_or_else(|| DEFAULT_NETWORK.to_string());
+    let requested = req.network.clone().unwrap_or_else(|| DEFAULT_NETWORK_NAME.to_string());
     let (mode, net_name) = match requested.as_str() {
         "host" => (Mode::Host, None),
         "none" => (Mode::Attached, None),
@@ -117,7 +112,7 @@ pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbo
                 (Mode::Container(owner.to_string()), None)
             }
             None => {
-                if other != DEFAULT_NETWORK {
+                if other != DEFAULT_NETWORK_NAME {
                     state.network(other)?;
                 }
                 (Mode::Attached, Some(other.to_string()))
@@ -140,50 +135,63 @@ pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbo
             bail!("conflicting options: hostname and the network mode {requested}");
         }
     }
-    let requested_ip = req.ip.as_deref().map(|s| parse_ip(s, "IP address")).transpose()?;
-    let mac = req.mac.as_deref().map(parse_mac).transpose()?;
+    let requested_ip = req.ip.as_deref().map(|s| validate::ipv4(s, "IP address")).transpose()?;
+    let mac = req.mac.as_deref().map(validate::mac).transpose()?;
     if let Some(h) = &req.hostname {
-        if h.is_empty() || h.len() > 64 {
-            bail!("invalid hostname {h:?}");
-        }
+        validate::hostname(h)?;
     }
-    if let Some(net_name) = &net_name {
-        if net_name == DEFAULT_NETWORK {
-            // Checks an IP against the default network before creating it.
-            let planned = network::plan_default(state, &host.config);
-            if let Some(ip) = requested_ip {
-                ipam::allocate(&planned, state.addresses_on(DEFAULT_NETWORK), Some(ip))?;
-            }
-            if !req.aliases.is_empty() {
-                bail!("network-scoped aliases are only supported for user-defined networks");
-            }
-        } else {
-            ipam::allocate(state.network(net_name)?, state.addresses_on(net_name), requested_ip)?;
-            if !req.links.is_empty() {
-                bail!("--link is supported on the default bridge network only");
-            }
+    // The network as it is, or the default one as it will be on first use.
+    let network = match &net_name {
+        Some(n) if n == DEFAULT_NETWORK_NAME => {
+            Some(state.networks.get(n).cloned().unwrap_or_else(|| network::plan_default(state, config)))
+        }
+        Some(n) => Some(state.network(n)?.clone()),
+        None => None,
+    };
+    if let Some(net) = &network {
+        if net.is_default && !req.aliases.is_empty() {
+            bail!("network-scoped aliases are only supported for user-defined networks");
+        }
+        if !net.is_default && !req.links.is_empty() {
+            bail!("--link is supported on the default bridge network only");
         }
     }
     if let Some(mac) = mac {
         if state.sandboxes.values().flat_map(|s| &s.attachments).any(|a| a.mac == mac) {
-            bail!("MAC address {} is already in use", format_mac(&mac));
+            bail!("MAC address {} is already in use", validate::format_mac(&mac));
         }
     }
     for a in &req.aliases {
-        network::validate_name(a)?;
+        validate::name(a)?;
     }
     let links = parse_links(state, &req.links)?;
-    let expose = req.expose.iter().map(|e| ports::parse_filter(e)).collect::<Result<Vec<_>>>()?;
-    let port_requests = req.publish.iter().map(|p| ports::parse(p)).collect::<Result<Vec<_>>>()?;
-    let bind_ip = net_name
-        .as_ref()
-        .and_then(|n| state.networks.get(n))
-        .and_then(|n| n.host_binding())
-        .unwrap_or(host.config.default_bind_ip);
-    let mut mappings = ports::allocate(state, &port_requests, bind_ip)?;
-    let host_config = parse_host_config(host, state, req)?;
+    let expose = req.expose.iter().map(|e| publish::parse_filter(e)).collect::<Result<Vec<_>>>()?;
+    let specs = req.publish.iter().map(|p| publish::parse(p)).collect::<Result<Vec<_>>>()?;
+    let bind_ip = match &network {
+        Some(net) => network::driver::of(net)?.host_binding(),
+        None => None,
+    }
+    .unwrap_or(config.default_bind_ip);
+    let already = state.sandboxes.values().flat_map(|s| &s.published);
+    let published = publish::allocate(already, &specs, bind_ip)?;
+    let host_config = parse_host_config(config, state, req)?;
 
     let id = state::new_id();
+    let attachments = match &network {
+        Some(net) => {
+            let ip = ipam::allocate(net, state.addresses_on(&net.name), requested_ip)?;
+            vec![Attachment {
+                network: net.name.clone(),
+                endpoint_id: state::new_id(),
+                ifname: "eth0".into(),
+                host_ifname: format!("veth{}", &id[..7]),
+                ip,
+                mac: mac.unwrap_or_else(|| ipam::mac_for(ip)),
+                aliases: req.aliases.clone(),
+            }]
+        }
+        None => Vec::new(),
+    };
     let (netns, uts, hostname) = match &mode {
         Mode::Host => (PathBuf::new(), PathBuf::new(), nix::unistd::gethostname()?.to_string_lossy().into_owned()),
         Mode::Container(owner) => {
@@ -191,87 +199,104 @@ pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbo
             (o.netns.clone(), o.uts.clone(), o.hostname.clone())
         }
         Mode::Attached => (
-            host.roots.netns_dir().join(&req.name),
-            host.roots.uts_dir().join(&req.name),
+            roots.netns_dir().join(&req.name),
+            roots.uts_dir().join(&req.name),
             req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
         ),
     };
-    let mut sandbox = Sandbox {
+    let sandbox = Sandbox {
         name: req.name.clone(),
         hostname,
         netns,
         uts,
         id,
         created: state::now(),
-        attachments: Vec::new(),
+        attachments,
         pid: None,
         command: Vec::new(),
-        ports: Vec::new(),
+        published,
         mode,
         host_config,
         links,
         expose,
     };
+    Ok(Plan { sandbox })
+}
 
-    let mut undo = Undo::new();
-    if sandbox.owns_namespaces() {
-        netns::create_net(&sandbox.netns)?;
-        undo.push("network namespace", || netns::remove(&sandbox.netns));
-        netns::create_uts(&sandbox.uts, &sandbox.hostname)?;
-        undo.push("UTS namespace", || netns::remove(&sandbox.uts));
-        netns::run_in(&sandbox.netns, || crate::link::Rtnl::new()?.loopback_up())?;
-    }
-    if let Some(net_name) = &net_name {
-        let had_default = state.networks.get(DEFAULT_NETWORK).cloned();
-        network::ensure_default(host, state)?;
-        if had_default.is_none() {
-            if let Some(created) = state.networks.get(DEFAULT_NETWORK).cloned() {
-                undo.push("default network", move || network::bridge::remove(host, &created));
+/// Makes what `plan` worked out, step by step; on failure every step made
+/// so far is reversed and the reversals that failed are reported too.
+pub fn apply(host: &Host, state: &mut State, plan: Plan) -> Result<Sandbox> {
+    let Plan { mut sandbox } = plan;
+    let was_loaded = host.datapath.is_loaded();
+    let sandbox_dir = host.roots.sandbox_dir(&sandbox.name);
+    let sandbox = Rollback::new().run(|rollback| {
+        if sandbox.owns_namespaces() {
+            netns::create_net(&sandbox.netns)?;
+            let path = sandbox.netns.clone();
+            rollback.push("network namespace", move || netns::remove(&path));
+            netns::create_uts(&sandbox.uts, &sandbox.hostname)?;
+            let path = sandbox.uts.clone();
+            rollback.push("UTS namespace", move || netns::remove(&path));
+            netns::run_in(&sandbox.netns, || crate::link::Rtnl::new()?.loopback_up())?;
+        }
+        if let Some(att) = sandbox.attachments.first().cloned() {
+            if let Some(created) = network::ensure_default(host, state)? {
+                rollback.push("default network", move || network::destroy(host, &created));
             }
+            if !was_loaded {
+                rollback.push("data path", || host.datapath.unload());
+            }
+            network::prepare_datapath(host, state)?;
+            let net = state.network(&att.network)?.clone();
+            network::attach(host, &net, &sandbox.netns, &att, true, rollback)?;
+            let target = att.ip;
+            publish::install(&host.datapath, &mut sandbox.published, target)?;
+            let installed = sandbox.published.clone();
+            rollback.push("published ports", move || publish::uninstall(&host.datapath, &installed));
+            let pairs = link_pairs(state, &sandbox);
+            set_links(host, &pairs, true)?;
+            rollback.push("links", move || set_links(host, &pairs, false));
         }
-        let was_loaded = host.datapath.is_loaded();
-        if !was_loaded {
-            undo.push("data path", || host.datapath.unload());
+        if sandbox.owns_namespaces() {
+            let dir = sandbox_dir.clone();
+            rollback.push("sandbox files", move || remove_dir(&dir));
         }
-        host.prepare_datapath(state)?;
-        let net = state.network(net_name)?.clone();
-        let ip = ipam::allocate(&net, state.addresses_on(net_name), requested_ip)?;
-        let attachment = Attachment {
-            network: net_name.clone(),
-            endpoint_id: state::new_id(),
-            ifname: "eth0".into(),
-            host_ifname: format!("veth{}", &sandbox.id[..7]),
-            ip,
-            mac: mac.unwrap_or_else(|| ipam::mac_for(ip)),
-            aliases: req.aliases.clone(),
-        };
-        network::attach(host, &net, &sandbox.netns, &attachment, true)?;
-        let detach_copy = attachment.clone();
-        let ns = sandbox.netns.clone();
-        let driver = net.driver.clone();
-        undo.push("network attachment", move || network::detach(host, &driver, &ns, &detach_copy));
-        ports::install(&host.datapath, &mut mappings, ip)?;
-        sandbox.ports = mappings;
-        sandbox.attachments.push(attachment);
-        set_links(host, state, &sandbox, true)?;
-    }
-    hostfiles::write(host, state, &sandbox)?;
-    undo.commit();
+        hostfiles::write(host, state, &sandbox)?;
+        Ok(sandbox)
+    })?;
     state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
     crate::dns::ensure(host, state)?;
     Ok(sandbox)
 }
 
-/// Allows (or forbids again) the traffic `--link` opens on an ICC-less network.
-fn set_links(host: &Host, state: &State, sandbox: &Sandbox, allow: bool) -> Result<()> {
-    let Some(me) = sandbox.attachment(DEFAULT_NETWORK) else { return Ok(()) };
-    for link in &sandbox.links {
-        let Some(peer) = state.sandboxes.get(&link.name).and_then(|t| t.attachment(DEFAULT_NETWORK)) else {
-            continue;
-        };
-        host.datapath.set_link(me.ip, peer.ip, allow)?;
+/// Creates a sandbox and records it: [`plan`], then [`apply`].
+pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbox> {
+    let plan = plan(&host.config, &host.roots, state, req)?;
+    apply(host, state, plan)
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
     }
-    Ok(())
+}
+
+/// The address pairs `--link` opens traffic between on an ICC-less network.
+fn link_pairs(state: &State, sandbox: &Sandbox) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    let Some(me) = sandbox.attachment(DEFAULT_NETWORK_NAME) else { return Vec::new() };
+    sandbox
+        .links
+        .iter()
+        .filter_map(|link| state.sandboxes.get(&link.name).and_then(|t| t.attachment(DEFAULT_NETWORK_NAME)))
+        .map(|peer| (me.ip, peer.ip))
+        .collect()
+}
+
+/// Allows (or forbids again) traffic between each pair.
+fn set_links(host: &Host, pairs: &[(Ipv4Addr, Ipv4Addr)], allow: bool) -> Result<()> {
+    pairs.iter().try_for_each(|&(a, b)| host.datapath.set_link(a, b, allow))
 }
 
 /// `network connect`: one more interface, on `net_name`.
@@ -295,11 +320,11 @@ pub fn connect(
         bail!("network-scoped aliases are only supported for user-defined networks");
     }
     for a in aliases {
-        network::validate_name(a)?;
+        validate::name(a)?;
     }
-    let requested_ip = ip.map(|s| parse_ip(s, "IP address")).transpose()?;
+    let requested_ip = ip.map(|s| validate::ipv4(s, "IP address")).transpose()?;
     let ip = ipam::allocate(&net, state.addresses_on(net_name), requested_ip)?;
-    host.prepare_datapath(state)?;
+    network::prepare_datapath(host, state)?;
     let attachment = Attachment {
         network: net_name.to_string(),
         endpoint_id: state::new_id(),
@@ -309,30 +334,33 @@ pub fn connect(
         mac: ipam::mac_for(ip),
         aliases: aliases.to_vec(),
     };
-    network::attach(host, &net, &sandbox.netns, &attachment, sandbox.attachments.is_empty())?;
     let mut sandbox = sandbox;
-    sandbox.attachments.push(attachment);
-    state.sandboxes.insert(name.to_string(), sandbox.clone());
-    hostfiles::write(host, state, &sandbox)?;
+    Rollback::new().run(|rollback| {
+        network::attach(host, &net, &sandbox.netns, &attachment, sandbox.attachments.is_empty(), rollback)?;
+        sandbox.attachments.push(attachment);
+        hostfiles::write(host, state, &sandbox)
+    })?;
+    state.sandboxes.insert(name.to_string(), sandbox);
     crate::dns::ensure(host, state)
 }
 
 /// `network disconnect`.
 pub fn disconnect(host: &Host, state: &mut State, net_name: &str, name: &str) -> Result<()> {
-    state.network(net_name)?;
+    let net = state.network(net_name)?.clone();
     let mut sandbox = state.sandbox(name)?.clone();
     let Some(pos) = sandbox.attachments.iter().position(|a| a.network == net_name) else {
         bail!("sandbox {name} is not connected to network {net_name}");
     };
-    if net_name == DEFAULT_NETWORK && !sandbox.links.is_empty() {
-        set_links(host, state, &sandbox, false)?;
+    let mut teardown = Teardown::new();
+    if net.is_default {
+        teardown.step("links", set_links(host, &link_pairs(state, &sandbox), false));
     }
     let att = sandbox.attachments.remove(pos);
-    let driver = state.network(net_name)?.driver.clone();
-    network::detach(host, &driver, &sandbox.netns, &att)?;
-    forget_flows(host, &[att.ip])?;
+    teardown.step(format!("attachment to {net_name}"), network::detach(host, &net, &sandbox.netns, &att));
+    teardown.step("tracked connections", forget_flows(host, &[att.ip]));
     state.sandboxes.insert(name.to_string(), sandbox.clone());
-    hostfiles::write(host, state, &sandbox)
+    teardown.step("sandbox files", hostfiles::write(host, state, &sandbox));
+    teardown.finish()
 }
 
 /// Drops conntrack entries of connections that involve `ips`.
@@ -360,51 +388,53 @@ pub fn is_running(sandbox: &Sandbox) -> bool {
     })
 }
 
-/// Tears a sandbox down. Every step runs; the first error is reported.
+/// Tears a sandbox down (and, with `force`, the sandboxes sharing its
+/// namespaces first). Every step runs and every failure is reported (see
+/// [`crate::teardown`]); the record is forgotten either way, so what could
+/// not be removed is named once, here, and not retried.
 pub fn remove(host: &Host, state: &mut State, name: &str, force: bool) -> Result<()> {
     let sandbox = state.sandbox(name)?.clone();
     if !force && is_running(&sandbox) {
         bail!("you cannot remove a running sandbox {name}: stop its command or use rm -f");
     }
     let users = joiners(state, name);
-    if !users.is_empty() {
-        if !force {
-            bail!(
-                "sandbox {name} is in use by {} (network mode container:{name}): remove them first or use rm -f",
-                users.join(", ")
-            );
-        }
-        for u in users {
-            remove(host, state, &u, true)?;
-        }
+    if !users.is_empty() && !force {
+        bail!(
+            "sandbox {name} is in use by {} (network mode container:{name}): remove them first or use rm -f",
+            users.join(", ")
+        );
     }
-    let mut results = Vec::new();
+    let mut teardown = Teardown::new();
+    for u in users {
+        teardown.step(format!("sandbox {u}"), remove(host, state, &u, true));
+    }
     if sandbox.owns_namespaces() {
         kill_all_in(&sandbox.netns);
     } else if let Some(pid) = sandbox.pid.filter(|_| is_running(&sandbox)) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
+    let addresses: Vec<Ipv4Addr> = sandbox.attachments.iter().map(|a| a.ip).collect();
     if host.datapath.is_loaded() {
-        results.push(ports::uninstall(&host.datapath, &sandbox.ports));
-        results.push(set_links(host, state, &sandbox, false));
-        results.push(host.datapath.remove_links_of(&sandbox.attachments.iter().map(|a| a.ip).collect::<Vec<_>>()));
+        teardown.step("published ports", publish::uninstall(&host.datapath, &sandbox.published));
+        teardown.step("links", set_links(host, &link_pairs(state, &sandbox), false));
+        teardown.step("links of its addresses", host.datapath.remove_links_of(&addresses));
     }
     for att in &sandbox.attachments {
-        let driver = state.networks.get(&att.network).map_or("bridge", |n| n.driver.as_str());
-        results.push(network::detach(host, driver, &sandbox.netns, att));
+        let what = format!("attachment to {}", att.network);
+        match state.networks.get(&att.network) {
+            Some(net) => teardown.step(what, network::detach(host, net, &sandbox.netns, att)),
+            None => teardown.step(what, Err(anyhow::anyhow!("network {} not found", att.network))),
+        }
     }
-    results.push(forget_flows(host, &sandbox.attachments.iter().map(|a| a.ip).collect::<Vec<_>>()));
+    teardown.step("tracked connections", forget_flows(host, &addresses));
     if sandbox.owns_namespaces() {
-        results.push(netns::remove(&sandbox.netns));
-        results.push(netns::remove(&sandbox.uts));
+        teardown.step("network namespace", netns::remove(&sandbox.netns));
+        teardown.step("UTS namespace", netns::remove(&sandbox.uts));
     }
-    let dir = host.roots.sandbox_dir(name);
-    if dir.exists() {
-        results.push(fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display())));
-    }
+    teardown.step("sandbox files", remove_dir(&host.roots.sandbox_dir(name)));
     state.sandboxes.remove(name);
-    results.push(crate::dns::ensure(host, state));
-    results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+    teardown.step("resolver", crate::dns::ensure(host, state));
+    teardown.finish()
 }
 
 /// Whether `pid` is alive and lives in the namespace at `netns`.
@@ -494,8 +524,81 @@ pub fn spawn_detached(host: &Host, state: &State, sandbox: &Sandbox, argv: &[Str
     Ok(child.id() as i32)
 }
 
+/// `run -d` with a command: starts it and records it; when it cannot start,
+/// the sandbox goes again (a failure of that is reported with the reason).
+pub fn start_detached(host: &Host, state: &mut State, sandbox: &mut Sandbox, argv: &[String]) -> Result<()> {
+    match spawn_detached(host, state, sandbox, argv) {
+        Ok(pid) => {
+            sandbox.pid = Some(pid);
+            sandbox.command = argv.to_vec();
+            state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
+            Ok(())
+        }
+        Err(cause) => Err(match remove(host, state, &sandbox.name, true) {
+            Ok(()) => cause,
+            Err(rollback) => RolledBackBadly { cause, rollback }.into(),
+        }),
+    }
+}
+
 /// Exit code to pass through for a finished command: its own, or 128+signal.
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn roots() -> Roots {
+        Roots::under(Path::new("/nonexistent/np"), "/nonexistent/bpf".into(), "/nonexistent/cg".into())
+    }
+
+    fn run(name: &str, extra: impl FnOnce(&mut RunRequest)) -> RunRequest {
+        let mut req = RunRequest { name: name.into(), ..Default::default() };
+        extra(&mut req);
+        req
+    }
+
+    #[test]
+    fn a_plan_holds_addresses_devices_and_ports() {
+        let (config, state) = (Config::default(), State::default());
+        let req = run("web", |r| r.publish = vec!["8080:80".into(), "53/udp".into()]);
+        let Plan { sandbox } = plan(&config, &roots(), &state, &req).unwrap();
+        let att = &sandbox.attachments[0];
+        assert_eq!((att.network.as_str(), att.ip), (DEFAULT_NETWORK_NAME, Ipv4Addr::new(172, 17, 0, 2)));
+        assert_eq!(att.mac, [0x02, 0x42, 172, 17, 0, 2]);
+        assert_eq!(att.host_ifname, format!("veth{}", &sandbox.id[..7]));
+        assert_eq!(sandbox.netns, roots().netns_dir().join("web"));
+        let ports: Vec<(u16, u16)> = sandbox.published.iter().map(|p| (p.host_first, p.container_first)).collect();
+        assert_eq!(ports, [(8080, 80), (publish::EPHEMERAL_FIRST, 53)]);
+        // What a crash-safe intent record would store reads back the same.
+        let json = serde_json::to_string(&Plan { sandbox: sandbox.clone() }).unwrap();
+        let back: Plan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.sandbox.attachments[0].ip, att.ip);
+    }
+
+    #[test]
+    fn a_plan_sees_what_is_taken() {
+        let config = Config::default();
+        let mut state = State::default();
+        let first = plan(&config, &roots(), &state, &run("a", |r| r.publish = vec!["8080:80".into()])).unwrap();
+        state.networks.insert(DEFAULT_NETWORK_NAME.into(), network::plan_default(&state, &config));
+        state.sandboxes.insert("a".into(), first.sandbox);
+        let second = plan(&config, &roots(), &state, &run("b", |_| {})).unwrap();
+        assert_eq!(second.sandbox.attachments[0].ip, Ipv4Addr::new(172, 17, 0, 3));
+        let taken = plan(&config, &roots(), &state, &run("c", |r| r.publish = vec!["8080:81".into()]));
+        assert!(taken.unwrap_err().to_string().contains("already allocated"));
+        assert!(plan(&config, &roots(), &state, &run("a", |_| {})).is_err(), "name in use");
+        let none = plan(&config, &roots(), &state, &run("n", |r| r.network = Some("none".into()))).unwrap();
+        assert!(none.sandbox.attachments.is_empty());
+        let conflict = run("h", |r| {
+            r.network = Some("host".into());
+            r.publish = vec!["80".into()];
+        });
+        assert!(plan(&config, &roots(), &state, &conflict).unwrap_err().to_string().contains("conflicting"));
+    }
 }

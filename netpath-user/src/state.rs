@@ -29,6 +29,7 @@ pub struct Network {
     /// Small number naming the network inside BPF maps.
     pub index: u32,
     pub created: String,
+    /// The driver's name; `network::driver::get` turns it into the driver.
     pub driver: String,
     pub subnet: Ipv4Network,
     pub gateway: Ipv4Addr,
@@ -38,12 +39,14 @@ pub struct Network {
     pub show_gateway: bool,
     /// Where sandbox addresses are allocated from; the subnet when unset.
     pub ip_range: Option<Ipv4Network>,
+    /// The host device holding the gateway address (the bridge); empty when
+    /// the gateway is elsewhere (macvlan).
     pub bridge: String,
     pub mtu: u32,
     pub internal: bool,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
-    /// The predefined `bridge` network.
+    /// The predefined network (named `bridge`, as Docker's).
     pub is_default: bool,
 }
 
@@ -90,8 +93,9 @@ pub struct Sandbox {
     /// The detached command started by `run -d`, if any.
     pub pid: Option<i32>,
     pub command: Vec<String>,
-    #[serde(default)]
-    pub ports: Vec<crate::ports::Mapping>,
+    /// Its `--publish` ports, host ports chosen.
+    #[serde(default, alias = "ports")]
+    pub published: Vec<crate::publish::Published>,
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
@@ -100,31 +104,10 @@ pub struct Sandbox {
     pub links: Vec<Link>,
     /// Ports exposed without publishing (`--expose`), for `--link` variables.
     #[serde(default)]
-    pub expose: Vec<(u16, crate::ports::Proto)>,
+    pub expose: Vec<(u16, crate::publish::Proto)>,
 }
 
 impl Sandbox {
-    /// A record that holds nothing yet (tests give it ports).
-    #[cfg(test)]
-    pub fn placeholder() -> Sandbox {
-        Sandbox {
-            name: String::new(),
-            id: String::new(),
-            created: String::new(),
-            hostname: String::new(),
-            netns: PathBuf::new(),
-            uts: PathBuf::new(),
-            attachments: Vec::new(),
-            pid: None,
-            command: Vec::new(),
-            ports: Vec::new(),
-            mode: Mode::Attached,
-            host_config: HostConfig::default(),
-            links: Vec::new(),
-            expose: Vec::new(),
-        }
-    }
-
     /// Whether this sandbox created (and so must remove) its namespaces.
     pub fn owns_namespaces(&self) -> bool {
         self.mode == Mode::Attached
@@ -149,28 +132,11 @@ pub struct Attachment {
 }
 
 impl Network {
-    pub fn masquerade(&self) -> bool {
-        !self.internal && self.options.get(crate::network::OPT_MASQUERADE).is_none_or(|v| v != "false")
-    }
-
     /// Whether netpath's resolver serves names on this network: user-defined
-    /// bridge networks (a macvlan's gateway is a router elsewhere).
+    /// networks whose gateway address sits on a host device netpath made
+    /// (a macvlan's gateway is a router elsewhere).
     pub fn has_resolver(&self) -> bool {
-        !self.is_default && self.driver == "bridge"
-    }
-
-    pub fn icc(&self) -> bool {
-        self.options.get(crate::network::OPT_ICC).is_none_or(|v| v != "false")
-    }
-
-    /// The address masquerade uses instead of the uplink's own.
-    pub fn snat_address(&self) -> Option<Ipv4Addr> {
-        self.options.get(crate::network::OPT_HOST_IPV4).and_then(|v| v.parse().ok())
-    }
-
-    /// The host address `-p` binds to when it names none.
-    pub fn host_binding(&self) -> Option<Ipv4Addr> {
-        self.options.get(crate::network::OPT_HOST_BINDING).and_then(|v| v.parse().ok())
+        !self.is_default && !self.bridge.is_empty()
     }
 }
 

@@ -214,7 +214,7 @@ fn every_publish_form_from_the_outside() {
     lab.netpath_ok(&["rm", "-f", "web"]).unwrap();
     assert_eq!(lab.datapath().published().unwrap().keys().count(), 0);
     assert_eq!(lab.datapath().range_slots().unwrap().iter().filter(|r| r.proto != 0).count(), 0);
-    assert_eq!(lab.datapath().config().unwrap().port_range_count, 0);
+    assert_eq!(lab.datapath().config().unwrap().published_range_count, 0);
     lab.netpath_ok(&["run", "-d", "--name", "web2", "--network", "n1", "-p", "8080:80"]).unwrap();
 }
 

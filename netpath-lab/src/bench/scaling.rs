@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use netpath_common::{CtEntry, FlowKey, IPPROTO_TCP, ct_flags, ct_state};
 use serde::Serialize;
 
-use netpath::ports::{self, Mapping, Proto};
+use netpath::publish::{self, Proto, Published};
 
 use super::{
     catalog::{Scenario, System},
@@ -61,7 +61,7 @@ fn conn_point(tb: &Testbed, system: System, reps: usize, d: &Durations, size: us
 /// publishes all of them with a single `netpath run -d -p ... -p ...` (the
 /// previous filler removed first), timed as the load; then the
 /// published-port connection rate, and one mapping's add/remove through the
-/// library's `ports::install`/`uninstall` (the map writes `run -p` does).
+/// library's `publish::install`/`uninstall` (the map writes `run -p` does).
 pub fn netpath_ports(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) -> Result<Vec<Point>> {
     let mut points = Vec::new();
     let mut filler: Option<String> = None;
@@ -86,7 +86,7 @@ pub fn netpath_ports(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) 
         let dp = tb.lab.datapath();
         let (mut add, mut rm) = (Vec::new(), Vec::new());
         for i in 0..20u16 {
-            let mut m = [Mapping {
+            let mut m = [Published {
                 proto: Proto::Tcp,
                 host_ip: Ipv4Addr::UNSPECIFIED,
                 host_first: 60000 + i,
@@ -95,10 +95,10 @@ pub fn netpath_ports(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) 
                 range_slot: None,
             }];
             let t = Instant::now();
-            ports::install(&dp, &mut m, FILLER_IP)?;
+            publish::install(&dp, &mut m, FILLER_IP)?;
             add.push(t.elapsed().as_secs_f64() * 1e6);
             let t = Instant::now();
-            ports::uninstall(&dp, &m)?;
+            publish::uninstall(&dp, &m)?;
             rm.push(t.elapsed().as_secs_f64() * 1e6);
         }
         p.add_us = Summary::of(&add);

@@ -120,7 +120,7 @@ fn resolve_next_hop(dev: &str, to: SocketAddrV4) -> Result<[u8; 6]> {
             (f.len() >= 6 && f[5] == dev && f[2] == "0x2").then(|| f[3].to_string())
         });
         if let Some(mac) = complete {
-            return netpath::sandbox::parse_mac(&mac);
+            return netpath::validate::mac(&mac);
         }
         if Instant::now() > deadline {
             bail!("no neighbour resolved on {dev} towards {to}");

@@ -2,8 +2,8 @@
 use serde_json::{Value, json};
 
 use crate::{
-    sandbox::format_mac,
     state::{Network, State},
+    validate::format_mac,
 };
 
 pub fn document(state: &State, net: &Network) -> Value {

@@ -1,30 +1,34 @@
 //! Networks: validation of what users ask for, IPAM, and the drivers that
-//! build them on the host.
+//! build them on the host (one file each, listed in [`driver::DRIVERS`]).
 pub mod bridge;
+pub mod driver;
+pub mod inside;
 pub mod inspect;
 pub mod ipam;
 pub mod macvlan;
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ipnetwork::Ipv4Network;
 
 use crate::{
-    config::{Config, parse_cidr},
+    config::Config,
+    host::Host,
     state::{self, Network, State},
+    teardown::{Rollback, Teardown},
+    validate,
 };
 
-pub const DEFAULT_NETWORK: &str = "bridge";
+/// The predefined network's name. Docker calls it `bridge`, like the driver
+/// it uses, but the two are different things: never compare one with the
+/// other's constant ([`driver::DEFAULT_DRIVER`] is the driver's).
+pub const DEFAULT_NETWORK_NAME: &str = "bridge";
 /// Names Docker reserves for its predefined networks and modes.
-pub const RESERVED_NAMES: &[&str] = &["bridge", "host", "none", "default"];
+pub const RESERVED_NAMES: &[&str] = &[DEFAULT_NETWORK_NAME, "host", "none", "default"];
 
-pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+/// Docker's generic network option, understood by every driver.
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
-pub const OPT_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
-pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
-pub const OPT_HOST_IPV4: &str = "com.docker.network.host_ipv4";
-pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
 
 /// Subnets `network create` picks from: the config's default-address-pools,
 /// else Docker's (/16s of 172.17.0.0/12, then /20s of 192.168.0.0/16).
@@ -61,54 +65,12 @@ pub struct CreateRequest {
     pub labels: Vec<String>,
 }
 
-pub fn validate_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !ok {
-        bail!("invalid name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
-    }
-    Ok(())
-}
-
-pub fn validate_ifname(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
-        bail!("invalid interface name {name:?}: 1 to 15 characters, no '/', ':' or space");
-    }
-    Ok(())
-}
-
-pub fn validate_mtu(mtu: u32) -> Result<()> {
-    if !(68..=65535).contains(&mtu) {
-        bail!("invalid MTU {mtu}: must be between 68 and 65535");
-    }
-    Ok(())
-}
-
-pub fn contains_net(outer: Ipv4Network, inner: Ipv4Network) -> bool {
-    outer.prefix() <= inner.prefix() && outer.contains(inner.network())
-}
-
-fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
-    a.contains(b.network()) || b.contains(a.network())
-}
-
-fn parse_key_values(items: &[String], what: &str) -> Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("invalid {what} {kv:?}: expected KEY=VALUE"),
-        })
-        .collect()
-}
-
 /// Subnets already taken: every network's, and the default network's even
 /// before it exists.
 fn taken_subnets(state: &State, config: &Config) -> Vec<(String, Ipv4Network)> {
     let mut taken: Vec<_> = state.networks.values().map(|n| (n.name.clone(), n.subnet)).collect();
-    if !state.networks.contains_key(DEFAULT_NETWORK) {
-        taken.push((DEFAULT_NETWORK.to_string(), config.subnet()));
+    if !state.networks.contains_key(DEFAULT_NETWORK_NAME) {
+        taken.push((DEFAULT_NETWORK_NAME.to_string(), config.subnet()));
     }
     taken
 }
@@ -117,41 +79,38 @@ fn next_index(state: &State) -> u32 {
     state.networks.values().map(|n| n.index).max().map_or(1, |i| i + 1)
 }
 
-/// Turns a request into a network record, checking everything first; nothing
-/// on the system changes here.
+/// Turns a request into a network record, checking everything first (the
+/// driver parses and checks its options); nothing on the system changes
+/// here.
 pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Network> {
-    validate_name(&req.name)?;
+    validate::name(&req.name)?;
     if state.networks.contains_key(&req.name) || RESERVED_NAMES.contains(&req.name.as_str()) {
         bail!("network with name {} already exists", req.name);
     }
-    let driver = req.driver.as_deref().unwrap_or("bridge");
-    if driver != "bridge" && driver != "macvlan" {
-        bail!("driver {driver:?} is not supported (supported: bridge, macvlan)");
-    }
-    let options = parse_key_values(&req.options, "option")?;
-    let labels = parse_key_values(&req.labels, "label")?;
+    let options = validate::key_values(&req.options, "option")?;
+    let labels = validate::key_values(&req.labels, "label")?;
+    let driver = driver::get(req.driver.as_deref().unwrap_or(driver::DEFAULT_DRIVER), &options)?;
     let taken = taken_subnets(state, config);
 
     let subnet = match &req.subnet {
         Some(s) => {
-            let subnet = parse_cidr(s)?;
-            let subnet = Ipv4Network::new(subnet.network(), subnet.prefix())?;
+            let subnet = validate::subnet(s)?;
             if subnet.prefix() > 30 {
                 bail!("subnet {subnet} is too small: a /30 at the least");
             }
-            if let Some((name, other)) = taken.iter().find(|(_, t)| overlaps(*t, subnet)) {
+            if let Some((name, other)) = taken.iter().find(|(_, t)| validate::overlaps(*t, subnet)) {
                 bail!("subnet {subnet} overlaps with network {name} ({other})");
             }
             subnet
         }
         None => candidate_pools(config)
             .into_iter()
-            .find(|p| !taken.iter().any(|(_, t)| overlaps(*t, *p)))
+            .find(|p| !taken.iter().any(|(_, t)| validate::overlaps(*t, *p)))
             .ok_or_else(|| anyhow::anyhow!("could not find an available, non-overlapping address pool"))?,
     };
     let gateway = match &req.gateway {
         Some(g) => {
-            let gw: Ipv4Addr = g.parse().map_err(|_| anyhow::anyhow!("invalid gateway address: {g}"))?;
+            let gw = validate::ipv4(g, "gateway address")?;
             if !ipam::is_host_address(subnet, gw) {
                 bail!("gateway {gw} is not a usable address of subnet {subnet}");
             }
@@ -161,9 +120,8 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
     };
     let ip_range = match &req.ip_range {
         Some(r) => {
-            let range = parse_cidr(r)?;
-            let range = Ipv4Network::new(range.network(), range.prefix())?;
-            if !contains_net(subnet, range) {
+            let range = validate::subnet(r)?;
+            if !validate::contains_net(subnet, range) {
                 bail!("ip-range {range} is not inside subnet {subnet}");
             }
             Some(range)
@@ -175,62 +133,36 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
         (None, Some(m)) => m.parse().map_err(|_| anyhow::anyhow!("invalid {OPT_MTU} {m:?}"))?,
         (None, None) => config.mtu,
     };
-    validate_mtu(mtu)?;
-    for key in [OPT_HOST_BINDING, OPT_HOST_IPV4] {
-        if let Some(v) = options.get(key) {
-            v.parse::<Ipv4Addr>().map_err(|_| anyhow::anyhow!("invalid {key} {v:?}: an IPv4 address"))?;
-        }
-    }
-    for key in [OPT_MASQUERADE, OPT_ICC] {
-        if let Some(v) = options.get(key) {
-            if v != "true" && v != "false" {
-                bail!("invalid {key} {v:?}: true or false");
-            }
-        }
-    }
-    let id = state::new_id();
-    let bridge = match (driver, options.get(OPT_BRIDGE_NAME)) {
-        ("macvlan", _) => {
-            let parent = options.get(macvlan::OPT_PARENT).context("the macvlan driver needs -o parent=INTERFACE")?;
-            validate_ifname(parent)?;
-            String::new()
-        }
-        (_, Some(b)) => b.clone(),
-        (_, None) => format!("br-{}", &id[..12]),
-    };
-    if driver == "bridge" {
-        validate_ifname(&bridge)?;
-        if let Some(other) = state.networks.values().find(|n| n.bridge == bridge) {
-            bail!("bridge name {bridge} is already used by network {}", other.name);
-        }
-    }
-    Ok(Network {
+    validate::mtu(mtu)?;
+    let mut net = Network {
         name: req.name.clone(),
-        id,
+        id: state::new_id(),
         index: next_index(state),
         created: state::now(),
-        driver: driver.to_string(),
+        driver: driver.name().to_string(),
         subnet,
         gateway,
         show_gateway: req.gateway.is_some() || req.subnet.is_none(),
         ip_range,
-        bridge,
+        bridge: String::new(),
         mtu,
         internal: req.internal,
         options,
         labels,
         is_default: false,
-    })
+    };
+    driver.plan(&mut net, state)?;
+    Ok(net)
 }
 
 /// The predefined `bridge` network as the configuration describes it.
 pub fn plan_default(state: &State, config: &Config) -> Network {
     Network {
-        name: DEFAULT_NETWORK.to_string(),
+        name: DEFAULT_NETWORK_NAME.to_string(),
         id: state::new_id(),
         index: next_index(state),
         created: state::now(),
-        driver: "bridge".to_string(),
+        driver: bridge::DRIVER_NAME.to_string(),
         subnet: config.subnet(),
         gateway: config.default_gateway,
         show_gateway: true,
@@ -239,79 +171,73 @@ pub fn plan_default(state: &State, config: &Config) -> Network {
         mtu: config.mtu,
         internal: false,
         options: BTreeMap::from([
-            ("com.docker.network.bridge.default_bridge".into(), "true".into()),
-            (OPT_BRIDGE_NAME.into(), config.bridge.clone()),
+            (bridge::OPT_DEFAULT_BRIDGE.into(), "true".into()),
+            (bridge::OPT_BRIDGE_NAME.into(), config.bridge.clone()),
             (OPT_MTU.into(), config.mtu.to_string()),
-            (OPT_MASQUERADE.into(), config.ip_masq.to_string()),
-            (OPT_ICC.into(), config.icc.to_string()),
-            (OPT_HOST_BINDING.into(), config.default_bind_ip.to_string()),
+            (bridge::OPT_MASQUERADE.into(), config.ip_masq.to_string()),
+            (bridge::OPT_ICC.into(), config.icc.to_string()),
+            (bridge::OPT_HOST_BINDING.into(), config.default_bind_ip.to_string()),
         ]),
         labels: BTreeMap::new(),
         is_default: true,
     }
 }
 
-/// Plugs a sandbox into `net` with the network's driver.
-pub fn attach(
-    host: &crate::host::Host,
-    net: &Network,
-    netns: &std::path::Path,
-    att: &crate::state::Attachment,
-    default_route: bool,
-) -> Result<()> {
-    match net.driver.as_str() {
-        "macvlan" => macvlan::attach(host, net, netns, att, default_route),
-        _ => bridge::attach(host, net, netns, att, default_route),
-    }
-}
-
-/// Unplugs a sandbox; `driver` is its network's.
-pub fn detach(
-    host: &crate::host::Host,
-    driver: &str,
-    netns: &std::path::Path,
-    att: &crate::state::Attachment,
-) -> Result<()> {
-    match driver {
-        "macvlan" => macvlan::detach(netns, att),
-        _ => bridge::detach(host, att),
-    }
-}
-
-/// Creates the network on the host and records it.
-pub fn create(host: &crate::host::Host, state: &mut State, req: &CreateRequest) -> Result<Network> {
-    let net = plan(state, &host.config, req)?;
-    if net.driver == "macvlan" {
-        macvlan::create(host, &net)?;
-        state.networks.insert(net.name.clone(), net.clone());
-        return Ok(net);
-    }
-    bridge::create(host, &net)?;
-    if let Err(e) = host.sync_network(&net) {
-        let _ = bridge::remove(host, &net);
-        return Err(e);
-    }
+/// Builds a planned network on the host and records it.
+fn build(host: &Host, state: &mut State, net: Network) -> Result<Network> {
+    driver::of(&net)?.create(host, &net)?;
     state.networks.insert(net.name.clone(), net.clone());
     Ok(net)
 }
 
-/// The default network, created on first use.
-pub fn ensure_default(host: &crate::host::Host, state: &mut State) -> Result<()> {
-    if state.networks.contains_key(DEFAULT_NETWORK) {
-        return Ok(());
+/// Creates the network on the host and records it.
+pub fn create(host: &Host, state: &mut State, req: &CreateRequest) -> Result<Network> {
+    let net = plan(state, &host.config, req)?;
+    build(host, state, net)
+}
+
+/// The default network, created on first use. Returns it when this call
+/// created it.
+pub fn ensure_default(host: &Host, state: &mut State) -> Result<Option<Network>> {
+    if state.networks.contains_key(DEFAULT_NETWORK_NAME) {
+        return Ok(None);
     }
     let net = plan_default(state, &host.config);
-    bridge::create(host, &net)?;
-    if let Err(e) = host.sync_network(&net) {
-        let _ = bridge::remove(host, &net);
-        return Err(e);
+    build(host, state, net).map(Some)
+}
+
+/// Brings the data path's view of every network up to date.
+pub fn sync_datapath(host: &Host, state: &State) -> Result<()> {
+    for net in state.networks.values() {
+        driver::of(net)?.sync_datapath(host, net)?;
     }
-    state.networks.insert(net.name.clone(), net);
     Ok(())
 }
 
-/// Removes a network that no sandbox uses.
-pub fn remove(host: &crate::host::Host, state: &mut State, name: &str, allow_default: bool) -> Result<()> {
+/// Loads the data path if needed and brings it up to date with `state`.
+pub fn prepare_datapath(host: &Host, state: &State) -> Result<()> {
+    host.prepare_datapath()?;
+    sync_datapath(host, state)
+}
+
+/// Takes a network's host side and data path entry away, every step run.
+/// The record stays; the caller forgets it.
+pub fn destroy(host: &Host, net: &Network) -> Result<()> {
+    let mut teardown = Teardown::new();
+    match driver::of(net) {
+        Ok(driver) => teardown.step(format!("network {}", net.name), driver.remove(host, net)),
+        Err(e) => teardown.step("finding the driver", Err(e)),
+    }
+    if host.datapath.is_loaded() {
+        teardown.step(format!("network {} policy entry", net.name), host.datapath.remove_network(net.index));
+    }
+    teardown.finish()
+}
+
+/// Removes a network that no sandbox uses. Every removal step runs; when one
+/// failed the record stays, so that what is left (a bridge holding the
+/// subnet's gateway) is not forgotten and `network rm` can be retried.
+pub fn remove(host: &Host, state: &mut State, name: &str, allow_default: bool) -> Result<()> {
     let net = state.network(name)?.clone();
     if net.is_default && !allow_default {
         bail!("{name} is a pre-defined network and cannot be removed");
@@ -320,14 +246,31 @@ pub fn remove(host: &crate::host::Host, state: &mut State, name: &str, allow_def
     if !users.is_empty() {
         bail!("network {name} has active endpoints: {}", users.join(", "));
     }
-    if net.driver == "bridge" {
-        bridge::remove(host, &net)?;
-    }
-    if host.datapath.is_loaded() {
-        host.datapath.remove_network(net.index)?;
-    }
+    destroy(host, &net)?;
     state.networks.remove(name);
     Ok(())
+}
+
+/// Plugs a sandbox into `net` with the network's driver. The rollback
+/// unplugs it again.
+pub fn attach<'a>(
+    host: &'a Host,
+    net: &Network,
+    netns: &std::path::Path,
+    att: &crate::state::Attachment,
+    default_route: bool,
+    rollback: &mut Rollback<'a>,
+) -> Result<()> {
+    let driver = driver::of(net)?;
+    driver.attach(host, net, netns, att, default_route)?;
+    let (net, netns, att) = (net.clone(), netns.to_path_buf(), att.clone());
+    rollback.push(format!("attachment to {}", net.name), move || driver.detach(host, &net, &netns, &att));
+    Ok(())
+}
+
+/// Unplugs a sandbox from `net`, every step run.
+pub fn detach(host: &Host, net: &Network, netns: &std::path::Path, att: &crate::state::Attachment) -> Result<()> {
+    driver::of(net)?.detach(host, net, netns, att)
 }
 
 #[cfg(test)]
@@ -352,6 +295,11 @@ mod tests {
         assert!(plan(&state, &config, &req("n", Some("172.17.5.0/24"), None)).is_err());
         assert!(plan(&state, &config, &req("bad name", None, None)).is_err());
         assert!(plan(&state, &config, &req("bridge", None, None)).is_err());
+        let mut macvlan = req("m", None, None);
+        macvlan.driver = Some("macvlan".into());
+        assert!(plan(&state, &config, &macvlan).unwrap_err().to_string().contains("parent"));
+        macvlan.options = vec!["parent=eth0".into()];
+        assert_eq!(plan(&state, &config, &macvlan).unwrap().bridge, "", "no host device");
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! Published ports: Docker's `-p` forms parsed, host ports allocated and
-//! checked for conflicts, and the mappings written to the data path (one
-//! hash entry per single port, one range slot per range).
+//! Published ports, one name from the command line to the kernel:
+//! `--publish` (`-p`) is parsed into a [`Spec`], host ports are chosen into
+//! a [`Published`] (what a sandbox record keeps), and each is written to the
+//! data path's `PUBLISHED` map (one entry per single port) or a range slot.
+//! Parsing and allocation are pure: they see the ports already published as
+//! a list, not the state they come from.
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use anyhow::{Result, bail};
-use netpath_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_PORT_RANGES, PortRange, PublishedKey, PublishedTarget};
+use netpath_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_PUBLISHED_RANGES, PublishedKey, PublishedRange, PublishedTarget};
 use serde::{Deserialize, Serialize};
 
-use crate::{datapath::Datapath, state::State};
+use crate::datapath::Datapath;
 
 /// Where Docker hands out host ports for `-p CONTAINER_PORT`.
 pub const EPHEMERAL_FIRST: u16 = 32768;
@@ -36,10 +39,11 @@ impl Proto {
     }
 }
 
-/// One published mapping as stored: host ports `host_first..=host_last` on
-/// `host_ip` lead to the same-sized container range.
+/// One published port or range as stored: host ports
+/// `host_first..=host_last` on `host_ip` lead to the same-sized container
+/// range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Mapping {
+pub struct Published {
     pub proto: Proto,
     pub host_ip: Ipv4Addr,
     pub host_first: u16,
@@ -49,16 +53,16 @@ pub struct Mapping {
     pub range_slot: Option<u32>,
 }
 
-impl Mapping {
+impl Published {
     /// How many host ports the mapping covers (at least one).
     pub fn port_count(&self) -> u16 {
         self.host_last - self.host_first + 1
     }
 }
 
-/// A `-p` request before host ports are chosen.
+/// What one `--publish` asked for, before host ports are chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request {
+pub struct Spec {
     pub proto: Proto,
     pub host_ip: Option<Ipv4Addr>,
     /// `None` means "any free port" for each container port.
@@ -87,7 +91,7 @@ fn parse_range(text: &str, what: &str) -> Result<(u16, u16)> {
 }
 
 /// Parses Docker's `[IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/PROTO]`.
-pub fn parse(spec: &str) -> Result<Request> {
+pub fn parse(spec: &str) -> Result<Spec> {
     let (rest, proto) = match spec.rsplit_once('/') {
         Some((r, "tcp")) => (r, Proto::Tcp),
         Some((r, "udp")) => (r, Proto::Udp),
@@ -112,7 +116,7 @@ pub fn parse(spec: &str) -> Result<Request> {
             bail!("invalid port specification {spec:?}: host and container port ranges differ in size");
         }
     }
-    Ok(Request { proto, host_ip, host, container })
+    Ok(Spec { proto, host_ip, host, container })
 }
 
 /// Host ports in use, one bitset per protocol and host address (0.0.0.0
@@ -121,15 +125,15 @@ pub fn parse(spec: &str) -> Result<Request> {
 struct TakenPorts(HashMap<(Proto, Ipv4Addr), Box<[u64; 1024]>>);
 
 impl TakenPorts {
-    fn of(state: &State) -> TakenPorts {
+    fn of<'a>(existing: impl IntoIterator<Item = &'a Published>) -> TakenPorts {
         let mut taken = TakenPorts(HashMap::new());
-        for m in state.sandboxes.values().flat_map(|s| &s.ports) {
+        for m in existing {
             taken.insert(m);
         }
         taken
     }
 
-    fn insert(&mut self, m: &Mapping) {
+    fn insert(&mut self, m: &Published) {
         let bits = self.0.entry((m.proto, m.host_ip)).or_insert_with(|| Box::new([0; 1024]));
         for port in m.host_first..=m.host_last {
             bits[usize::from(port / 64)] |= 1 << (port % 64);
@@ -147,19 +151,24 @@ impl TakenPorts {
     }
 }
 
-/// Chooses host ports for `requests` against what `state` holds (and each
-/// other), Docker's way: a fixed port must be free; `-p 80` takes the lowest
-/// free ephemeral port; `-p 9000-9009:80` the first free port of the range.
-pub fn allocate(state: &State, requests: &[Request], default_ip: Ipv4Addr) -> Result<Vec<Mapping>> {
-    let mut taken = TakenPorts::of(state);
-    let mut out: Vec<Mapping> = Vec::new();
-    for r in requests {
+/// Chooses host ports for `specs` against the ports already published (and
+/// each other), Docker's way: a fixed port must be free; `-p 80` takes the
+/// lowest free ephemeral port; `-p 9000-9009:80` the first free port of the
+/// range.
+pub fn allocate<'a>(
+    existing: impl IntoIterator<Item = &'a Published>,
+    specs: &[Spec],
+    default_ip: Ipv4Addr,
+) -> Result<Vec<Published>> {
+    let mut taken = TakenPorts::of(existing);
+    let mut out: Vec<Published> = Vec::new();
+    for r in specs {
         let ip = r.host_ip.unwrap_or(default_ip);
         let mut add = |taken: &mut TakenPorts, first: u16, last: u16, container_first: u16| -> Result<()> {
             if taken.any(r.proto, ip, first, last) {
                 bail!("Bind for {ip}:{first} failed: port is already allocated");
             }
-            let m = Mapping {
+            let m = Published {
                 proto: r.proto,
                 host_ip: ip,
                 host_first: first,
@@ -192,22 +201,23 @@ pub fn allocate(state: &State, requests: &[Request], default_ip: Ipv4Addr) -> Re
     Ok(out)
 }
 
-fn key(m: &Mapping, port: u16) -> PublishedKey {
+fn key(m: &Published, port: u16) -> PublishedKey {
     PublishedKey { host_addr: m.host_ip.octets(), host_port: port, proto: m.proto.number(), _pad: 0 }
 }
 
-/// Writes `mappings` (leading to `target`) into the data path, taking range
-/// slots as needed. All or nothing.
-pub fn install(datapath: &Datapath, mappings: &mut [Mapping], target: Ipv4Addr) -> Result<()> {
-    let result = write(datapath, mappings, target);
-    if result.is_err() {
-        // Removing what was never written is harmless: the keys are ours.
-        let _ = uninstall(datapath, mappings);
-    }
-    result
+/// Writes `published` (leading to `target`) into the data path, taking
+/// range slots as needed. All or nothing: on failure what was written is
+/// removed again (removing what was never written is harmless, the keys are
+/// ours), and a failure of that is reported too.
+pub fn install(datapath: &Datapath, published: &mut [Published], target: Ipv4Addr) -> Result<()> {
+    let Err(cause) = write(datapath, published, target) else { return Ok(()) };
+    Err(match uninstall(datapath, published) {
+        Ok(()) => cause,
+        Err(rollback) => crate::teardown::RolledBackBadly { cause, rollback }.into(),
+    })
 }
 
-fn write(datapath: &Datapath, mappings: &mut [Mapping], target: Ipv4Addr) -> Result<()> {
+fn write(datapath: &Datapath, mappings: &mut [Published], target: Ipv4Addr) -> Result<()> {
     datapath.set_published(mappings.iter().filter(|m| m.port_count() == 1).map(|m| {
         (key(m, m.host_first), PublishedTarget { addr: target.octets(), port: m.container_first, _pad: 0 })
     }))?;
@@ -216,10 +226,10 @@ fn write(datapath: &Datapath, mappings: &mut [Mapping], target: Ipv4Addr) -> Res
             .range_slots()?
             .iter()
             .position(|r| r.proto == 0)
-            .ok_or_else(|| anyhow::anyhow!("all {MAX_PORT_RANGES} port range slots are in use"))?;
+            .ok_or_else(|| anyhow::anyhow!("all {MAX_PUBLISHED_RANGES} published range slots are in use"))?;
         datapath.set_range(
             slot as u32,
-            PortRange {
+            PublishedRange {
                 host_addr: m.host_ip.octets(),
                 host_first: m.host_first,
                 host_last: m.host_last,
@@ -234,24 +244,24 @@ fn write(datapath: &Datapath, mappings: &mut [Mapping], target: Ipv4Addr) -> Res
     Ok(())
 }
 
-/// Removes mappings from the data path; keeps going past failures.
-pub fn uninstall(datapath: &Datapath, mappings: &[Mapping]) -> Result<()> {
-    let mut first_error = datapath
-        .remove_published(mappings.iter().filter(|m| m.range_slot.is_none()).map(|m| key(m, m.host_first)))
-        .err();
-    for slot in mappings.iter().filter_map(|m| m.range_slot) {
-        if let Err(e) = datapath.set_range(slot, PortRange::default()) {
-            first_error.get_or_insert(e);
-        }
+/// Removes published ports from the data path; every one is tried.
+pub fn uninstall(datapath: &Datapath, published: &[Published]) -> Result<()> {
+    let mut teardown = crate::teardown::Teardown::new();
+    teardown.step(
+        "published ports",
+        datapath.remove_published(published.iter().filter(|m| m.range_slot.is_none()).map(|m| key(m, m.host_first))),
+    );
+    for slot in published.iter().filter_map(|m| m.range_slot) {
+        teardown.step(format!("published range slot {slot}"), datapath.set_range(slot, PublishedRange::default()));
     }
-    first_error.map_or(Ok(()), Err)
+    teardown.finish()
 }
 
 /// `docker port` lines: `80/tcp -> 0.0.0.0:32768`, or only the host side when
 /// asked about one container port.
-pub fn describe(mappings: &[Mapping], filter: Option<(u16, Proto)>) -> Vec<String> {
+pub fn describe(published: &[Published], filter: Option<(u16, Proto)>) -> Vec<String> {
     let mut lines = Vec::new();
-    for m in mappings {
+    for m in published {
         for i in 0..m.port_count() {
             let (c, h) = (m.container_first + i, m.host_first + i);
             match filter {
@@ -296,21 +306,17 @@ mod tests {
 
     #[test]
     fn allocation_follows_docker() {
-        let state = State::default();
+        let none: [Published; 0] = [];
         let any = Ipv4Addr::UNSPECIFIED;
-        let reqs = [parse("80").unwrap(), parse("81").unwrap(), parse("9000-9009:80").unwrap()];
-        let m = allocate(&state, &reqs, any).unwrap();
+        let specs = [parse("80").unwrap(), parse("81").unwrap(), parse("9000-9009:80").unwrap()];
+        let m = allocate(&none, &specs, any).unwrap();
         assert_eq!(m[0].host_first, EPHEMERAL_FIRST);
         assert_eq!(m[1].host_first, EPHEMERAL_FIRST + 1);
         assert_eq!((m[2].host_first, m[2].container_first), (9000, 80));
-        assert!(allocate(&state, &[parse("8080:80").unwrap(), parse("8080:81").unwrap()], any).is_err());
+        assert!(allocate(&none, &[parse("8080:80").unwrap(), parse("8080:81").unwrap()], any).is_err());
         let bound = Ipv4Addr::new(198, 18, 0, 2);
-        let on_one = allocate(&state, &[parse("198.18.0.2:7000:80").unwrap()], any).unwrap();
-        assert_eq!(on_one[0].host_ip, bound);
-        let mut with = state.clone();
-        let mut holder = crate::state::Sandbox::placeholder();
-        holder.ports = on_one;
-        with.sandboxes.insert("a".into(), holder);
+        let with = allocate(&none, &[parse("198.18.0.2:7000:80").unwrap()], any).unwrap();
+        assert_eq!(with[0].host_ip, bound);
         assert!(allocate(&with, &[parse("7000:80").unwrap()], any).is_err(), "all addresses vs one");
         assert!(allocate(&with, &[parse("198.18.0.2:7000:80").unwrap()], any).is_err());
         assert!(allocate(&with, &[parse("198.18.0.3:7000:80").unwrap()], any).is_ok(), "another address");
