@@ -332,7 +332,9 @@ pub fn disconnect(host: &Host, state: &mut State, net_name: &str, name: &str) ->
     network::detach(host, &driver, &sandbox.netns, &att)?;
     forget_flows(host, &[att.ip])?;
     state.sandboxes.insert(name.to_string(), sandbox.clone());
-    hostfiles::write(host, state, &sandbox)
+    hostfiles::write(host, state, &sandbox)?;
+    // The last member of the last user-defined network may just have left.
+    crate::dns::ensure(host, state)
 }
 
 /// Drops conntrack entries of connections that involve `ips`.
