@@ -134,3 +134,26 @@ fn resolver_stops_with_the_last_member_and_network() {
     lab.netpath_ok(&["ps"]).unwrap();
     assert!(!pid_file(&lab).exists());
 }
+
+#[test]
+fn config_change_reaches_the_running_resolver() {
+    let lab = lab("resolver-config");
+    // An upstream inside the lab that nobody answers at, at first.
+    lab.configure(r#"{"dns": ["198.18.0.77"]}"#).unwrap();
+    let (mut stub, _) =
+        netpath::lab::start_sink(probe(&lab, At::Outside, &words("dns-stub --name upstream.test --addr 198.18.0.99")))
+            .unwrap();
+    lab.netpath_ok(&words("network create r --subnet 10.71.0.0/24")).unwrap();
+    lab.netpath_ok(&words("run -d --name c1 --network r")).unwrap();
+    let pid = recorded_pid(&lab).unwrap();
+    let (code, v) = dig(&lab, "c1", "upstream.test", false);
+    assert_eq!(code, 0);
+    let v = v.unwrap();
+    assert_eq!(v["rcode"], "Server Failure", "the silent upstream: {v}");
+    // The config now names the stub: the same process forwards there.
+    lab.configure(r#"{"dns": ["198.18.0.1"]}"#).unwrap();
+    assert_eq!(resolves(&lab, "c1", "upstream.test", false), ["198.18.0.99"]);
+    assert_eq!(recorded_pid(&lab), Some(pid), "reloaded, not restarted");
+    let _ = stub.kill();
+    let _ = stub.wait();
+}

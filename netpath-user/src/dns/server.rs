@@ -58,11 +58,16 @@ impl Names {
     /// Watches first, then reads, so no change slips between the two.
     fn open(roots: &Roots) -> Result<Names> {
         let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).context("inotify_init")?;
-        // The state file is renamed into place; the config may be written in place.
-        let flags = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_DELETE;
+        // The state file is only ever renamed into place (so the lock file's
+        // close on every command wakes nothing); the config may be written in
+        // place or removed. Were both in one directory, the second watch's
+        // mask, a superset, would replace the first.
         let mut files = Vec::new();
-        watch.add_watch(&roots.state, flags).with_context(|| format!("watching {}", roots.state.display()))?;
+        watch
+            .add_watch(&roots.state, AddWatchFlags::IN_MOVED_TO)
+            .with_context(|| format!("watching {}", roots.state.display()))?;
         files.extend(roots.state_file().file_name().map(OsString::from));
+        let flags = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_DELETE;
         if let (Some(dir), Some(name)) = (roots.config.parent(), roots.config.file_name()) {
             // No config directory: defaults, and nothing to watch.
             if watch.add_watch(dir, flags).is_ok() {
@@ -177,7 +182,12 @@ fn listen(gateway: Ipv4Addr, names: &Arc<Names>) -> Result<ServerFuture<Gateway>
     let bound = |kind: SockType| -> Result<OwnedFd> {
         let fd = socket::socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
         socket::setsockopt(&fd, sockopt::IpFreebind, &true)?;
-        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        // TCP: a restarted resolver binds despite its predecessor's
+        // connections in TIME_WAIT. Not UDP, where it would let two
+        // resolvers share the port silently.
+        if kind == SockType::Stream {
+            socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        }
         socket::bind(fd.as_raw_fd(), &addr)?;
         Ok(fd)
     };
