@@ -1,6 +1,7 @@
-//! The resolver's life: one process with one thread, restarted by the next
-//! netpath command after `kill -9`, gone with the last member of the last
-//! user-defined network.
+//! The resolver's life: a supervisor and the resolver it forks (one
+//! thread), the resolver forked again after `kill -9`, the supervisor
+//! restarted by the next netpath command after `kill -9`, both gone with the
+//! last member of the last user-defined network.
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
@@ -35,6 +36,24 @@ fn wait_gone(pid: i32) {
     panic!("resolver {pid} still runs");
 }
 
+/// The resolver the supervisor `pid` forked (its only child), waiting
+/// (bounded) for it to be there.
+fn worker_of(pid: i32) -> i32 {
+    for _ in 0..200 {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(child) = children.split_whitespace().next() {
+            return child.parse().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("supervisor {pid} has no resolver");
+}
+
+fn kill_9(pid: i32) {
+    let (code, ..) = output(std::process::Command::new("kill").args(["-9", &pid.to_string()])).unwrap();
+    assert_eq!(code, 0);
+}
+
 /// `lab dig` from sandbox `from` straight at the gateway: (exit code, parsed answer).
 fn dig(lab: &Lab, from: &str, name: &str, tcp: bool) -> (i32, Option<Value>) {
     let line = format!("dig --name {name} --server {GATEWAY}");
@@ -66,13 +85,15 @@ fn kill_9_resolver_comes_back_with_the_next_command() {
 
     let pid = recorded_pid(&lab).expect("resolver PID file");
     assert!(is_resolver(pid));
-    // One process, one thread: the listeners share one runtime.
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let worker = worker_of(pid);
+    // One thread serves every listener: they share one runtime.
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
     assert!(status.lines().any(|l| l.split_whitespace().eq(["Threads:", "1"])), "{status}");
 
-    let (code, ..) = output(std::process::Command::new("kill").args(["-9", &pid.to_string()])).unwrap();
-    assert_eq!(code, 0);
+    // The supervisor (the PID file's process) goes, and its resolver with it.
+    kill_9(pid);
     wait_gone(pid);
+    wait_gone(worker);
     // Down: nothing listens on the gateway (TCP is refused at once).
     let (code, _) = dig(&lab, "a2", "a1", true);
     assert_ne!(code, 0, "nothing answers while the resolver is dead");
@@ -108,6 +129,34 @@ fn kill_9_resolver_comes_back_with_the_next_command() {
 }
 
 #[test]
+fn kill_9_of_the_resolver_proper_heals_by_itself() {
+    let lab = lab("resolver-heal");
+    lab.netpath_ok(&words("network create r --subnet 10.71.0.0/24")).unwrap();
+    lab.netpath_ok(&words("run -d --name a1 --network r")).unwrap();
+    lab.netpath_ok(&words("run -d --name a2 --network r")).unwrap();
+    let pid = recorded_pid(&lab).unwrap();
+    let worker = worker_of(pid);
+    kill_9(worker);
+    wait_gone(worker);
+    let killed = Instant::now();
+    // No netpath command: the supervisor forks a new resolver; names
+    // resolve again within 2 s.
+    let mut answer = None;
+    for _ in 0..20 {
+        if let (0, Some(v)) = dig(&lab, "a2", "a1", true) {
+            answer = Some(v);
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(2), "no answer within 2 s of the kill");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(killed.elapsed() < Duration::from_secs(2), "no answer within 2 s of the kill");
+    assert_eq!(answers(&answer.expect("an answer over TCP")), ["10.71.0.2"]);
+    assert_eq!(recorded_pid(&lab), Some(pid), "same supervisor");
+    assert_ne!(worker_of(pid), worker, "a new resolver");
+}
+
+#[test]
 fn resolver_stops_with_the_last_member_and_network() {
     let lab = lab("resolver-stop");
     lab.netpath_ok(&words("network create r --subnet 10.71.0.0/24")).unwrap();
@@ -115,8 +164,10 @@ fn resolver_stops_with_the_last_member_and_network() {
     lab.netpath_ok(&words("run -d --name s1 --network r")).unwrap();
     let first = recorded_pid(&lab).expect("resolver for the first member");
     assert!(is_resolver(first));
+    let first_worker = worker_of(first);
     lab.netpath_ok(&words("rm -f s1")).unwrap();
     wait_gone(first);
+    wait_gone(first_worker);
     assert!(!pid_file(&lab).exists());
     // Not needed, so no command revives it.
     lab.netpath_ok(&["ps"]).unwrap();
@@ -126,9 +177,11 @@ fn resolver_stops_with_the_last_member_and_network() {
     lab.netpath_ok(&words("run -d --name s2 --network r")).unwrap();
     let second = recorded_pid(&lab).expect("resolver for the new member");
     assert!(is_resolver(second) && second != first);
+    let second_worker = worker_of(second);
     assert_eq!(resolves(&lab, "s2", "s2", false), ["10.71.0.2"]);
     lab.netpath_ok(&words("network disconnect r s2")).unwrap();
     wait_gone(second);
+    wait_gone(second_worker);
     assert!(!pid_file(&lab).exists());
     lab.netpath_ok(&words("network rm r")).unwrap();
     lab.netpath_ok(&["ps"]).unwrap();

@@ -4,12 +4,15 @@
 //! gateway, answering sandbox names and aliases of that network and
 //! forwarding the rest upstream.
 //!
-//! Supervision: the resolver's PID file exists exactly while the resolver
-//! is meant to run (an orderly stop, or the resolver leaving on its own,
-//! removes it). A PID file whose process is gone therefore means the
-//! resolver died (`kill -9`, a crash), and the next netpath command of any
-//! kind starts it again ([`revive`]). Start, stop and revive hold the
-//! resolver's lock, so two commands never start two resolvers.
+//! Supervision, two levels: `dns-serve` is a tiny supervisor that forks the
+//! resolver proper and forks it again when it is killed, so names come back
+//! by themselves. The supervisor's PID file exists exactly while the
+//! resolver is meant to run (an orderly stop, or the resolver leaving on its
+//! own, removes it); a PID file whose process is gone therefore means the
+//! supervisor died (`kill -9`, a crash, taking the resolver with it), and
+//! the next netpath command of any kind starts it again ([`revive`]).
+//! Start, stop and revive hold the resolver's lock, so two commands never
+//! start two resolvers.
 mod handler;
 pub mod server;
 mod view;
@@ -132,8 +135,10 @@ fn remove_pid_file(roots: &Roots) {
     let _ = std::fs::remove_file(pid_file(roots));
 }
 
+/// Signals the resolver's process group: the supervisor and the resolver
+/// it forked (see `server::serve`).
 fn stop_pid(pid: i32) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
 }
 
 fn start(roots: &Roots) -> Result<()> {

@@ -115,17 +115,74 @@ impl Names {
     }
 }
 
+/// `netpath dns-serve`: a supervisor that forks the resolver and forks it
+/// again whenever it is killed (`kill -9`, a crash), so names come back by
+/// themselves. Both are one process group (the starter made it a session),
+/// which is what a stop signals; the resolver dies with the supervisor
+/// (parent-death signal), and a dead supervisor is the next command's to
+/// restart (see `dns::revive`).
 pub fn serve(roots: Roots) -> Result<i32> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    let left_alone = rt.block_on(run(&roots))?;
-    if left_alone {
-        super::forget(&roots, std::process::id() as i32);
+    crate::signals::install();
+    let supervisor = nix::unistd::getpid();
+    let mut quick_deaths = 0;
+    loop {
+        let born = std::time::Instant::now();
+        // SAFETY: the supervisor is single-threaded (no runtime yet), so the
+        // child may run anything.
+        let worker = match unsafe { nix::unistd::fork() }.context("fork")? {
+            nix::unistd::ForkResult::Child => std::process::exit(worker(&roots, supervisor)),
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        let status = loop {
+            match nix::sys::wait::waitpid(worker, None) {
+                Err(Errno::EINTR) => continue,
+                other => break other.context("waiting for the resolver")?,
+            }
+        };
+        use nix::sys::{signal::Signal, wait::WaitStatus};
+        match status {
+            // It left on its own (no user-defined network) or was stopped.
+            WaitStatus::Exited(_, code) => {
+                super::forget(&roots, supervisor.as_raw());
+                return Ok(code);
+            }
+            WaitStatus::Signaled(_, Signal::SIGTERM | Signal::SIGINT, _) => return Ok(0),
+            _ if crate::signals::interrupted() => return Ok(0),
+            other => eprintln!("resolver: {other:?}; starting it again"),
+        }
+        // A resolver that dies as soon as it starts is left to the next command.
+        quick_deaths = if born.elapsed() < Duration::from_secs(1) { quick_deaths + 1 } else { 0 };
+        if quick_deaths >= 5 {
+            anyhow::bail!("the resolver died 5 times in a row within a second of starting");
+        }
     }
-    Ok(0)
+}
+
+/// The resolver proper, in the forked child: returns its exit code.
+fn worker(roots: &Roots, supervisor: nix::unistd::Pid) -> i32 {
+    // Dies with the supervisor; if that happened before this line, go now.
+    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err()
+        || nix::unistd::getppid() != supervisor
+    {
+        return 1;
+    }
+    let served = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|rt| rt.block_on(run(roots)));
+    match served {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("resolver: {e:#}");
+            1
+        }
+    }
 }
 
 /// Serves until told to stop (false) or until no user-defined network is
-/// left (true).
+/// left (true); the PID file goes in both cases (by the stopper or by the
+/// supervisor), so the two need no different exit codes.
 async fn run(roots: &Roots) -> Result<bool> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
