@@ -207,6 +207,13 @@ fn config_change_reaches_the_running_resolver() {
     lab.configure(r#"{"dns": ["198.18.0.1"]}"#).unwrap();
     assert_eq!(resolves(&lab, "c1", "upstream.test", false), ["198.18.0.99"]);
     assert_eq!(recorded_pid(&lab), Some(pid), "reloaded, not restarted");
+    // SIGHUP to the PID file's process reloads by hand; it ends nothing.
+    let worker = worker_of(pid);
+    let (code, ..) = output(std::process::Command::new("kill").args(["-HUP", &pid.to_string()])).unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(resolves(&lab, "c1", "upstream.test", false), ["198.18.0.99"]);
+    assert!(is_resolver(pid) && is_resolver(worker));
+    assert_eq!(worker_of(pid), worker);
     let _ = stub.kill();
     let _ = stub.wait();
 }

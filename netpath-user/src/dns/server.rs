@@ -17,7 +17,10 @@ use std::{
     ffi::OsString,
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::{AsFd, AsRawFd, OwnedFd},
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -123,6 +126,7 @@ impl Names {
 /// restart (see `dns::revive`).
 pub fn serve(roots: Roots) -> Result<i32> {
     crate::signals::install();
+    install_hangup();
     let supervisor = nix::unistd::getpid();
     let mut quick_deaths = 0;
     loop {
@@ -135,7 +139,13 @@ pub fn serve(roots: Roots) -> Result<i32> {
         };
         let status = loop {
             match nix::sys::wait::waitpid(worker, None) {
-                Err(Errno::EINTR) => continue,
+                Err(Errno::EINTR) => {
+                    // SIGHUP is for the resolver: its reload.
+                    if HANGUP.swap(false, Ordering::SeqCst) {
+                        let _ = nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGHUP);
+                    }
+                    continue;
+                }
                 other => break other.context("waiting for the resolver")?,
             }
         };
@@ -156,6 +166,21 @@ pub fn serve(roots: Roots) -> Result<i32> {
             anyhow::bail!("the resolver died 5 times in a row within a second of starting");
         }
     }
+}
+
+static HANGUP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hangup(_: libc::c_int) {
+    HANGUP.store(true, Ordering::SeqCst);
+}
+
+/// SIGHUP to the supervisor (the PID file's process) is passed on rather
+/// than ending it. No SA_RESTART, so it interrupts `waitpid`.
+fn install_hangup() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(SigHandler::Handler(on_hangup), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler only stores to an atomic.
+    let _ = unsafe { sigaction(Signal::SIGHUP, &action) };
 }
 
 /// The resolver proper, in the forked child: returns its exit code.
