@@ -137,19 +137,24 @@ pub fn serve(roots: Roots) -> Result<i32> {
             nix::unistd::ForkResult::Child => std::process::exit(worker(&roots, supervisor)),
             nix::unistd::ForkResult::Parent { child } => child,
         };
+        use nix::sys::signal::{Signal, kill};
+        // A stop signalled the group before this resolver was in it.
+        if crate::signals::interrupted() {
+            let _ = kill(worker, Signal::SIGTERM);
+        }
         let status = loop {
             match nix::sys::wait::waitpid(worker, None) {
                 Err(Errno::EINTR) => {
                     // SIGHUP is for the resolver: its reload.
                     if HANGUP.swap(false, Ordering::SeqCst) {
-                        let _ = nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGHUP);
+                        let _ = kill(worker, Signal::SIGHUP);
                     }
                     continue;
                 }
                 other => break other.context("waiting for the resolver")?,
             }
         };
-        use nix::sys::{signal::Signal, wait::WaitStatus};
+        use nix::sys::wait::WaitStatus;
         match status {
             // It left on its own (no user-defined network) or was stopped.
             WaitStatus::Exited(_, code) => {
