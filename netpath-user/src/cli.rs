@@ -226,6 +226,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
         config: cli.config,
         cgroup: cli.cgroup.unwrap_or_else(Roots::default_cgroup),
     };
+    // A resolver that died (kill -9, a crash) comes back with the next command.
+    if !matches!(cli.command, Command::DnsServe | Command::System(_)) {
+        if let Err(e) = crate::dns::revive(&roots) {
+            eprintln!("netpath: warning: {}", one_line(&e));
+        }
+    }
     match cli.command {
         Command::Network(cmd) => network_command(roots, cmd),
         Command::Run(args) => run(roots, args),

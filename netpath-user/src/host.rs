@@ -48,17 +48,16 @@ impl Host {
         if let Some(list) = &self.config.uplinks {
             return Ok(list.clone());
         }
-        // /proc/self/net answers for this process's network namespace.
-        let routes = std::fs::read_to_string("/proc/self/net/route").context("reading routes")?;
-        let mut names: Vec<String> = routes
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
-            })
-            .collect();
-        names.dedup();
+        // The connection answers for the namespace it was opened in: this
+        // command's, where the uplinks are.
+        let mut names = Vec::new();
+        for index in self.rtnl.default_route_links()? {
+            if let Some(name) = self.rtnl.name_of(index)? {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
         Ok(names)
     }
 }

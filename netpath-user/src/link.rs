@@ -262,4 +262,92 @@ impl Rtnl {
         }
         Ok(())
     }
+
+    /// Indexes of the links that IPv4 default routes of the main table
+    /// leave through (each next hop of a multipath route), in dump order.
+    pub fn default_route_links(&self) -> Result<Vec<u32>> {
+        use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage};
+        const RT_TABLE_MAIN: u32 = 254;
+        let h = self.handle.clone();
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let routes: Vec<RouteMessage> =
+            self.run(async move { h.route().get(filter).execute().try_collect().await }).context("listing routes")?;
+        let mut links = Vec::new();
+        for r in routes.iter().filter(|r| r.header.destination_prefix_length == 0) {
+            // Tables above 255 only fit the attribute; the header then says 252 (RT_TABLE_COMPAT).
+            let table = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(r.header.table));
+            if table != RT_TABLE_MAIN {
+                continue;
+            }
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Oif(index) => links.push(*index),
+                    RouteAttribute::MultiPath(hops) => links.extend(hops.iter().map(|h| h.interface_index)),
+                    _ => {}
+                }
+            }
+        }
+        links.dedup();
+        Ok(links)
+    }
+
+    /// The name of the link with `index`, if it exists.
+    pub fn name_of(&self, index: u32) -> Result<Option<String>> {
+        let h = self.handle.clone();
+        let res = self.run(async move { h.link().get().match_index(index).execute().try_next().await });
+        let link = match res {
+            Ok(link) => link,
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => None,
+            Err(e) => return Err(e).with_context(|| format!("looking up link {index}")),
+        };
+        Ok(link.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n),
+                _ => None,
+            })
+        }))
+    }
+
+    /// IPv4 neighbours of link `index` whose link-layer address is known
+    /// (what `/proc/net/arp` flags complete): reachable, stale, delayed,
+    /// probed or permanent entries.
+    pub fn neighbours(&self, index: u32) -> Result<Vec<(Ipv4Addr, Mac)>> {
+        use rtnetlink::packet_route::{
+            AddressFamily,
+            neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+        };
+        let h = self.handle.clone();
+        let msgs: Vec<NeighbourMessage> =
+            self.run(async move {
+                h.neighbours().get().set_address_family(AddressFamily::Inet).execute().try_collect().await
+            })
+            .context("listing neighbours")?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.ifindex == index)
+            .filter(|m| {
+                !matches!(m.header.state, NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None)
+            })
+            .filter_map(|m| {
+                let ip = m.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                    _ => None,
+                })?;
+                let mac = m.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
+                        Some([b[0], b[1], b[2], b[3], b[4], b[5]])
+                    }
+                    _ => None,
+                })?;
+                Some((ip, mac))
+            })
+            .collect())
+    }
 }

@@ -360,6 +360,8 @@ pub fn disconnect(host: &Host, state: &mut State, net_name: &str, name: &str) ->
     teardown.step("tracked connections", forget_flows(host, &[att.ip]));
     state.sandboxes.insert(name.to_string(), sandbox.clone());
     teardown.step("sandbox files", hostfiles::write(host, state, &sandbox));
+    // The last member of the last user-defined network may just have left.
+    teardown.step("resolver", crate::dns::ensure(host, state));
     teardown.finish()
 }
 

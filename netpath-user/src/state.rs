@@ -6,7 +6,6 @@ use std::{
     fs::{self, File},
     io::Write,
     net::Ipv4Addr,
-    os::fd::AsRawFd,
     path::PathBuf,
 };
 
@@ -165,7 +164,7 @@ impl State {
 /// The locked state file. Dropping it releases the lock.
 pub struct Store {
     path: PathBuf,
-    _lock: File,
+    _lock: nix::fcntl::Flock<File>,
 }
 
 impl Store {
@@ -177,10 +176,9 @@ impl Store {
             .write(true)
             .open(roots.lock_file())
             .context("opening state lock")?;
-        // SAFETY: plain flock on a descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("locking state");
-        }
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| errno)
+            .context("locking state")?;
         let path = roots.state_file();
         let state = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?,

@@ -81,7 +81,7 @@ pub fn send_udp(dev: &str, to: SocketAddrV4, sport: u16, payload_len: usize, cou
     let src_ip =
         rtnl.ipv4_addresses(index)?.first().map(|(a, _)| *a).with_context(|| format!("{dev} has no address"))?;
     let src_mac = rtnl.mac(dev)?;
-    let dst_mac = resolve_next_hop(dev, to)?;
+    let dst_mac = resolve_next_hop(&rtnl, (dev, index), to)?;
     let frame = udp_frame((src_mac, dst_mac), SocketAddrV4::new(src_ip, sport), to, payload_len)?;
     let header: [u8; HEADER_LEN] = frame[..HEADER_LEN].try_into()?;
 
@@ -108,19 +108,13 @@ pub fn send_udp(dev: &str, to: SocketAddrV4, sport: u16, payload_len: usize, cou
 
 /// The MAC of the next hop towards `to` on `dev`: one ordinary datagram
 /// makes the kernel resolve it, then the neighbour table answers.
-fn resolve_next_hop(dev: &str, to: SocketAddrV4) -> Result<[u8; 6]> {
+fn resolve_next_hop(rtnl: &Rtnl, (dev, index): (&str, u32), to: SocketAddrV4) -> Result<[u8; 6]> {
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
     sock.send_to(b"resolve", to).with_context(|| format!("sending to {to}"))?;
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        // /proc/self/net answers for this thread's network namespace.
-        let arp = std::fs::read_to_string("/proc/self/net/arp").context("reading the neighbour table")?;
-        let complete = arp.lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 6 && f[5] == dev && f[2] == "0x2").then(|| f[3].to_string())
-        });
-        if let Some(mac) = complete {
-            return netpath::validate::mac(&mac);
+        if let Some((_, mac)) = rtnl.neighbours(index)?.first() {
+            return Ok(*mac);
         }
         if Instant::now() > deadline {
             bail!("no neighbour resolved on {dev} towards {to}");

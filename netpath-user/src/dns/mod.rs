@@ -3,16 +3,48 @@
 //! user-defined network has members, listening on each such network's
 //! gateway, answering sandbox names and aliases of that network and
 //! forwarding the rest upstream.
+//!
+//! Supervision, two levels: `dns-serve` is a tiny supervisor that forks the
+//! resolver proper and forks it again when it is killed, so names come back
+//! by themselves. The supervisor's PID file exists exactly while the
+//! resolver is meant to run (an orderly stop, or the resolver leaving on its
+//! own, removes it); a PID file whose process is gone therefore means the
+//! supervisor died (`kill -9`, a crash, taking the resolver with it), and
+//! the next netpath command of any kind starts it again ([`revive`]).
+//! Start, stop and revive hold the resolver's lock, so two commands never
+//! start two resolvers.
+mod handler;
 pub mod server;
+mod view;
 
-use std::{path::PathBuf, process::Stdio};
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
 
 use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::{host::Host, paths::Roots, state::State};
 
+/// The hidden subcommand that runs the resolver.
+const SUBCOMMAND: &str = "dns-serve";
+
 fn pid_file(roots: &Roots) -> PathBuf {
     roots.run.join("dns.pid")
+}
+
+/// Serialises starting, stopping and reviving the resolver.
+fn lock(roots: &Roots) -> Result<Flock<File>> {
+    std::fs::create_dir_all(&roots.run).with_context(|| format!("creating {}", roots.run.display()))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(roots.run.join("dns.lock"))
+        .context("opening the resolver lock")?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| errno).context("locking the resolver lock")
 }
 
 /// Whether any user-defined network has members, which is when the
@@ -21,45 +53,100 @@ pub fn needed(state: &State) -> bool {
     state.networks.values().any(|n| n.has_resolver() && state.attachments_on(&n.name).next().is_some())
 }
 
+fn recorded_pid(roots: &Roots) -> Option<i32> {
+    std::fs::read_to_string(pid_file(roots)).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` is this instance's resolver: its command line is the one
+/// [`start`] gives it, run directory included (another instance's resolver,
+/// a reused PID or a zombie, whose command line is empty, is not).
+fn is_ours(pid: i32, roots: &Roots) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+    use std::os::unix::ffi::OsStrExt;
+    args.len() == 4
+        && args[1] == SUBCOMMAND.as_bytes()
+        && args[2] == b"--run-dir"
+        && args[3] == roots.run.as_os_str().as_bytes()
+}
+
 /// The resolver's PID, if it runs.
 pub fn running(roots: &Roots) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file(roots)).ok()?.trim().parse().ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let ours = String::from_utf8_lossy(&cmdline).contains("dns-serve");
-    ours.then_some(pid)
+    recorded_pid(roots).filter(|&pid| is_ours(pid, roots))
 }
 
 /// Starts or stops the resolver to match `state`.
 pub fn ensure(host: &Host, state: &State) -> Result<()> {
     let roots = &host.roots;
+    let _lock = lock(roots)?;
     match (needed(state), running(roots)) {
         (true, None) => start(roots),
         (false, Some(pid)) => {
             stop_pid(pid);
-            let _ = std::fs::remove_file(pid_file(roots));
+            remove_pid_file(roots);
             Ok(())
         }
-        _ => Ok(()),
+        (false, None) => {
+            // A resolver that died while it was no longer needed.
+            remove_pid_file(roots);
+            Ok(())
+        }
+        (true, Some(_)) => Ok(()),
     }
 }
 
 /// Stops the resolver if it runs.
 pub fn stop(roots: &Roots) {
+    let _lock = lock(roots);
     if let Some(pid) = running(roots) {
         stop_pid(pid);
     }
+    remove_pid_file(roots);
+}
+
+/// Starts the resolver again if it died while it was meant to run. Cheap
+/// when nothing died: a read of the PID file and of the process's command
+/// line, no lock.
+pub fn revive(roots: &Roots) -> Result<()> {
+    match recorded_pid(roots) {
+        None => return Ok(()),
+        Some(pid) if is_ours(pid, roots) => return Ok(()),
+        Some(_) => {}
+    }
+    let _lock = lock(roots)?;
+    // Checked again under the lock: a command may have stopped or
+    // restarted it meanwhile.
+    match recorded_pid(roots) {
+        Some(pid) if !is_ours(pid, roots) => start(roots).context("restarting the resolver"),
+        _ => Ok(()),
+    }
+}
+
+/// Called by the resolver when it leaves on its own (no user-defined
+/// network left): the PID file goes, so that nothing revives it.
+pub(crate) fn forget(roots: &Roots, own_pid: i32) {
+    let Ok(_lock) = lock(roots) else { return };
+    if recorded_pid(roots) == Some(own_pid) {
+        remove_pid_file(roots);
+    }
+}
+
+fn remove_pid_file(roots: &Roots) {
     let _ = std::fs::remove_file(pid_file(roots));
 }
 
+/// Signals the resolver's process group: the supervisor and the resolver
+/// it forked (see `server::serve`).
 fn stop_pid(pid: i32) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
 }
 
 fn start(roots: &Roots) -> Result<()> {
-    std::fs::create_dir_all(&roots.run)?;
-    let log = std::fs::File::create(roots.run.join("dns.log")).context("creating the resolver log")?;
+    let log = File::create(roots.run.join("dns.log")).context("creating the resolver log")?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.arg("dns-serve").stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // The run directory on the command line names the instance (see `is_ours`).
+    cmd.args([SUBCOMMAND, "--run-dir"]).arg(&roots.run);
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     for (k, v) in roots.env() {
         cmd.env(k, v);
     }
@@ -70,6 +157,13 @@ fn start(roots: &Roots) -> Result<()> {
         });
     }
     let child = cmd.spawn().context("starting the resolver")?;
-    std::fs::write(pid_file(roots), child.id().to_string())?;
-    Ok(())
+    write_pid_file(&pid_file(roots), child.id())
+}
+
+/// Replaces the PID file atomically, so that a reader without the lock
+/// ([`revive`]'s first look) never sees it half written.
+fn write_pid_file(path: &Path, pid: u32) -> Result<()> {
+    let tmp = path.with_extension("pid.tmp");
+    std::fs::write(&tmp, pid.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -1,264 +1,288 @@
-//! The resolver process (`netpath dns-serve`): a UDP socket and a TCP
-//! listener per user-defined network, bound to its gateway address. It rereads the state
-//! whenever the file changes, so names follow sandboxes as they come, go,
-//! connect and disconnect, without a restart.
+//! The resolver process (`netpath dns-serve`): one single-threaded tokio
+//! runtime running hickory's server, with a UDP socket and a TCP listener
+//! per user-defined network bound to its gateway.
+//!
+//! It never polls. The state and config files are watched with inotify:
+//! every netpath command that changes the state replaces the state file by
+//! rename, which queues a notice, and the resolver reloads its view and
+//! its listeners on it (SIGHUP reloads too, for a hand-edited config).
+//! Why a sandbox resolves the moment `run` returns: the notice is queued
+//! before `run` exits, so the readiness of the watch reaches the runtime
+//! no later than the question, and the watch is read first; a question
+//! the current view cannot answer (unknown asker or name) also reads any
+//! queued notice before it is forwarded. It leaves on its own when the
+//! last user-defined network is gone, on SIGTERM or SIGINT.
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
+    ffi::OsString,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     sync::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    thread::JoinHandle,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
-use anyhow::Result;
-use hickory_proto::{
-    op::{Message, MessageType, OpCode, ResponseCode},
-    rr::{Name, RData, Record, RecordType, rdata::A},
+use anyhow::{Context, Result};
+use hickory_server::ServerFuture;
+use nix::{
+    errno::Errno,
+    sys::{
+        inotify::{AddWatchFlags, InitFlags, Inotify},
+        socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, sockopt},
+    },
+};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    sync::Notify,
 };
 
-use crate::{config::Config, hostfiles, paths::Roots, signals, state::State};
+use super::{handler::Gateway, view::View};
+use crate::paths::Roots;
 
-const TTL: u32 = 600;
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a TCP client may stay silent before its connection is closed.
+const TCP_IDLE: Duration = Duration::from_secs(5);
 
-struct View {
-    state: State,
-    config: Config,
-    seen: Option<SystemTime>,
+/// The current view, and how it is kept current.
+pub struct Names {
+    roots: Roots,
+    watch: Inotify,
+    /// File names (in the watched directories) whose change means reload.
+    files: Vec<OsString>,
+    /// (version, view); handlers take the `Arc` and let go of the lock.
+    view: RwLock<(u64, Arc<View>)>,
+    /// Wakes the main loop when a handler reloaded, so listeners follow.
+    changed: Notify,
 }
 
-impl View {
-    /// Rereads the state when the file changed since the last read. Called
-    /// before every answer, so a sandbox resolves the moment `run` returns.
-    fn refresh(view: &RwLock<View>, roots: &Roots) {
-        let modified = std::fs::metadata(roots.state_file()).and_then(|m| m.modified()).ok();
-        if view.read().expect("view lock").seen == modified {
-            return;
+impl Names {
+    /// Watches first, then reads, so no change slips between the two.
+    fn open(roots: &Roots) -> Result<Names> {
+        let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).context("inotify_init")?;
+        // The state file is only ever renamed into place (so the lock file's
+        // close on every command wakes nothing); the config may be written in
+        // place or removed. Were both in one directory, the second watch's
+        // mask, a superset, would replace the first.
+        let mut files = Vec::new();
+        watch
+            .add_watch(&roots.state, AddWatchFlags::IN_MOVED_TO)
+            .with_context(|| format!("watching {}", roots.state.display()))?;
+        files.extend(roots.state_file().file_name().map(OsString::from));
+        let flags = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_DELETE;
+        if let (Some(dir), Some(name)) = (roots.config.parent(), roots.config.file_name()) {
+            // No config directory: defaults, and nothing to watch.
+            if watch.add_watch(dir, flags).is_ok() {
+                files.push(name.into());
+            }
         }
-        // The state file is replaced by rename, so a read sees a whole version.
-        let state: State =
-            std::fs::read(roots.state_file()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        let config = Config::load(&roots.config).unwrap_or_default();
-        *view.write().expect("view lock") = View { state, config, seen: modified };
+        let view = View::load(roots);
+        Ok(Names { roots: roots.clone(), watch, files, view: RwLock::new((0, Arc::new(view))), changed: Notify::new() })
     }
-}
 
-struct Listener {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Listener {
-    fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            let _ = t.join();
-        }
+    pub fn current(&self) -> Arc<View> {
+        self.view.read().expect("view lock").1.clone()
     }
-}
 
-pub fn serve(roots: Roots) -> Result<i32> {
-    signals::install();
-    let view = Arc::new(RwLock::new(View { state: State::default(), config: Config::default(), seen: None }));
-    let mut listeners: HashMap<Ipv4Addr, Listener> = HashMap::new();
-    let mut idle_rounds = 0;
-    while !signals::interrupted() {
-        View::refresh(&view, &roots);
-        let wanted: Vec<Ipv4Addr> = {
-            let v = view.read().expect("view lock");
-            v.state.networks.values().filter(|n| n.has_resolver()).map(|n| n.gateway).collect()
-        };
-        for &gw in &wanted {
-            let std::collections::hash_map::Entry::Vacant(slot) = listeners.entry(gw) else { continue };
-            let addr = SocketAddrV4::new(gw, 53);
-            match (UdpSocket::bind(addr), TcpListener::bind(addr)) {
-                (Ok(udp), Ok(tcp)) => {
-                    let stop = Arc::new(AtomicBool::new(false));
-                    let (v, s, r) = (view.clone(), stop.clone(), roots.clone());
-                    let udp_thread = std::thread::spawn(move || listen(udp, gw, &v, &s, &r));
-                    let (v, s, r) = (view.clone(), stop.clone(), roots.clone());
-                    let tcp_thread = std::thread::spawn(move || listen_tcp(tcp, gw, &v, &s, &r));
-                    slot.insert(Listener { stop, threads: vec![udp_thread, tcp_thread] });
+    fn version(&self) -> u64 {
+        self.view.read().expect("view lock").0
+    }
+
+    fn reload(&self) {
+        let view = Arc::new(View::load(&self.roots));
+        let mut slot = self.view.write().expect("view lock");
+        *slot = (slot.0 + 1, view);
+        drop(slot);
+        self.changed.notify_one();
+    }
+
+    /// Reads every queued notice without waiting; reloads if one concerns
+    /// the state or config. Returns whether it reloaded.
+    pub fn catch_up(&self) -> bool {
+        let mut relevant = false;
+        loop {
+            match self.watch.read_events() {
+                Ok(events) => {
+                    // No name: the queue overflowed or a directory went; reload to be safe.
+                    relevant |= events.iter().any(|e| e.name.as_ref().is_none_or(|n| self.files.contains(n)));
                 }
-                (Err(e), _) | (_, Err(e)) => eprintln!("resolver: cannot listen on {addr}: {e}"),
+                Err(Errno::EINTR) => continue,
+                Err(_) => break, // EAGAIN: nothing more queued.
             }
         }
-        let gone: Vec<Ipv4Addr> = listeners.keys().filter(|g| !wanted.contains(g)).copied().collect();
-        for gw in gone {
-            if let Some(l) = listeners.remove(&gw) {
-                l.stop();
-            }
+        if relevant {
+            self.reload();
         }
-        // Nothing to serve for a while: the last user-defined network went.
-        idle_rounds = if wanted.is_empty() { idle_rounds + 1 } else { 0 };
-        if idle_rounds > 10 {
-            break;
-        }
-        signals::sleep_unless_interrupted(Duration::from_millis(200));
-    }
-    for (_, l) in listeners {
-        l.stop();
-    }
-    Ok(0)
-}
-
-fn listen(sock: UdpSocket, gateway: Ipv4Addr, view: &RwLock<View>, stop: &AtomicBool, roots: &Roots) {
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 4096];
-    while !stop.load(Ordering::SeqCst) {
-        let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
-        let SocketAddr::V4(peer) = peer else { continue };
-        if let Some(r) = respond(gateway, *peer.ip(), &buf[..n], view, roots) {
-            let _ = sock.send_to(&r, peer);
-        }
+        relevant
     }
 }
 
-/// DNS over TCP (RFC 7766): two-byte length, then the message; one
-/// question per connection is all resolvers send after a truncated answer.
-fn listen_tcp(listener: TcpListener, gateway: Ipv4Addr, view: &RwLock<View>, stop: &AtomicBool, roots: &Roots) {
-    let _ = listener.set_nonblocking(true);
-    while !stop.load(Ordering::SeqCst) {
-        let (mut stream, peer) = match listener.accept() {
-            Ok(c) => c,
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+/// `netpath dns-serve`: a supervisor that forks the resolver and forks it
+/// again whenever it is killed (`kill -9`, a crash), so names come back by
+/// themselves. Both are one process group (the starter made it a session),
+/// which is what a stop signals; the resolver dies with the supervisor
+/// (parent-death signal), and a dead supervisor is the next command's to
+/// restart (see `dns::revive`).
+pub fn serve(roots: Roots) -> Result<i32> {
+    crate::signals::install();
+    install_hangup();
+    let supervisor = nix::unistd::getpid();
+    let mut quick_deaths = 0;
+    loop {
+        let born = std::time::Instant::now();
+        // SAFETY: the supervisor is single-threaded (no runtime yet), so the
+        // child may run anything.
+        let worker = match unsafe { nix::unistd::fork() }.context("fork")? {
+            nix::unistd::ForkResult::Child => std::process::exit(worker(&roots, supervisor)),
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        use nix::sys::signal::{Signal, kill};
+        // A stop signalled the group before this resolver was in it.
+        if crate::signals::interrupted() {
+            let _ = kill(worker, Signal::SIGTERM);
+        }
+        let status = loop {
+            match nix::sys::wait::waitpid(worker, None) {
+                Err(Errno::EINTR) => {
+                    // SIGHUP is for the resolver: its reload.
+                    if HANGUP.swap(false, Ordering::SeqCst) {
+                        let _ = kill(worker, Signal::SIGHUP);
+                    }
+                    continue;
+                }
+                other => break other.context("waiting for the resolver")?,
             }
         };
-        let SocketAddr::V4(peer) = peer else { continue };
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(UPSTREAM_TIMEOUT));
-        let mut len = [0u8; 2];
-        if stream.read_exact(&mut len).is_err() {
-            continue;
+        use nix::sys::wait::WaitStatus;
+        match status {
+            // It left on its own (no user-defined network) or was stopped.
+            WaitStatus::Exited(_, code) => {
+                super::forget(&roots, supervisor.as_raw());
+                return Ok(code);
+            }
+            WaitStatus::Signaled(_, Signal::SIGTERM | Signal::SIGINT, _) => return Ok(0),
+            _ if crate::signals::interrupted() => return Ok(0),
+            other => eprintln!("resolver: {other:?}; starting it again"),
         }
-        let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
-        if stream.read_exact(&mut query).is_err() {
-            continue;
-        }
-        if let Some(r) = respond(gateway, *peer.ip(), &query, view, roots) {
-            let mut framed = (r.len() as u16).to_be_bytes().to_vec();
-            framed.extend_from_slice(&r);
-            let _ = stream.write_all(&framed);
+        // A resolver that dies as soon as it starts is left to the next command.
+        quick_deaths = if born.elapsed() < Duration::from_secs(1) { quick_deaths + 1 } else { 0 };
+        if quick_deaths >= 5 {
+            anyhow::bail!("the resolver died 5 times in a row within a second of starting");
         }
     }
 }
 
-fn respond(gateway: Ipv4Addr, asker: Ipv4Addr, query: &[u8], view: &RwLock<View>, roots: &Roots) -> Option<Vec<u8>> {
-    View::refresh(view, roots);
-    let answer = {
-        let v = view.read().expect("view lock");
-        answer(&v, gateway, asker, query)
+static HANGUP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hangup(_: libc::c_int) {
+    HANGUP.store(true, Ordering::SeqCst);
+}
+
+/// SIGHUP to the supervisor (the PID file's process) is passed on rather
+/// than ending it. No SA_RESTART, so it interrupts `waitpid`.
+fn install_hangup() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(SigHandler::Handler(on_hangup), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler only stores to an atomic.
+    let _ = unsafe { sigaction(Signal::SIGHUP, &action) };
+}
+
+/// The resolver proper, in the forked child: returns its exit code.
+fn worker(roots: &Roots, supervisor: nix::unistd::Pid) -> i32 {
+    // Dies with the supervisor; if that happened before this line, go now.
+    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err()
+        || nix::unistd::getppid() != supervisor
+    {
+        return 1;
+    }
+    let served = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|rt| rt.block_on(run(roots)));
+    match served {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("resolver: {e:#}");
+            1
+        }
+    }
+}
+
+/// Serves until told to stop (false) or until no user-defined network is
+/// left (true); the PID file goes in both cases (by the stopper or by the
+/// supervisor), so the two need no different exit codes.
+async fn run(roots: &Roots) -> Result<bool> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let names = Arc::new(Names::open(roots)?);
+    // The reactor watches its own descriptor of the same inotify instance.
+    let watch_fd = names.watch.as_fd().try_clone_to_owned()?;
+    // SAFETY: the OwnedFd moves into the AsyncFd and is closed only when it drops.
+    let watch =
+        unsafe { AsyncFd::register_with_interest(watch_fd, Interest::READABLE) }.map_err(std::io::Error::from)?;
+    let mut servers: HashMap<Ipv4Addr, ServerFuture<Gateway>> = HashMap::new();
+    let mut synced = None;
+    loop {
+        let version = names.version();
+        if synced != Some(version) {
+            let wanted = names.current().gateways();
+            if wanted.is_empty() {
+                return Ok(true);
+            }
+            // Dropping a server aborts its tasks and closes its sockets.
+            servers.retain(|gw, _| wanted.contains(gw));
+            for gw in wanted {
+                if let std::collections::hash_map::Entry::Vacant(slot) = servers.entry(gw) {
+                    match listen(gw, &names) {
+                        Ok(server) => {
+                            slot.insert(server);
+                        }
+                        Err(e) => eprintln!("resolver: cannot listen on {gw}:53: {e:#}"),
+                    }
+                }
+            }
+            synced = Some(version);
+        }
+        tokio::select! {
+            // The watch first: a change queued before a question is read before it.
+            biased;
+            ready = watch.readable() => {
+                let mut guard = ready?;
+                names.catch_up();
+                guard.clear_ready();
+            }
+            _ = names.changed.notified() => {}
+            _ = hup.recv() => names.reload(),
+            _ = term.recv() => return Ok(false),
+            _ = int.recv() => return Ok(false),
+        }
+    }
+}
+
+/// hickory's server on `gateway`:53, UDP and TCP. The sockets bind with
+/// IP_FREEBIND, so a gateway address not (yet) on its bridge is no error.
+fn listen(gateway: Ipv4Addr, names: &Arc<Names>) -> Result<ServerFuture<Gateway>> {
+    let addr = SockaddrIn::from(SocketAddrV4::new(gateway, 53));
+    let bound = |kind: SockType| -> Result<OwnedFd> {
+        let fd = socket::socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+        socket::setsockopt(&fd, sockopt::IpFreebind, &true)?;
+        // TCP: a restarted resolver binds despite its predecessor's
+        // connections in TIME_WAIT. Not UDP, where it would let two
+        // resolvers share the port silently.
+        if kind == SockType::Stream {
+            socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        }
+        socket::bind(fd.as_raw_fd(), &addr)?;
+        Ok(fd)
     };
-    match answer {
-        Answer::Local(bytes) => Some(bytes),
-        Answer::Forward(upstreams) => forward(&upstreams, query).or_else(|| servfail(query)),
-        Answer::Drop => None,
-    }
-}
-
-enum Answer {
-    Local(Vec<u8>),
-    Forward(Vec<Ipv4Addr>),
-    Drop,
-}
-
-/// Addresses `name` has on the networks the asking sandbox shares with it,
-/// the network the question arrived on first.
-fn lookup(state: &State, gateway: Ipv4Addr, asker: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
-    let asking = state.sandboxes.values().find(|s| s.attachments.iter().any(|a| a.ip == asker))?;
-    let here = state.networks.values().find(|n| n.gateway == gateway)?;
-    let mut nets: Vec<&str> = vec![here.name.as_str()];
-    nets.extend(asking.attachments.iter().map(|a| a.network.as_str()).filter(|n| *n != here.name));
-    for net in nets {
-        if !state.networks.get(net).is_some_and(|n| n.has_resolver()) {
-            continue;
-        }
-        let ips: Vec<Ipv4Addr> = state
-            .attachments_on(net)
-            .filter(|(s, a)| {
-                s.name.eq_ignore_ascii_case(name)
-                    || a.aliases.iter().any(|al| al.eq_ignore_ascii_case(name))
-                    || s.id[..12].eq_ignore_ascii_case(name)
-            })
-            .map(|(_, a)| a.ip)
-            .collect();
-        if !ips.is_empty() {
-            return Some(ips);
-        }
-    }
-    None
-}
-
-fn answer(view: &View, gateway: Ipv4Addr, asker: Ipv4Addr, query: &[u8]) -> Answer {
-    let Ok(msg) = Message::from_vec(query) else { return Answer::Drop };
-    let upstreams = || {
-        let asking = view.state.sandboxes.values().find(|s| s.attachments.iter().any(|a| a.ip == asker));
-        let internal = view.state.networks.values().any(|n| n.gateway == gateway && n.internal);
-        match asking {
-            _ if internal => Vec::new(),
-            Some(s) => hostfiles::upstreams(&view.config.dns, s),
-            None => Vec::new(),
-        }
-    };
-    if msg.message_type() != MessageType::Query || msg.op_code() != OpCode::Query || msg.queries().len() != 1 {
-        return Answer::Forward(upstreams());
-    }
-    let q = &msg.queries()[0];
-    let name = q.name().to_ascii();
-    let name = name.trim_end_matches('.');
-    let Some(ips) = lookup(&view.state, gateway, asker, name) else {
-        return Answer::Forward(upstreams());
-    };
-    let mut reply = Message::new();
-    reply
-        .set_id(msg.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(msg.recursion_desired())
-        .set_recursion_available(true)
-        .set_response_code(ResponseCode::NoError)
-        .add_query(q.clone());
-    if q.query_type() == RecordType::A {
-        let owner: Name = q.name().clone();
-        for ip in ips {
-            reply.add_answer(Record::from_rdata(owner.clone(), TTL, RData::A(A(ip))));
-        }
-    }
-    reply.to_vec().map(Answer::Local).unwrap_or(Answer::Drop)
-}
-
-fn forward(upstreams: &[Ipv4Addr], query: &[u8]) -> Option<Vec<u8>> {
-    for up in upstreams {
-        let Ok(sock) = UdpSocket::bind("0.0.0.0:0") else { continue };
-        let _ = sock.set_read_timeout(Some(UPSTREAM_TIMEOUT));
-        if sock.send_to(query, (*up, 53)).is_err() {
-            continue;
-        }
-        let mut buf = [0u8; 4096];
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            return Some(buf[..n].to_vec());
-        }
-    }
-    None
-}
-
-fn servfail(query: &[u8]) -> Option<Vec<u8>> {
-    let msg = Message::from_vec(query).ok()?;
-    let mut reply = Message::new();
-    reply
-        .set_id(msg.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(msg.op_code())
-        .set_recursion_desired(msg.recursion_desired())
-        .set_response_code(ResponseCode::ServFail);
-    for q in msg.queries() {
-        reply.add_query(q.clone());
-    }
-    reply.to_vec().ok()
+    let udp = bound(SockType::Datagram).context("UDP")?;
+    let tcp = bound(SockType::Stream).context("TCP")?;
+    socket::listen(&tcp, Backlog::new(128)?).context("TCP listen")?;
+    let mut server = ServerFuture::new(Gateway { addr: gateway, names: names.clone() });
+    server.register_socket(tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(udp))?);
+    server.register_listener(tokio::net::TcpListener::from_std(std::net::TcpListener::from(tcp))?, TCP_IDLE);
+    Ok(server)
 }
