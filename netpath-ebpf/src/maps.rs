@@ -3,9 +3,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netpath_common::{
-    Counters, CtEntry, DEFAULT_CONNTRACK_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey,
-    MAX_ENDPOINTS, MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_PORT_RANGES, MAX_PUBLISHED, MAX_UPLINKS, NetworkPolicy,
-    PROGRAM_COUNT, PortRange, PublishedKey, PublishedTarget, SOCK_REVNAT_ENTRIES, SockRevKey, SockRevValue, Uplink,
+    CtEntry, DEFAULT_CONNTRACK_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, MAX_ENDPOINTS,
+    MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_PORT_RANGES, MAX_PUBLISHED, MAX_UPLINKS, NetworkPolicy, PortRange,
+    PublishedKey, PublishedTarget, ReasonStats, SOCK_REVNAT_ENTRIES, STATS_SLOTS, SockRevKey, SockRevValue, Uplink,
+    VethKey,
 };
 
 #[btf_map]
@@ -39,8 +40,15 @@ pub static LINKS: HashMap<LinkKey, u8, MAX_LINKS> = HashMap::new();
 #[btf_map]
 pub static CONFIG: Array<DatapathConfig, 1> = Array::new();
 
+/// Per-CPU packets and bytes per (program, verdict reason), at
+/// `netpath_common::stats_slot`.
 #[btf_map]
-pub static STATS: PerCpuArray<Counters, PROGRAM_COUNT> = PerCpuArray::new();
+pub static STATS: PerCpuArray<ReasonStats, STATS_SLOTS> = PerCpuArray::new();
+
+/// Host-side veth of a sandbox -> its endpoint's address (for frames that
+/// carry no IPv4 source).
+#[btf_map]
+pub static VETHS: HashMap<VethKey, EndpointKey, MAX_ENDPOINTS> = HashMap::new();
 
 #[inline(always)]
 pub fn config() -> DatapathConfig {
@@ -57,4 +65,13 @@ pub fn endpoint(addr: [u8; 4]) -> Option<Endpoint> {
 pub fn network(id: u32) -> Option<NetworkPolicy> {
     // SAFETY: as above.
     unsafe { NETWORKS.get(id) }.copied()
+}
+
+/// The endpoint behind the sandbox veth `ifindex`, with its address.
+#[inline(always)]
+pub fn veth_endpoint(ifindex: u32) -> Option<([u8; 4], Endpoint)> {
+    // SAFETY: values copied out immediately.
+    let key = unsafe { VETHS.get(VethKey { host_ifindex: ifindex }) }.copied()?;
+    let ep = unsafe { ENDPOINTS.get(key) }.copied()?;
+    Some((key.ipv4, ep))
 }

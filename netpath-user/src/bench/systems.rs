@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use netpath_common::Program;
+use netpath_common::{Program, Reason};
 use serde::Serialize;
 
 use crate::{
@@ -368,18 +368,25 @@ impl Testbed {
             Evidence::Netpath(dp) => {
                 let c = |p| dp.counters(p);
                 Ok(match scenario {
-                    Scenario::SandboxToSandbox => c(Program::FromContainer)?.forwarded_packets,
-                    Scenario::Masquerade => c(Program::ToUplink)?.snat_new + c(Program::FromUplink)?.nat_packets,
-                    Scenario::Published => c(Program::FromUplink)?.dnat_new + c(Program::FromUplink)?.nat_packets,
-                    Scenario::Hairpin => c(Program::FromContainer)?.nat_packets,
-                    Scenario::HostLocal => c(Program::Socket)?.socket_redirects,
+                    Scenario::SandboxToSandbox => c(Program::FromContainer)?.packets(Reason::Forwarded),
+                    Scenario::Masquerade => {
+                        c(Program::ToUplink)?.packets(Reason::SnatNew) + c(Program::FromUplink)?.packets(Reason::Nat)
+                    }
+                    Scenario::Published => {
+                        c(Program::FromUplink)?.packets(Reason::DnatNew) + c(Program::FromUplink)?.packets(Reason::Nat)
+                    }
+                    Scenario::Hairpin => {
+                        c(Program::FromContainer)?.packets(Reason::DnatNew)
+                            + c(Program::FromContainer)?.packets(Reason::Nat)
+                    }
+                    Scenario::HostLocal => c(Program::Socket)?.packets(Reason::SocketRedirect),
                 })
             }
             Evidence::NetpathXdp(dp) => {
                 let c = dp.counters(Program::XdpFromUplink)?;
                 Ok(match scenario {
-                    Scenario::Published => c.dnat_new + c.nat_packets,
-                    Scenario::Masquerade => c.nat_packets,
+                    Scenario::Published => c.packets(Reason::DnatNew) + c.packets(Reason::Nat),
+                    Scenario::Masquerade => c.packets(Reason::Nat),
                     _ => 0,
                 })
             }
