@@ -16,8 +16,9 @@ pub fn read(datapath: &Datapath) -> Result<Vec<(Program, Counters)>> {
         .collect()
 }
 
-/// A table with one row per program and reason that counted anything, with
-/// per-second rates when an earlier reading is given.
+/// A table with one row per program and reason that counted anything (a
+/// program that counted nothing gets one row saying so), with per-second
+/// rates when an earlier reading is given.
 pub fn render(now: &[(Program, Counters)], before: Option<(&[(Program, Counters)], Duration)>) -> String {
     let rates = before.is_some();
     let mut out = format!("{:<18}{:<30}{:>14}{:>16}", "PROGRAM", "REASON", "PACKETS", "BYTES");
@@ -28,6 +29,10 @@ pub fn render(now: &[(Program, Counters)], before: Option<(&[(Program, Counters)
     for (program, counters) in now {
         let earlier = before
             .and_then(|(b, dt)| b.iter().find(|(p, _)| p == program).map(|(_, c)| (c, dt.as_secs_f64().max(1e-3))));
+        if counters.reasons().all(|(_, s)| s.packets == 0) {
+            out.push_str(&format!("{:<18}{:<30}{:>14}{:>16}\n", program.name(), "-", 0, 0));
+            continue;
+        }
         for (reason, s) in counters.reasons() {
             if s.packets == 0 {
                 continue;
@@ -109,7 +114,8 @@ mod tests {
         let now = vec![(Program::FromContainer, c), (Program::ToUplink, Counters::default())];
         let table = render(&now, None);
         assert!(table.lines().any(|l| l.contains("from_container") && l.contains("DROP_ICC") && l.contains("294")));
-        assert_eq!(table.lines().count(), 2, "{table}");
+        assert!(table.lines().any(|l| l.starts_with("to_uplink") && l.contains(" - ")), "{table}");
+        assert_eq!(table.lines().count(), 3, "{table}");
         let json = to_json(&now);
         assert_eq!(json["from_container"]["DROP_ICC"]["packets"], 3);
         assert_eq!(json["to_uplink"]["FORWARDED"]["bytes"], 0);
