@@ -5,14 +5,15 @@
 //! TC writes through the kernel's helpers: a direct packet write anywhere in
 //! a TC program makes the kernel unclone every skb it sees (TCP's are
 //! clones), and the checksum helpers keep the skb's checksum state right.
-//! XDP has neither concern, nor checksum helpers: it reads and writes
-//! through `bpf_xdp_load_bytes`/`bpf_xdp_store_bytes` (offsets behind a
-//! variable-length IP header defeat the verifier's range tracking for direct
-//! access, as compiled here) and updates checksums in software
-//! (`netpath_common::csum`).
+//! XDP has neither concern, nor checksum helpers: it reads and writes the
+//! frame directly and updates checksums in software (`netpath_common::csum`).
+//! (`bpf_xdp_load_bytes`/`store_bytes` would do too, but measured 680 ns per
+//! published-port frame against about 200 ns direct.) Every header access of the shared code is 16 bits
+//! or wider: for one byte, `data + off + 1 > data_end` compiles to
+//! `data + off >= data_end`, from which the verifier grants no readable range
+//! when `off` varies (it does behind a variable-length IP header).
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     programs::{TcContext, XdpContext},
 };
 use core::ffi::c_void;
@@ -142,19 +143,16 @@ impl Ctx for XdpContext {
     }
     #[inline(always)]
     fn load<T: Copy>(&self, off: usize) -> Option<T> {
-        let mut v = core::mem::MaybeUninit::<T>::uninit();
-        let size = core::mem::size_of::<T>() as u32;
-        // SAFETY: the helper writes exactly `size` bytes into `v` or fails.
-        let ret = unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, v.as_mut_ptr().cast(), size) };
-        // SAFETY: initialised by the successful helper call.
-        (ret == 0).then(|| unsafe { v.assume_init() })
+        let p = self.ptr_at::<T>(off)?;
+        // SAFETY: ptr_at checked the bytes lie within the frame.
+        Some(unsafe { core::ptr::read_unaligned(p) })
     }
     #[inline(always)]
     fn store<T: Copy>(&self, off: usize, v: &T) -> Result {
-        let size = core::mem::size_of::<T>() as u32;
-        // SAFETY: the helper reads `size` bytes from `v`.
-        let ret = unsafe { bpf_xdp_store_bytes(self.ctx, off as u32, (v as *const T).cast_mut().cast(), size) };
-        if ret == 0 { Ok(()) } else { Err(()) }
+        let p = self.ptr_at::<T>(off).ok_or(())?;
+        // SAFETY: as above.
+        unsafe { core::ptr::write_unaligned(p, *v) };
+        Ok(())
     }
     #[inline(always)]
     fn l3_csum_replace(&self, off: usize, from: u64, to: u64, size: u64) -> Result {

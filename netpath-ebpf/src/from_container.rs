@@ -61,7 +61,7 @@ pub fn run(ctx: &TcContext) -> V {
     // ours that could need translating (two lookups, no transport parsing).
     if let Some(dst) = dst.filter(|d| d.network_id == src.network_id) {
         if src.flags & endpoint_flags::HAIRPIN_TARGET == 0 {
-            return neighbour(ctx, &p, &src, &dst);
+            return neighbour(ctx, &p, src, dst);
         }
     }
     if !parse_l4(ctx, &mut p) {
@@ -78,7 +78,7 @@ pub fn run(ctx: &TcContext) -> V {
         if src.network_id != dst.network_id {
             return drop(Reason::DropOtherNetwork);
         }
-        return neighbour(ctx, &p, &src, &dst);
+        return neighbour(ctx, &p, src, dst);
     }
     let Some(net) = maps::network(src.network_id) else {
         return pass(Reason::PassNoNetwork);
@@ -182,7 +182,7 @@ fn tracked(ctx: &TcContext, p: &Packet, entry: &CtEntry) -> V {
     let Some(dst) = maps::endpoint(entry.rewrite.daddr) else {
         return pass(Reason::PassTrackedToUplink);
     };
-    deliver_translated(ctx, p, &entry.rewrite, &dst, Reason::Nat)
+    deliver_translated(ctx, p, &entry.rewrite, dst, Reason::Nat)
 }
 
 #[inline(always)]
@@ -217,7 +217,7 @@ fn hairpin(ctx: &TcContext, p: &Packet, net: &NetworkPolicy, taddr: [u8; 4], tpo
     match conntrack::open_with_port(&p.key, to, state, flags, now, to_self) {
         Ok(to) => {
             mark_hairpin_target(taddr);
-            deliver_translated(ctx, p, &to, &dst, Reason::DnatNew)
+            deliver_translated(ctx, p, &to, dst, Reason::DnatNew)
         }
         Err(refused) => stats::refused::<TcContext>(refused),
     }

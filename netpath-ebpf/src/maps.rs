@@ -55,10 +55,14 @@ pub fn config() -> DatapathConfig {
     CONFIG.get(0).copied().unwrap_or_default()
 }
 
+/// The endpoint of `addr`, as a reference into the map: an `Option` of a
+/// pointer has no uninitialised payload for LLVM to copy around (which the
+/// verifier rejects when an `Option<Endpoint>` lives across helper calls).
 #[inline(always)]
-pub fn endpoint(addr: [u8; 4]) -> Option<Endpoint> {
-    // SAFETY: the value is copied out before anything else touches the map.
-    unsafe { ENDPOINTS.get(EndpointKey { ipv4: addr }) }.copied()
+pub fn endpoint(addr: [u8; 4]) -> Option<&'static Endpoint> {
+    // SAFETY: map values stay valid for the whole program run (RCU); a
+    // concurrent update of their plain fields is benign.
+    unsafe { ENDPOINTS.get(EndpointKey { ipv4: addr }) }
 }
 
 #[inline(always)]
@@ -69,9 +73,8 @@ pub fn network(id: u32) -> Option<NetworkPolicy> {
 
 /// The endpoint behind the sandbox veth `ifindex`, with its address.
 #[inline(always)]
-pub fn veth_endpoint(ifindex: u32) -> Option<([u8; 4], Endpoint)> {
-    // SAFETY: values copied out immediately.
+pub fn veth_endpoint(ifindex: u32) -> Option<([u8; 4], &'static Endpoint)> {
+    // SAFETY: the key is copied out immediately.
     let key = unsafe { VETHS.get(VethKey { host_ifindex: ifindex }) }.copied()?;
-    let ep = unsafe { ENDPOINTS.get(key) }.copied()?;
-    Some((key.ipv4, ep))
+    Some((key.ipv4, endpoint(key.ipv4)?))
 }

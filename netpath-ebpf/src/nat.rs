@@ -101,7 +101,8 @@ pub fn decrement_ttl<C: Ctx>(ctx: &C, p: &Packet) -> Result {
     let from = u16::from_ne_bytes([p.ttl, proto]) as u64;
     let to = u16::from_ne_bytes([p.ttl - 1, proto]) as u64;
     ctx.l3_csum_replace(IP_CSUM_OFF, from, to, 2)?;
-    ctx.store(IP_TTL_OFF, &(p.ttl - 1))
+    // TTL and protocol together: header writes are 16 bits or wider.
+    ctx.store(IP_TTL_OFF, &[p.ttl - 1, proto])
 }
 
 #[inline(always)]

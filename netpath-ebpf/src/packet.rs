@@ -151,7 +151,9 @@ pub fn parse_l4<C: Ctx>(ctx: &C, p: &mut Packet) -> bool {
         return true;
     }
     match p.key.proto {
-        IPPROTO_TCP => parse_ports(ctx, p, Kind::Tcp) && load_u8(ctx, p.l4_off + 13).map(|f| p.tcp_flags = f).is_some(),
+        IPPROTO_TCP => {
+            parse_ports(ctx, p, Kind::Tcp) && load_pair(ctx, p.l4_off + 12).map(|[_, f]| p.tcp_flags = f).is_some()
+        }
         IPPROTO_UDP => parse_ports(ctx, p, Kind::Udp),
         IPPROTO_ICMP => parse_icmp(ctx, p),
         _ => true,
@@ -174,8 +176,11 @@ pub fn parse<C: Ctx>(ctx: &C) -> Parsed {
 }
 
 #[inline(always)]
-fn load_u8<C: Ctx>(ctx: &C, off: usize) -> Option<u8> {
-    ctx.load::<u8>(off)
+/// The two bytes at `off`. Header bytes are read in pairs: a one-byte
+/// bounds check compiles to a comparison the verifier cannot turn into a
+/// readable range, which XDP's direct access needs (see ctx.rs).
+fn load_pair<C: Ctx>(ctx: &C, off: usize) -> Option<[u8; 2]> {
+    ctx.load::<[u8; 2]>(off)
 }
 
 #[inline(always)]
@@ -196,7 +201,7 @@ fn parse_ports<C: Ctx>(ctx: &C, p: &mut Packet, kind: Kind) -> bool {
 
 #[inline(always)]
 fn parse_icmp<C: Ctx>(ctx: &C, p: &mut Packet) -> bool {
-    let Some(icmp_type) = load_u8(ctx, p.l4_off) else {
+    let Some([icmp_type, _]) = load_pair(ctx, p.l4_off) else {
         return false;
     };
     match icmp_type {
@@ -229,12 +234,12 @@ pub struct Quoted {
 #[inline(always)]
 pub fn parse_quoted<C: Ctx>(ctx: &C, outer: &Packet) -> Option<Quoted> {
     let ip_off = outer.l4_off + ICMP_HLEN;
-    let version_ihl = load_u8(ctx, ip_off)?;
+    let [version_ihl, _] = load_pair(ctx, ip_off)?;
     // Options in the quoted header are rare enough to leave to the kernel.
     if version_ihl != 0x45 {
         return None;
     }
-    let proto = load_u8(ctx, ip_off + 9)?;
+    let [_, proto] = load_pair(ctx, ip_off + 8)?;
     let saddr = ctx.load::<[u8; 4]>(ip_off + 12)?;
     let daddr = ctx.load::<[u8; 4]>(ip_off + 16)?;
     let l4_off = ip_off + IPV4_HLEN;
@@ -247,7 +252,7 @@ pub fn parse_quoted<C: Ctx>(ctx: &C, outer: &Packet) -> Option<Quoted> {
         }
         IPPROTO_ICMP => {
             let id = load_port(ctx, l4_off + 4)?;
-            match load_u8(ctx, l4_off)? {
+            match load_pair(ctx, l4_off)?[0] {
                 ICMP_ECHO_REQUEST => {
                     key.sport = id;
                     Kind::EchoRequest

@@ -78,7 +78,7 @@ fn into_sandbox(ctx: &TcContext, p: &Packet, to: &FlowKey, reason: Reason) -> V 
         return drop(Reason::DropWriteFailed);
     }
     match maps::endpoint(to.daddr) {
-        Some(dst) => deliver(ctx, p, &dst, reason),
+        Some(dst) => deliver(ctx, p, dst, reason),
         None => pass(reason),
     }
 }
@@ -115,7 +115,7 @@ fn icmp_error(ctx: &TcContext, p: &Packet, cfg: &DatapathConfig, now: u64) -> V 
     if nat::rewrite_icmp_error(ctx, p, &q, &quoted_to, p.key.saddr, quoted_to.saddr).is_err() {
         return drop(Reason::DropWriteFailed);
     }
-    deliver(ctx, p, &dst, Reason::IcmpErrorTranslated)
+    deliver(ctx, p, dst, Reason::IcmpErrorTranslated)
 }
 
 /// An ICMP error a sandbox sends about a translated connection (a published

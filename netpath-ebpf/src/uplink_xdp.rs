@@ -30,7 +30,7 @@ fn pass(reason: Reason) -> V {
 
 /// The sandbox behind `addr`, if XDP may hand it frames.
 #[inline(always)]
-fn xdp_target(addr: [u8; 4]) -> Option<Endpoint> {
+fn xdp_target(addr: [u8; 4]) -> Option<&'static Endpoint> {
     maps::endpoint(addr).filter(|ep| ep.flags & XDP_TARGET != 0)
 }
 
