@@ -6,12 +6,13 @@
 //! a TC program makes the kernel unclone every skb it sees (TCP's are
 //! clones), and the checksum helpers keep the skb's checksum state right.
 //! XDP has neither concern, nor checksum helpers: it reads and writes the
-//! frame directly and updates checksums in software (`netpath_common::csum`).
-//! (`bpf_xdp_load_bytes`/`store_bytes` would do too, but measured 680 ns per
-//! published-port frame against about 200 ns direct.) Every header access of the shared code is 16 bits
-//! or wider: for one byte, `data + off + 1 > data_end` compiles to
-//! `data + off >= data_end`, from which the verifier grants no readable range
-//! when `off` varies (it does behind a variable-length IP header).
+//! frame directly and updates checksums in software (`netpath_common::csum`);
+//! `bpf_xdp_load_bytes`/`store_bytes` would do too, but measured 680 ns per
+//! published-port frame against about 200 ns direct. Every header access of
+//! the shared code is 16 bits or wider: for one byte, `data + off + 1 >
+//! data_end` compiles to `data + off >= data_end`, from which the verifier
+//! grants no readable range when `off` varies (it does behind a
+//! variable-length IP header).
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     programs::{TcContext, XdpContext},

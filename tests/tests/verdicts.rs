@@ -223,3 +223,45 @@ fn stats_names_every_reason() {
         assert_eq!(json[program].as_object().unwrap().len(), netpath_common::Reason::ALL.len(), "{program}");
     }
 }
+
+#[test]
+fn xdp_verdicts_are_exact_and_share_the_tc_code() {
+    let lab = lab("verdicts-xdp");
+    lab.configure(r#"{"uplink-xdp":"native"}"#).unwrap();
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.64.0.0/24"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "b", "--network", "n1", "--ip", "10.64.0.20", "-p", "8080:7000/udp"])
+        .unwrap();
+    for ns in [&lab.host_ns, &lab.outside_ns] {
+        sysctl_in(ns, "net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+        sysctl_in(ns, "net.ipv6.conf.default.disable_ipv6", "1").unwrap();
+    }
+    let outside = frames::mac_of(&lab.outside_ns, "eth0").unwrap();
+    let uplink = frames::mac_of(&lab.host_ns, "uplink0").unwrap();
+    let b_sock = frames::udp_socket(&sandbox_ns(&lab, "b"), addr("10.64.0.20:7000")).unwrap();
+    let host_sock = frames::udp_socket(&lab.host_ns, addr("198.18.0.2:6001")).unwrap();
+    let send = |frames: &[Vec<u8>]| {
+        let before = all_counters(&lab);
+        assert_eq!(frames::send(&lab.outside_ns, "eth0", frames).unwrap(), frames.len());
+        moved(&before, &all_counters(&lab))
+    };
+
+    // Published: opened and translated by XDP (the TC code's parsing,
+    // conntrack and rewriting), delivered with correct checksums.
+    let f = frames::udp(uplink, outside, addr("198.18.0.1:40000"), addr("198.18.0.2:8080"), b"xdp");
+    assert_eq!(send(std::slice::from_ref(&f)), expect(&[("xdp_from_uplink", "DNAT_NEW", 1)]));
+    assert_eq!(send(&[f.clone(), f]), expect(&[("xdp_from_uplink", "NAT", 2)]));
+    assert_eq!(recv(&b_sock, 3), vec![(addr("198.18.0.1:40000"), b"xdp".to_vec()); 3]);
+    // Not IPv4 and not ours: XDP passes, TC decides, each counted once.
+    let who_has = frames::arp(BROADCAST, outside, ARP_REQUEST, outside, OUTSIDE, [0; 6], Ipv4Addr::new(198, 18, 0, 77));
+    assert_eq!(
+        send(&[who_has]),
+        expect(&[("xdp_from_uplink", "PASS_NOT_IPV4", 1), ("from_uplink", "PASS_NOT_IPV4", 1)])
+    );
+    let f = frames::udp(uplink, outside, addr("198.18.0.1:40001"), addr("198.18.0.2:6001"), b"host");
+    assert_eq!(send(&[f]), expect(&[("xdp_from_uplink", "PASS_NOT_OURS", 1), ("from_uplink", "PASS_NOT_OURS", 1)]));
+    assert_eq!(recv(&host_sock, 1), [(addr("198.18.0.1:40001"), b"host".to_vec())]);
+    // Malformed: left to TC, which drops it.
+    let bad = frames::malformed(uplink, outside, OUTSIDE, Ipv4Addr::new(198, 18, 0, 2));
+    let n = bad.len() as u64;
+    assert_eq!(send(&bad), expect(&[("xdp_from_uplink", "PASS_TO_TC", n), ("from_uplink", "DROP_MALFORMED", n)]));
+}
