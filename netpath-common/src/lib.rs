@@ -19,6 +19,7 @@ pub mod map_names {
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
     pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
+    pub const VETHS: &str = "VETHS";
     pub const ALL: &[&str] = &[
         ENDPOINTS,
         NETWORKS,
@@ -31,6 +32,7 @@ pub mod map_names {
         LINKS,
         CONFIG,
         STATS,
+        VETHS,
     ];
 }
 
@@ -78,6 +80,16 @@ pub struct Endpoint {
     pub mac: [u8; 6],
     /// [`endpoint_flags`], so the fast path needs no other lookup.
     pub flags: u16,
+}
+
+/// A sandbox's host-side veth, the key of [`map_names::VETHS`]: which
+/// endpoint (sandbox address) sits behind it, so frames that carry no IPv4
+/// source (ARP, IPv6, anything else) are checked against the sandbox's own
+/// address and MAC. `--network container:X` joiners share the owner's veth.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VethKey {
+    pub host_ifindex: u32,
 }
 
 pub mod endpoint_flags {
@@ -321,63 +333,194 @@ impl Program {
 
 pub const PROGRAM_COUNT: usize = Program::ALL.len();
 
-macro_rules! counters {
-    ($($(#[$doc:meta])* $field:ident),* $(,)?) => {
-        /// Per-CPU outcome counters of one entry program, a slot of
-        /// [`map_names::STATS`]. `passed_*` packets continue through the
-        /// kernel's own path; `dropped_*` packets are gone.
-        #[repr(C)]
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct Counters {
-            $($(#[$doc])* pub $field: u64,)*
+/// Reason slots per program in [`map_names::STATS`]: room for the IPv6
+/// reasons to come without moving any existing slot.
+pub const REASON_SLOTS: usize = 64;
+pub const STATS_SLOTS: usize = PROGRAM_COUNT * REASON_SLOTS;
+
+/// The slot of `reason` for `program` in [`map_names::STATS`].
+#[inline(always)]
+pub const fn stats_slot(program: Program, reason: Reason) -> u32 {
+    program as u32 * REASON_SLOTS as u32 + reason as u32
+}
+
+/// What one verdict slot counted on one CPU (summed over CPUs by readers).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReasonStats {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $variant:ident = $value:literal => $name:literal,)*) => {
+        /// Why a program let a packet go the way it did: every verdict of
+        /// every program is exactly one of these, counted (packets and
+        /// bytes) in the program's slot of [`map_names::STATS`] by the
+        /// program's single exit. `FORWARDED`/NAT reasons: the program
+        /// delivered or translated the packet; `PASS_*`: it continues
+        /// through the kernel's own path; `DROP_*`: it is gone.
+        /// Values are stable (userspace and pinned maps agree on them);
+        /// 0..16 deliver/translate, 16..32 pass, 32.. drop, with gaps left
+        /// for the IPv6 reasons.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[$doc])* $variant = $value,)*
         }
 
-        impl Counters {
-            pub const FIELD_COUNT: usize = [$(stringify!($field)),*].len();
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant),*];
 
-            /// Field names and values in declaration order.
-            pub fn fields(&self) -> [(&'static str, u64); Self::FIELD_COUNT] {
-                [$((stringify!($field), self.$field)),*]
+            /// The name `netpath stats` prints, the same everywhere.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $name,)*
+                }
             }
 
-            pub fn add(&mut self, other: &Counters) {
-                $(self.$field += other.$field;)*
+            pub fn from_name(name: &str) -> Option<Reason> {
+                Self::ALL.iter().copied().find(|r| r.name() == name)
             }
         }
     };
 }
 
-counters! {
+reasons! {
     /// Delivered straight into a sandbox of the same network.
-    forwarded_packets,
-    forwarded_bytes,
-    /// Translated (NAT) and delivered by the program.
-    nat_packets,
-    nat_bytes,
-    /// New connections to a published port.
-    dnat_new,
-    /// New masqueraded connections.
-    snat_new,
-    /// ICMP errors about a translated connection, translated back.
-    icmp_errors_translated,
-    /// Host-local connections steered by the socket programs.
-    socket_redirects,
-    passed_not_ipv4,
-    passed_no_endpoint,
-    passed_unknown_source,
-    passed_no_route,
-    /// XDP: left to the TC programs (ICMP, IP options, fragments, new
-    /// flows not to a published port, targets XDP cannot reach).
-    passed_to_tc,
-    dropped_malformed,
-    dropped_redirect_failed,
-    dropped_internal_network,
+    Forwarded = 0 => "FORWARDED",
+    /// A packet of a tracked (translated) connection, rewritten.
+    Nat = 1 => "NAT",
+    /// First packet of a connection to a published port (or a hairpin),
+    /// recorded and rewritten.
+    DnatNew = 2 => "DNAT_NEW",
+    /// First packet of a masqueraded connection, recorded and rewritten.
+    SnatNew = 3 => "SNAT_NEW",
+    /// An ICMP error about a translated connection, translated.
+    IcmpErrorTranslated = 4 => "ICMP_ERROR_TRANSLATED",
+    /// A host-local connect/send steered to a published sandbox port.
+    SocketRedirect = 5 => "SOCKET_REDIRECT",
+    /// A UDP reply shown as coming from the address the process asked.
+    SocketReplyRestored = 6 => "SOCKET_REPLY_RESTORED",
+
+    /// Not IPv4 (uplinks: ARP, IPv6, ... are the kernel's).
+    PassNotIpv4 = 16 => "PASS_NOT_IPV4",
+    /// ARP a sandbox sent about itself; the bridge and the kernel answer.
+    PassArp = 17 => "PASS_ARP",
+    /// No connection, endpoint or published port of netpath's: traffic of
+    /// the host itself.
+    PassNotOurs = 18 => "PASS_NOT_OURS",
+    /// From a sandbox to the host, the gateway or the outside, not yet
+    /// tracked: the kernel routes it (masquerade happens on the uplink).
+    PassRouted = 19 => "PASS_ROUTED",
+    /// A tracked connection leaving the host: translated on the uplink.
+    PassTrackedToUplink = 20 => "PASS_TRACKED_TO_UPLINK",
+    /// The source's network does not masquerade.
+    PassMasqueradeOff = 21 => "PASS_MASQUERADE_OFF",
+    /// Masquerade wanted but the uplink has no address recorded.
+    PassNoUplinkAddress = 22 => "PASS_NO_UPLINK_ADDRESS",
+    /// The sandbox's network has no policy entry (being created or removed).
+    PassNoNetwork = 23 => "PASS_NO_NETWORK",
+    /// A fragment: no complete transport header, the kernel's to handle.
+    PassFragment = 24 => "PASS_FRAGMENT",
+    /// A protocol (or ICMP type) NAT does not translate.
+    PassOtherProtocol = 25 => "PASS_OTHER_PROTOCOL",
+    /// An ICMP error whose quoted header NAT does not handle (IP options,
+    /// other protocols).
+    PassIcmpQuoteUnsupported = 26 => "PASS_ICMP_QUOTE_UNSUPPORTED",
+    /// Translated, but its TTL runs out here: the kernel answers with time
+    /// exceeded.
+    PassTtlExpiring = 27 => "PASS_TTL_EXPIRING",
+    /// XDP: left to the TC programs (IP options, fragments, ICMP, expiring
+    /// TTL, a target that cannot take XDP frames, a refused connection).
+    PassToTc = 28 => "PASS_TO_TC",
+
+    /// Too short or inconsistent headers.
+    DropMalformed = 32 => "DROP_MALFORMED",
+    /// A sandbox sent IPv4 from an address that is not its own.
+    DropSpoofedSource = 33 => "DROP_SPOOFED_SOURCE",
+    /// A sandbox sent a frame from a MAC that is not its own.
+    DropSpoofedMac = 34 => "DROP_SPOOFED_MAC",
+    /// A sandbox sent ARP whose sender address or MAC is not its own.
+    DropSpoofedArp = 35 => "DROP_SPOOFED_ARP",
+    /// IPv6 from a sandbox whose network has no IPv6 (none has yet).
+    DropNoIpv6 = 36 => "DROP_NO_IPV6",
+    /// From a sandbox, neither IPv4, ARP nor IPv6.
+    DropUnknownL3 = 37 => "DROP_UNKNOWN_L3",
+    /// A frame on a sandbox veth netpath has no endpoint for.
+    DropUnknownVeth = 38 => "DROP_UNKNOWN_VETH",
     /// Between sandboxes of different networks.
-    dropped_other_network,
+    DropOtherNetwork = 39 => "DROP_OTHER_NETWORK",
     /// Between sandboxes of a network with ICC off, not linked.
-    dropped_icc,
-    dropped_nat_port_exhausted,
-    dropped_conntrack_full,
+    DropIcc = 40 => "DROP_ICC",
+    /// Leaving the subnet of an `--internal` network.
+    DropInternalNetwork = 41 => "DROP_INTERNAL_NETWORK",
+    /// A header rewrite (address, port, checksum, TTL, MAC) failed.
+    DropWriteFailed = 42 => "DROP_WRITE_FAILED",
+    /// The redirect into the sandbox failed.
+    DropRedirectFailed = 43 => "DROP_REDIRECT_FAILED",
+    /// A hairpin packet whose TTL runs out here.
+    DropTtlExceeded = 44 => "DROP_TTL_EXCEEDED",
+    /// No source port left for a new translated connection.
+    DropNatPortsExhausted = 45 => "DROP_NAT_PORTS_EXHAUSTED",
+    /// The conntrack table refused a new connection.
+    DropConntrackFull = 46 => "DROP_CONNTRACK_FULL",
+}
+
+impl Reason {
+    /// Whether packets with this verdict are gone.
+    pub const fn is_drop(self) -> bool {
+        self as u32 >= 32
+    }
+}
+
+/// What one program counted, summed over CPUs: one [`ReasonStats`] per
+/// reason slot. Built by userspace from [`map_names::STATS`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counters {
+    pub slots: [ReasonStats; REASON_SLOTS],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { slots: [ReasonStats::default(); REASON_SLOTS] }
+    }
+}
+
+impl Counters {
+    pub fn get(&self, reason: Reason) -> ReasonStats {
+        self.slots[reason as usize]
+    }
+
+    pub fn packets(&self, reason: Reason) -> u64 {
+        self.get(reason).packets
+    }
+
+    pub fn bytes(&self, reason: Reason) -> u64 {
+        self.get(reason).bytes
+    }
+
+    /// Every named reason with what it counted, in [`Reason::ALL`] order.
+    pub fn reasons(&self) -> impl Iterator<Item = (Reason, ReasonStats)> + '_ {
+        Reason::ALL.iter().map(|&r| (r, self.get(r)))
+    }
+
+    pub fn add_slot(&mut self, slot: usize, s: &ReasonStats) {
+        if let Some(mine) = self.slots.get_mut(slot) {
+            mine.packets += s.packets;
+            mine.bytes += s.bytes;
+        }
+    }
+
+    /// What moved since `before`, per reason.
+    pub fn since(&self, before: &Counters) -> Counters {
+        let mut d = Counters::default();
+        for (i, (a, b)) in self.slots.iter().zip(before.slots.iter()).enumerate() {
+            d.slots[i] =
+                ReasonStats { packets: a.packets.saturating_sub(b.packets), bytes: a.bytes.saturating_sub(b.bytes) };
+        }
+        d
+    }
 }
 
 #[cfg(feature = "user")]
@@ -397,5 +540,6 @@ mod pod {
     unsafe impl aya::Pod for super::SockRevKey {}
     unsafe impl aya::Pod for super::LinkKey {}
     unsafe impl aya::Pod for super::SockRevValue {}
-    unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::ReasonStats {}
+    unsafe impl aya::Pod for super::VethKey {}
 }

@@ -1,5 +1,9 @@
 //! TC ingress of every sandbox's host-side veth: what a sandbox sends.
 //!
+//! - Nothing leaves a sandbox under another's name: IPv4 must come from the
+//!   sandbox's own address, every frame from its own MAC, ARP must name the
+//!   sandbox as sender (so no neighbour table or bridge FDB learns a lie);
+//!   IPv6 (no network has it yet) and other protocols are dropped.
 //! - Traffic to a sandbox of the same network is handed straight to it
 //!   (`bpf_redirect_peer`), skipping the bridge.
 //! - Tracked connections whose translated destination is a sandbox on this
@@ -10,52 +14,58 @@
 //!   sandbox drops packets that claim to come from its own address.
 //! - `--internal` networks lose everything leaving their subnet.
 //! - Everything else goes the kernel's way; masquerade happens on the uplink.
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    programs::TcContext,
-};
-use netpath_common::{CtEntry, Endpoint, FlowKey, NetworkPolicy, Program, ct_flags, endpoint_flags, network_flags};
+use aya_ebpf::programs::TcContext;
+use netpath_common::{CtEntry, Endpoint, FlowKey, NetworkPolicy, Reason, ct_flags, endpoint_flags, network_flags};
 
 use crate::{
-    conntrack, maps, nat,
-    packet::{Kind, Packet, Parsed, parse_l3, parse_l4},
+    conntrack,
+    ctx::Ctx,
+    maps, nat,
+    packet::{ETH_P_ARP, ETH_P_IPV6, EthHdr, Kind, Packet, Parsed, arp_sender, ethernet, parse_l3, parse_l4},
     route::{self, TC_ACT_REDIRECT},
-    stats::{self, count},
+    stats::{self, Verdict},
 };
 
-const PROGRAM: Program = Program::FromContainer;
+type V = Verdict<i32>;
 
 #[inline(always)]
-pub fn run(ctx: &TcContext) -> i32 {
+fn pass(reason: Reason) -> V {
+    stats::pass::<TcContext>(reason)
+}
+
+#[inline(always)]
+fn drop(reason: Reason) -> V {
+    stats::drop::<TcContext>(reason)
+}
+
+#[inline(always)]
+pub fn run(ctx: &TcContext) -> V {
+    let ifindex = ctx.ifindex();
     let mut p = match parse_l3(ctx) {
         Parsed::Ipv4(p) => p,
-        Parsed::NotIpv4 => {
-            count(PROGRAM, |c| c.passed_not_ipv4 += 1);
-            return TC_ACT_OK;
-        }
-        Parsed::Malformed => {
-            count(PROGRAM, |c| c.dropped_malformed += 1);
-            return TC_ACT_SHOT;
-        }
+        Parsed::NotIpv4 => return not_ipv4(ctx, ifindex),
+        Parsed::Malformed => return drop(Reason::DropMalformed),
     };
     // The source must be the sandbox behind this very veth, so that a
-    // sandbox cannot borrow another's address to reach past its network.
-    let ifindex = route::ingress_ifindex(ctx);
+    // sandbox cannot borrow another's address to reach past its network, to
+    // leave un-NATed, or to have replies sent to a sibling.
     let Some(src) = maps::endpoint(p.key.saddr).filter(|src| src.host_ifindex == ifindex) else {
-        count(PROGRAM, |c| c.passed_unknown_source += 1);
-        return TC_ACT_OK;
+        return drop(Reason::DropSpoofedSource);
     };
+    // ... and from its own MAC, so the bridge never learns another's.
+    if !from_mac(ctx, &src.mac) {
+        return drop(Reason::DropSpoofedMac);
+    }
     let dst = maps::endpoint(p.key.daddr);
     // The fast path: a neighbour on the same network, and no connection of
     // ours that could need translating (two lookups, no transport parsing).
     if let Some(dst) = dst.filter(|d| d.network_id == src.network_id) {
         if src.flags & endpoint_flags::HAIRPIN_TARGET == 0 {
-            return neighbour(ctx, &p, &src, &dst);
+            return neighbour(ctx, &p, src, dst);
         }
     }
     if !parse_l4(ctx, &mut p) {
-        count(PROGRAM, |c| c.dropped_malformed += 1);
-        return TC_ACT_SHOT;
+        return drop(Reason::DropMalformed);
     }
     let cfg = maps::config();
     let now = conntrack::now();
@@ -66,43 +76,68 @@ pub fn run(ctx: &TcContext) -> i32 {
     }
     if let Some(dst) = dst {
         if src.network_id != dst.network_id {
-            count(PROGRAM, |c| c.dropped_other_network += 1);
-            return TC_ACT_SHOT;
+            return drop(Reason::DropOtherNetwork);
         }
-        return neighbour(ctx, &p, &src, &dst);
+        return neighbour(ctx, &p, src, dst);
     }
     let Some(net) = maps::network(src.network_id) else {
-        count(PROGRAM, |c| c.passed_no_endpoint += 1);
-        return TC_ACT_OK;
+        return pass(Reason::PassNoNetwork);
     };
     if matches!(p.kind, Kind::Tcp | Kind::Udp) {
         if let Some(target) = crate::publish::find(&p.key, cfg.published_range_count) {
-            if p.key.daddr == net.gateway || route::is_local(ctx.skb.skb.cast(), ifindex, p.key.saddr, p.key.daddr) {
+            if p.key.daddr == net.gateway || route::is_local(ctx.raw(), ifindex, p.key.saddr, p.key.daddr) {
                 return hairpin(ctx, &p, &net, target.addr, target.port, now);
             }
         }
     }
     if net.flags & network_flags::INTERNAL != 0 && !in_subnet(&net, p.key.daddr) {
-        count(PROGRAM, |c| c.dropped_internal_network += 1);
-        return TC_ACT_SHOT;
+        return drop(Reason::DropInternalNetwork);
     }
     if net.flags & network_flags::NO_ICC != 0 && in_subnet(&net, p.key.daddr) && p.key.daddr != net.gateway {
         // Not an endpoint of ours, yet on the network: nothing to reach.
-        count(PROGRAM, |c| c.dropped_icc += 1);
-        return TC_ACT_SHOT;
+        return drop(Reason::DropIcc);
     }
-    count(PROGRAM, |c| c.passed_no_endpoint += 1);
-    TC_ACT_OK
+    pass(Reason::PassRouted)
+}
+
+#[inline(always)]
+fn from_mac(ctx: &TcContext, mac: &[u8; 6]) -> bool {
+    ethernet(ctx).is_some_and(|(src, _)| src == *mac)
+}
+
+/// A frame without IPv4: checked against the endpoint behind the veth.
+/// ARP goes on to the bridge when it speaks for the sandbox itself (an
+/// address probe, sender 0.0.0.0, included: duplicate address detection);
+/// IPv6 and anything else is dropped, as no network has IPv6 yet.
+#[inline(always)]
+fn not_ipv4(ctx: &TcContext, ifindex: u32) -> V {
+    let Some((addr, ep)) = maps::veth_endpoint(ifindex) else {
+        return drop(Reason::DropUnknownVeth);
+    };
+    let Some((src_mac, proto)) = ethernet(ctx) else {
+        return drop(Reason::DropMalformed);
+    };
+    if src_mac != ep.mac {
+        return drop(Reason::DropSpoofedMac);
+    }
+    match proto {
+        ETH_P_ARP => match arp_sender(ctx) {
+            None => drop(Reason::DropMalformed),
+            Some((sha, spa)) if sha == ep.mac && (spa == addr || spa == [0; 4]) => pass(Reason::PassArp),
+            Some(_) => drop(Reason::DropSpoofedArp),
+        },
+        ETH_P_IPV6 => drop(Reason::DropNoIpv6),
+        _ => drop(Reason::DropUnknownL3),
+    }
 }
 
 /// Same network: ICC decides, then the packet goes straight in.
 #[inline(always)]
-fn neighbour(ctx: &TcContext, p: &Packet, src: &Endpoint, dst: &Endpoint) -> i32 {
+fn neighbour(ctx: &TcContext, p: &Packet, src: &Endpoint, dst: &Endpoint) -> V {
     if src.flags & endpoint_flags::NO_ICC != 0 && !linked(p.key.saddr, p.key.daddr) {
-        count(PROGRAM, |c| c.dropped_icc += 1);
-        return TC_ACT_SHOT;
+        return drop(Reason::DropIcc);
     }
-    same_network(ctx, p, dst)
+    same_network(ctx, dst)
 }
 
 #[inline(always)]
@@ -119,68 +154,60 @@ fn in_subnet(net: &NetworkPolicy, addr: [u8; 4]) -> bool {
 }
 
 #[inline(always)]
-fn same_network(ctx: &TcContext, p: &Packet, dst: &Endpoint) -> i32 {
-    let Some(eth) = crate::packet::ptr_at::<crate::packet::EthHdr>(ctx, 0) else {
-        count(PROGRAM, |c| c.dropped_malformed += 1);
-        return TC_ACT_SHOT;
+fn same_network(ctx: &TcContext, dst: &Endpoint) -> V {
+    let Some(eth) = ctx.ptr_at::<EthHdr>(0) else {
+        return drop(Reason::DropMalformed);
     };
     // The sender resolved the neighbour itself, so the MAC is almost always
-    // right already. Write only when it is not, and through the helper: a
-    // direct packet write anywhere in the program makes the kernel unclone
-    // every skb it sees, and TCP's are clones, which costs a copy per packet.
+    // right already. Write only when it is not, and through the helper (see
+    // ctx.rs: a direct write would unclone every skb).
     // SAFETY: ptr_at checked the header lies within the packet.
-    if unsafe { (*eth).dst } != dst.mac && ctx.store(0, &dst.mac, 0).is_err() {
-        count(PROGRAM, |c| c.dropped_redirect_failed += 1);
-        return TC_ACT_SHOT;
+    if unsafe { (*eth).dst } != dst.mac && Ctx::store(ctx, 0, &dst.mac).is_err() {
+        return drop(Reason::DropWriteFailed);
     }
-    let verdict = route::into_sandbox(dst);
-    let len = u64::from(p.len);
-    if verdict == TC_ACT_REDIRECT {
-        count(PROGRAM, |c| {
-            c.forwarded_packets += 1;
-            c.forwarded_bytes += len;
-        });
-    } else {
-        count(PROGRAM, |c| c.dropped_redirect_failed += 1);
-    }
-    verdict
+    redirect(dst, Reason::Forwarded)
+}
+
+/// Hands the packet to the sandbox behind `dst`, counted under `reason`.
+#[inline(always)]
+fn redirect(dst: &Endpoint, reason: Reason) -> V {
+    let action = route::into_sandbox(dst);
+    if action == TC_ACT_REDIRECT { Verdict::new(reason, action) } else { drop(Reason::DropRedirectFailed) }
 }
 
 /// A packet of a tracked connection: translated and delivered here when its
 /// new destination is a sandbox of this host, else left for the uplink.
 #[inline(always)]
-fn tracked(ctx: &TcContext, p: &Packet, entry: &CtEntry) -> i32 {
+fn tracked(ctx: &TcContext, p: &Packet, entry: &CtEntry) -> V {
     let Some(dst) = maps::endpoint(entry.rewrite.daddr) else {
-        return TC_ACT_OK;
+        return pass(Reason::PassTrackedToUplink);
     };
-    deliver_translated(ctx, p, &entry.rewrite, &dst)
+    deliver_translated(ctx, p, &entry.rewrite, dst, Reason::Nat)
 }
 
 #[inline(always)]
-fn deliver_translated(ctx: &TcContext, p: &Packet, to: &FlowKey, dst: &Endpoint) -> i32 {
+fn deliver_translated(ctx: &TcContext, p: &Packet, to: &FlowKey, dst: &Endpoint, reason: Reason) -> V {
+    // Checked before anything is rewritten: handed to the kernel, the
+    // packet would be delivered to the host untranslated.
+    if p.ttl <= 1 {
+        return drop(Reason::DropTtlExceeded);
+    }
     let gw_mac = maps::network(dst.network_id).map(|n| n.gateway_mac).unwrap_or_default();
     if nat::rewrite(ctx, p, to).is_err()
         || nat::decrement_ttl(ctx, p).is_err()
         || nat::set_macs(ctx, &dst.mac, &gw_mac).is_err()
     {
-        count(PROGRAM, |c| c.dropped_redirect_failed += 1);
-        return TC_ACT_SHOT;
+        return drop(Reason::DropWriteFailed);
     }
-    let verdict = route::into_sandbox(dst);
-    let len = u64::from(p.len);
-    count(PROGRAM, |c| {
-        c.nat_packets += 1;
-        c.nat_bytes += len;
-    });
-    verdict
+    redirect(dst, reason)
 }
 
 /// A sandbox connecting to a published port of this host.
 #[inline(always)]
-fn hairpin(ctx: &TcContext, p: &Packet, net: &NetworkPolicy, taddr: [u8; 4], tport: u16, now: u64) -> i32 {
+fn hairpin(ctx: &TcContext, p: &Packet, net: &NetworkPolicy, taddr: [u8; 4], tport: u16, now: u64) -> V {
     let Some(dst) = maps::endpoint(taddr) else {
-        count(PROGRAM, |c| c.passed_no_endpoint += 1);
-        return TC_ACT_OK;
+        // Published to an address that is no endpoint (yet): the kernel's.
+        return pass(Reason::PassNotOurs);
     };
     let to_self = taddr == p.key.saddr;
     let state = conntrack::initial_state(p);
@@ -189,11 +216,10 @@ fn hairpin(ctx: &TcContext, p: &Packet, net: &NetworkPolicy, taddr: [u8; 4], tpo
     let to = FlowKey { saddr: src_addr, daddr: taddr, dport: tport, ..p.key };
     match conntrack::open_with_port(&p.key, to, state, flags, now, to_self) {
         Ok(to) => {
-            count(PROGRAM, |c| c.dnat_new += 1);
             mark_hairpin_target(taddr);
-            deliver_translated(ctx, p, &to, &dst)
+            deliver_translated(ctx, p, &to, dst, Reason::DnatNew)
         }
-        Err(refused) => stats::refused(PROGRAM, refused),
+        Err(refused) => stats::refused::<TcContext>(refused),
     }
 }
 

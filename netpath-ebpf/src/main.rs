@@ -1,9 +1,12 @@
 //! Kernel programs of netpath. One entry program per attach point; the
-//! mechanisms they share live in their own modules.
+//! mechanisms they share live in their own modules. Each program computes a
+//! verdict (a named reason and an action) and leaves through one exit,
+//! `stats::exit`, which counts it.
 #![no_std]
 #![no_main]
 
 mod conntrack;
+mod ctx;
 mod from_container;
 mod maps;
 mod nat;
@@ -19,30 +22,32 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
+use netpath_common::Program;
+use stats::exit;
 
 /// TC ingress of every sandbox's host-side veth: sees what a sandbox sends.
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
-    from_container::run(&ctx)
+    exit(&ctx, Program::FromContainer, from_container::run(&ctx))
 }
 
 /// TC ingress of each uplink: what arrives from the outside.
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
-    uplink::from_uplink(&ctx)
+    exit(&ctx, Program::FromUplink, uplink::from_uplink(&ctx))
 }
 
 /// XDP of each uplink (when configured): the translated TCP/UDP flows into
 /// sandboxes, before any socket buffer exists; the rest goes on to TC.
 #[xdp]
 pub fn xdp_from_uplink(ctx: XdpContext) -> u32 {
-    uplink_xdp::from_uplink(&ctx)
+    exit(&ctx, Program::XdpFromUplink, uplink_xdp::from_uplink(&ctx))
 }
 
 /// TC egress of each uplink: what leaves for the outside.
 #[classifier]
 pub fn to_uplink(ctx: TcContext) -> i32 {
-    uplink::to_uplink(&ctx)
+    exit(&ctx, Program::ToUplink, uplink::to_uplink(&ctx))
 }
 
 /// cgroup connect4: TCP and connected UDP sockets of the host namespace.

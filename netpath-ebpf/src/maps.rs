@@ -3,10 +3,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netpath_common::{
-    Counters, CtEntry, DEFAULT_CONNTRACK_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey,
-    MAX_ENDPOINTS, MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_PUBLISHED, MAX_PUBLISHED_RANGES, MAX_UPLINKS,
-    NetworkPolicy, PROGRAM_COUNT, PublishedKey, PublishedRange, PublishedTarget, SOCK_REVNAT_ENTRIES, SockRevKey,
-    SockRevValue, Uplink,
+    CtEntry, DEFAULT_CONNTRACK_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, MAX_ENDPOINTS,
+    MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_PUBLISHED, MAX_PUBLISHED_RANGES, MAX_UPLINKS, NetworkPolicy,
+    PublishedKey, PublishedRange, PublishedTarget, ReasonStats, SOCK_REVNAT_ENTRIES, STATS_SLOTS, SockRevKey,
+    SockRevValue, Uplink, VethKey,
 };
 
 #[btf_map]
@@ -40,22 +40,41 @@ pub static LINKS: HashMap<LinkKey, u8, MAX_LINKS> = HashMap::new();
 #[btf_map]
 pub static CONFIG: Array<DatapathConfig, 1> = Array::new();
 
+/// Per-CPU packets and bytes per (program, verdict reason), at
+/// `netpath_common::stats_slot`.
 #[btf_map]
-pub static STATS: PerCpuArray<Counters, PROGRAM_COUNT> = PerCpuArray::new();
+pub static STATS: PerCpuArray<ReasonStats, STATS_SLOTS> = PerCpuArray::new();
+
+/// Host-side veth of a sandbox -> its endpoint's address (for frames that
+/// carry no IPv4 source).
+#[btf_map]
+pub static VETHS: HashMap<VethKey, EndpointKey, MAX_ENDPOINTS> = HashMap::new();
 
 #[inline(always)]
 pub fn config() -> DatapathConfig {
     CONFIG.get(0).copied().unwrap_or_default()
 }
 
+/// The endpoint of `addr`, as a reference into the map: an `Option` of a
+/// pointer has no uninitialised payload for LLVM to copy around (which the
+/// verifier rejects when an `Option<Endpoint>` lives across helper calls).
 #[inline(always)]
-pub fn endpoint(addr: [u8; 4]) -> Option<Endpoint> {
-    // SAFETY: the value is copied out before anything else touches the map.
-    unsafe { ENDPOINTS.get(EndpointKey { ipv4: addr }) }.copied()
+pub fn endpoint(addr: [u8; 4]) -> Option<&'static Endpoint> {
+    // SAFETY: map values stay valid for the whole program run (RCU); a
+    // concurrent update of their plain fields is benign.
+    unsafe { ENDPOINTS.get(EndpointKey { ipv4: addr }) }
 }
 
 #[inline(always)]
 pub fn network(id: u32) -> Option<NetworkPolicy> {
     // SAFETY: as above.
     unsafe { NETWORKS.get(id) }.copied()
+}
+
+/// The endpoint behind the sandbox veth `ifindex`, with its address.
+#[inline(always)]
+pub fn veth_endpoint(ifindex: u32) -> Option<([u8; 4], &'static Endpoint)> {
+    // SAFETY: the key is copied out immediately.
+    let key = unsafe { VETHS.get(VethKey { host_ifindex: ifindex }) }.copied()?;
+    Some((key.ipv4, endpoint(key.ipv4)?))
 }

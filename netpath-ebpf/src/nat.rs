@@ -1,25 +1,22 @@
 //! Header rewriting with incremental checksum updates, and source port
 //! allocation for translated connections.
+//! Written once for TC and XDP through the context layer.
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     helpers::generated::bpf_get_prandom_u32,
-    programs::TcContext,
 };
 use netpath_common::FlowKey;
 
-use crate::packet::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF, Kind, Packet, Quoted};
-
-pub type Result = core::result::Result<(), ()>;
+pub use crate::ctx::Result;
+use crate::{
+    ctx::Ctx,
+    packet::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF, Kind, Packet, Quoted},
+};
 
 const SNAT_PORT_FIRST: u16 = 32768;
 const SNAT_PORT_COUNT: u32 = 28232;
 /// How many source ports to try before giving up on a connection.
 pub const SNAT_ATTEMPTS: u32 = 16;
-
-#[inline(always)]
-fn ok<E>(r: core::result::Result<(), E>) -> Result {
-    r.map_err(|_| ())
-}
 
 #[inline(always)]
 fn addr_word(a: [u8; 4]) -> u64 {
@@ -43,20 +40,20 @@ fn l4_csum(kind: Kind, l4_off: usize) -> Option<(usize, u64)> {
 }
 
 #[inline(always)]
-fn set_addr(ctx: &TcContext, p: &Packet, off: usize, from: [u8; 4], to: [u8; 4]) -> Result {
-    ok(ctx.l3_csum_replace(IP_CSUM_OFF, addr_word(from), addr_word(to), 4))?;
+fn set_addr<C: Ctx>(ctx: &C, p: &Packet, off: usize, from: [u8; 4], to: [u8; 4]) -> Result {
+    ctx.l3_csum_replace(IP_CSUM_OFF, addr_word(from), addr_word(to), 4)?;
     if let (Kind::Tcp | Kind::Udp, Some((csum_off, flags))) = (p.kind, l4_csum(p.kind, p.l4_off)) {
-        ok(ctx.l4_csum_replace(csum_off, addr_word(from), addr_word(to), flags | BPF_F_PSEUDO_HDR as u64 | 4))?;
+        ctx.l4_csum_replace(csum_off, addr_word(from), addr_word(to), flags | BPF_F_PSEUDO_HDR as u64 | 4)?;
     }
-    ok(ctx.store(off, &to, 0))
+    ctx.store(off, &to)
 }
 
 #[inline(always)]
-fn set_port(ctx: &TcContext, kind: Kind, l4_off: usize, off: usize, from: u16, to: u16) -> Result {
+fn set_port<C: Ctx>(ctx: &C, kind: Kind, l4_off: usize, off: usize, from: u16, to: u16) -> Result {
     if let Some((csum_off, flags)) = l4_csum(kind, l4_off) {
-        ok(ctx.l4_csum_replace(csum_off, port_word(from), port_word(to), flags | 2))?;
+        ctx.l4_csum_replace(csum_off, port_word(from), port_word(to), flags | 2)?;
     }
-    ok(ctx.store(off, &to.to_be(), 0))
+    ctx.store(off, &to.to_be())
 }
 
 /// Offsets of the source and destination "ports" for a transport kind; ICMP
@@ -73,7 +70,7 @@ fn port_offsets(kind: Kind, l4_off: usize) -> (Option<usize>, Option<usize>) {
 
 /// Rewrites addresses and ports of `p` to those of `to`.
 #[inline(always)]
-pub fn rewrite(ctx: &TcContext, p: &Packet, to: &FlowKey) -> Result {
+pub fn rewrite<C: Ctx>(ctx: &C, p: &Packet, to: &FlowKey) -> Result {
     if to.saddr != p.key.saddr {
         set_addr(ctx, p, IP_SRC_OFF, p.key.saddr, to.saddr)?;
     }
@@ -96,29 +93,30 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &FlowKey) -> Result {
 
 /// Routing a packet costs one hop of TTL, as the kernel would charge.
 #[inline(always)]
-pub fn decrement_ttl(ctx: &TcContext, p: &Packet) -> Result {
+pub fn decrement_ttl<C: Ctx>(ctx: &C, p: &Packet) -> Result {
     if p.ttl <= 1 {
         return Err(());
     }
     let proto = p.key.proto;
     let from = u16::from_ne_bytes([p.ttl, proto]) as u64;
     let to = u16::from_ne_bytes([p.ttl - 1, proto]) as u64;
-    ok(ctx.l3_csum_replace(IP_CSUM_OFF, from, to, 2))?;
-    ok(ctx.store(IP_TTL_OFF, &(p.ttl - 1), 0))
+    ctx.l3_csum_replace(IP_CSUM_OFF, from, to, 2)?;
+    // TTL and protocol together: header writes are 16 bits or wider.
+    ctx.store(IP_TTL_OFF, &[p.ttl - 1, proto])
 }
 
 #[inline(always)]
-pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result {
-    ok(ctx.store(0, dst, 0))?;
-    ok(ctx.store(6, src, 0))
+pub fn set_macs<C: Ctx>(ctx: &C, dst: &[u8; 6], src: &[u8; 6]) -> Result {
+    ctx.store(0, dst)?;
+    ctx.store(6, src)
 }
 
 /// Translates the header quoted in an ICMP error to `to`, and the error's
 /// outer addresses to `outer_saddr` and `outer_daddr`. The quoted transport checksum is left
 /// as is: receivers match the quote to a socket, they do not verify it.
 #[inline(always)]
-pub fn rewrite_icmp_error(
-    ctx: &TcContext,
+pub fn rewrite_icmp_error<C: Ctx>(
+    ctx: &C,
     outer: &Packet,
     q: &Quoted,
     to: &FlowKey,
@@ -128,12 +126,12 @@ pub fn rewrite_icmp_error(
     let icmp_csum = outer.l4_off + 2;
     let inner_csum = q.ip_off + 10;
     let quoted_addr = |off: usize, from: [u8; 4], to: [u8; 4]| -> Result {
-        let old_csum: u16 = ctx.load(inner_csum).map_err(|_| ())?;
-        ok(ctx.l3_csum_replace(inner_csum, addr_word(from), addr_word(to), 4))?;
-        let new_csum: u16 = ctx.load(inner_csum).map_err(|_| ())?;
-        ok(ctx.l4_csum_replace(icmp_csum, addr_word(from), addr_word(to), 4))?;
-        ok(ctx.l4_csum_replace(icmp_csum, old_csum as u64, new_csum as u64, 2))?;
-        ok(ctx.store(off, &to, 0))
+        let old_csum: u16 = ctx.load(inner_csum).ok_or(())?;
+        ctx.l3_csum_replace(inner_csum, addr_word(from), addr_word(to), 4)?;
+        let new_csum: u16 = ctx.load(inner_csum).ok_or(())?;
+        ctx.l4_csum_replace(icmp_csum, addr_word(from), addr_word(to), 4)?;
+        ctx.l4_csum_replace(icmp_csum, old_csum as u64, new_csum as u64, 2)?;
+        ctx.store(off, &to)
     };
     if to.saddr != q.key.saddr {
         quoted_addr(q.ip_off + 12, q.key.saddr, to.saddr)?;
@@ -145,15 +143,15 @@ pub fn rewrite_icmp_error(
     for (off, from, new) in [(soff, q.key.sport, to.sport), (doff, q.key.dport, to.dport)] {
         if let Some(off) = off {
             if from != new {
-                ok(ctx.l4_csum_replace(icmp_csum, port_word(from), port_word(new), 2))?;
-                ok(ctx.store(off, &new.to_be(), 0))?;
+                ctx.l4_csum_replace(icmp_csum, port_word(from), port_word(new), 2)?;
+                ctx.store(off, &new.to_be())?;
             }
         }
     }
     for (off, from, new) in [(IP_SRC_OFF, outer.key.saddr, outer_saddr), (IP_DST_OFF, outer.key.daddr, outer_daddr)] {
         if from != new {
-            ok(ctx.l3_csum_replace(IP_CSUM_OFF, addr_word(from), addr_word(new), 4))?;
-            ok(ctx.store(off, &new, 0))?;
+            ctx.l3_csum_replace(IP_CSUM_OFF, addr_word(from), addr_word(new), 4)?;
+            ctx.store(off, &new)?;
         }
     }
     Ok(())

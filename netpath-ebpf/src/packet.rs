@@ -1,10 +1,14 @@
-//! Parsing: Ethernet and IPv4 through direct packet access, the transport
-//! header through `bpf_skb_load_bytes` (the IP header length varies).
-use aya_ebpf::programs::TcContext;
+//! Parsing, for TC and XDP alike: Ethernet and IPv4 through direct packet
+//! access, the transport header through the context's `load` (the IP header
+//! length varies).
 use netpath_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::ctx::Ctx;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const IP_OFF: usize = ETH_HLEN;
 pub const IP_TTL_OFF: usize = IP_OFF + 8;
 pub const IP_CSUM_OFF: usize = IP_OFF + 10;
@@ -65,7 +69,6 @@ pub struct Packet {
     pub l4_off: usize,
     pub tcp_flags: u8,
     pub ttl: u8,
-    pub len: u32,
     pub fragment: bool,
 }
 
@@ -75,28 +78,53 @@ pub enum Parsed {
     Malformed,
 }
 
-/// A pointer to a `T` at `offset`, or `None` when the packet is shorter.
+/// ARP for IPv4 over Ethernet, as it follows the Ethernet header.
+#[repr(C, packed)]
+pub struct ArpHdr {
+    pub htype_be: u16,
+    pub ptype_be: u16,
+    pub hlen: u8,
+    pub plen: u8,
+    pub op_be: u16,
+    pub sha: [u8; 6],
+    pub spa: [u8; 4],
+    pub tha: [u8; 6],
+    pub tpa: [u8; 4],
+}
+
+/// The Ethernet header of the frame: its source MAC and what it carries.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + core::mem::size_of::<T>() > end {
+pub fn ethernet<C: Ctx>(ctx: &C) -> Option<([u8; 6], u16)> {
+    let eth = ctx.ptr_at::<EthHdr>(0)?;
+    // SAFETY: ptr_at checked that the header lies within the packet.
+    unsafe { Some(((*eth).src, u16::from_be((*eth).proto_be))) }
+}
+
+/// Who an ARP frame says it comes from: (sender MAC, sender address), or
+/// `None` when it is not well-formed ARP for IPv4 over Ethernet.
+#[inline(always)]
+pub fn arp_sender<C: Ctx>(ctx: &C) -> Option<([u8; 6], [u8; 4])> {
+    let arp = ctx.ptr_at::<ArpHdr>(ETH_HLEN)?;
+    // SAFETY: ptr_at checked that the header lies within the packet.
+    let a = unsafe { &*arp };
+    let (htype, ptype) = (u16::from_be(a.htype_be), u16::from_be(a.ptype_be));
+    if htype != 1 || ptype != ETH_P_IP || a.hlen != 6 || a.plen != 4 {
         return None;
     }
-    Some((start + offset) as *mut T)
+    Some((a.sha, a.spa))
 }
 
 /// Parses Ethernet and IPv4 only: enough to forward between sandboxes.
 #[inline(always)]
-pub fn parse_l3(ctx: &TcContext) -> Parsed {
-    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+pub fn parse_l3<C: Ctx>(ctx: &C) -> Parsed {
+    let Some(eth) = ctx.ptr_at::<EthHdr>(0) else {
         return Parsed::Malformed;
     };
     // SAFETY: ptr_at checked that the header lies within the packet.
     if u16::from_be(unsafe { (*eth).proto_be }) != ETH_P_IP {
         return Parsed::NotIpv4;
     }
-    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, IP_OFF) else {
+    let Some(ip) = ctx.ptr_at::<Ipv4Hdr>(IP_OFF) else {
         return Parsed::Malformed;
     };
     // SAFETY: as above.
@@ -111,7 +139,6 @@ pub fn parse_l3(ctx: &TcContext) -> Parsed {
         l4_off: IP_OFF + ihl,
         tcp_flags: 0,
         ttl: ip.ttl,
-        len: ctx.len(),
         // Fragments carry no complete transport header: the kernel's path.
         fragment: u16::from_be(ip.frag_off_be) & 0x3fff != 0,
     })
@@ -119,12 +146,14 @@ pub fn parse_l3(ctx: &TcContext) -> Parsed {
 
 /// Completes `p` with its transport header; false when that is cut short.
 #[inline(always)]
-pub fn parse_l4(ctx: &TcContext, p: &mut Packet) -> bool {
+pub fn parse_l4<C: Ctx>(ctx: &C, p: &mut Packet) -> bool {
     if p.fragment {
         return true;
     }
     match p.key.proto {
-        IPPROTO_TCP => parse_ports(ctx, p, Kind::Tcp) && load_u8(ctx, p.l4_off + 13).map(|f| p.tcp_flags = f).is_some(),
+        IPPROTO_TCP => {
+            parse_ports(ctx, p, Kind::Tcp) && load_pair(ctx, p.l4_off + 12).map(|[_, f]| p.tcp_flags = f).is_some()
+        }
         IPPROTO_UDP => parse_ports(ctx, p, Kind::Udp),
         IPPROTO_ICMP => parse_icmp(ctx, p),
         _ => true,
@@ -133,7 +162,7 @@ pub fn parse_l4(ctx: &TcContext, p: &mut Packet) -> bool {
 
 /// Parses everything NAT needs.
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Parsed {
+pub fn parse<C: Ctx>(ctx: &C) -> Parsed {
     match parse_l3(ctx) {
         Parsed::Ipv4(mut p) => {
             if parse_l4(ctx, &mut p) {
@@ -147,17 +176,20 @@ pub fn parse(ctx: &TcContext) -> Parsed {
 }
 
 #[inline(always)]
-fn load_u8(ctx: &TcContext, off: usize) -> Option<u8> {
-    ctx.load::<u8>(off).ok()
+/// The two bytes at `off`. Header bytes are read in pairs: a one-byte
+/// bounds check compiles to a comparison the verifier cannot turn into a
+/// readable range, which XDP's direct access needs (see ctx.rs).
+fn load_pair<C: Ctx>(ctx: &C, off: usize) -> Option<[u8; 2]> {
+    ctx.load::<[u8; 2]>(off)
 }
 
 #[inline(always)]
-fn load_port(ctx: &TcContext, off: usize) -> Option<u16> {
-    ctx.load::<u16>(off).ok().map(u16::from_be)
+fn load_port<C: Ctx>(ctx: &C, off: usize) -> Option<u16> {
+    ctx.load::<u16>(off).map(u16::from_be)
 }
 
 #[inline(always)]
-fn parse_ports(ctx: &TcContext, p: &mut Packet, kind: Kind) -> bool {
+fn parse_ports<C: Ctx>(ctx: &C, p: &mut Packet, kind: Kind) -> bool {
     let (Some(sport), Some(dport)) = (load_port(ctx, p.l4_off), load_port(ctx, p.l4_off + 2)) else {
         return false;
     };
@@ -168,8 +200,8 @@ fn parse_ports(ctx: &TcContext, p: &mut Packet, kind: Kind) -> bool {
 }
 
 #[inline(always)]
-fn parse_icmp(ctx: &TcContext, p: &mut Packet) -> bool {
-    let Some(icmp_type) = load_u8(ctx, p.l4_off) else {
+fn parse_icmp<C: Ctx>(ctx: &C, p: &mut Packet) -> bool {
+    let Some([icmp_type, _]) = load_pair(ctx, p.l4_off) else {
         return false;
     };
     match icmp_type {
@@ -200,16 +232,16 @@ pub struct Quoted {
 }
 
 #[inline(always)]
-pub fn parse_quoted(ctx: &TcContext, outer: &Packet) -> Option<Quoted> {
+pub fn parse_quoted<C: Ctx>(ctx: &C, outer: &Packet) -> Option<Quoted> {
     let ip_off = outer.l4_off + ICMP_HLEN;
-    let version_ihl = load_u8(ctx, ip_off)?;
+    let [version_ihl, _] = load_pair(ctx, ip_off)?;
     // Options in the quoted header are rare enough to leave to the kernel.
     if version_ihl != 0x45 {
         return None;
     }
-    let proto = load_u8(ctx, ip_off + 9)?;
-    let saddr = ctx.load::<[u8; 4]>(ip_off + 12).ok()?;
-    let daddr = ctx.load::<[u8; 4]>(ip_off + 16).ok()?;
+    let [_, proto] = load_pair(ctx, ip_off + 8)?;
+    let saddr = ctx.load::<[u8; 4]>(ip_off + 12)?;
+    let daddr = ctx.load::<[u8; 4]>(ip_off + 16)?;
     let l4_off = ip_off + IPV4_HLEN;
     let mut key = FlowKey { saddr, daddr, proto, ..FlowKey::default() };
     let kind = match proto {
@@ -220,7 +252,7 @@ pub fn parse_quoted(ctx: &TcContext, outer: &Packet) -> Option<Quoted> {
         }
         IPPROTO_ICMP => {
             let id = load_port(ctx, l4_off + 4)?;
-            match load_u8(ctx, l4_off)? {
+            match load_pair(ctx, l4_off)?[0] {
                 ICMP_ECHO_REQUEST => {
                     key.sport = id;
                     Kind::EchoRequest

@@ -3,7 +3,6 @@
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_NOT_FWDED, bpf_fib_lookup},
     helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect_peer},
-    programs::TcContext,
 };
 use core::ffi::c_void;
 
@@ -33,10 +32,4 @@ pub fn is_local(ctx: *mut c_void, ifindex: u32, saddr: [u8; 4], daddr: [u8; 4]) 
     // SAFETY: params lives on the stack for the duration of the call.
     let ret = unsafe { fib_lookup(ctx, &mut params, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
     ret == BPF_FIB_LKUP_RET_NOT_FWDED as i64
-}
-
-#[inline(always)]
-pub fn ingress_ifindex(ctx: &TcContext) -> u32 {
-    // SAFETY: the context pointer is valid for the whole program run.
-    unsafe { (*ctx.skb.skb).ifindex }
 }

@@ -8,16 +8,22 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     programs::SockAddrContext,
 };
-use netpath_common::{FlowKey, IPPROTO_TCP, IPPROTO_UDP, Program, SockRevKey, SockRevValue};
+use netpath_common::{FlowKey, IPPROTO_TCP, IPPROTO_UDP, Program, Reason, SockRevKey, SockRevValue};
 
-use crate::{
-    maps::{self, HOST_ADDRS, SOCK_REVNAT},
-    stats::count,
-};
+use crate::maps::{self, HOST_ADDRS, SOCK_REVNAT};
 
-/// The verdict that lets the operation proceed.
+/// The verdict that lets the operation proceed: these programs only ever
+/// change where a socket goes, never refuse it.
 const ALLOW: i32 = 1;
 const PROGRAM: Program = Program::Socket;
+
+/// The single exit of the socket programs: counts what was done (no packet,
+/// so no bytes) and lets the operation proceed.
+#[inline(always)]
+fn exit(reason: Reason) -> i32 {
+    crate::stats::count(PROGRAM, reason, 0);
+    ALLOW
+}
 
 #[inline(always)]
 fn in_host_netns(ctx: &SockAddrContext, cookie: u64) -> bool {
@@ -34,21 +40,21 @@ fn is_host_address(addr: [u8; 4]) -> bool {
 /// Points the socket address at the published target, if any; with
 /// `remember`, records the original for `recvmsg4`.
 #[inline(always)]
-fn steer(ctx: &SockAddrContext, remember: bool) -> i32 {
+fn steer(ctx: &SockAddrContext, remember: bool) -> Reason {
     let cfg = maps::config();
     if !in_host_netns(ctx, cfg.host_netns_cookie) {
-        return ALLOW;
+        return Reason::PassNotOurs;
     }
     // SAFETY: the context pointer is valid for the whole program run.
     let sa = unsafe { &mut *ctx.sock_addr };
     let proto = match sa.protocol {
         6 => IPPROTO_TCP,
         17 => IPPROTO_UDP,
-        _ => return ALLOW,
+        _ => return Reason::PassNotOurs,
     };
     let daddr = sa.user_ip4.to_ne_bytes();
     if !is_host_address(daddr) {
-        return ALLOW;
+        return Reason::PassNotOurs;
     }
     let dport = u16::from_be(sa.user_port as u16);
     let key = FlowKey { daddr, dport, proto, ..FlowKey::default() };
@@ -58,7 +64,7 @@ fn steer(ctx: &SockAddrContext, remember: bool) -> i32 {
         lookup.daddr = [127, 0, 0, 1];
     }
     let Some(target) = crate::publish::find(&lookup, cfg.published_range_count) else {
-        return ALLOW;
+        return Reason::PassNotOurs;
     };
     if remember {
         // SAFETY: plain helper call on the program's own context.
@@ -68,20 +74,19 @@ fn steer(ctx: &SockAddrContext, remember: bool) -> i32 {
     }
     sa.user_ip4 = u32::from_ne_bytes(target.addr);
     sa.user_port = target.port.to_be() as u32;
-    count(PROGRAM, |c| c.socket_redirects += 1);
-    ALLOW
+    Reason::SocketRedirect
 }
 
 #[inline(always)]
 pub fn connect4(ctx: &SockAddrContext) -> i32 {
     // SAFETY: the context pointer is valid for the whole program run.
     let udp = unsafe { (*ctx.sock_addr).protocol } == 17;
-    steer(ctx, udp)
+    exit(steer(ctx, udp))
 }
 
 #[inline(always)]
 pub fn sendmsg4(ctx: &SockAddrContext) -> i32 {
-    steer(ctx, true)
+    exit(steer(ctx, true))
 }
 
 #[inline(always)]
@@ -92,9 +97,10 @@ pub fn recvmsg4(ctx: &SockAddrContext) -> i32 {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
     let key = SockRevKey { cookie, addr: sa.user_ip4.to_ne_bytes(), port: u16::from_be(sa.user_port as u16), _pad: 0 };
     // SAFETY: value copied out immediately.
-    if let Some(orig) = unsafe { SOCK_REVNAT.get(key) }.copied() {
-        sa.user_ip4 = u32::from_ne_bytes(orig.addr);
-        sa.user_port = orig.port.to_be() as u32;
-    }
-    ALLOW
+    let Some(orig) = unsafe { SOCK_REVNAT.get(key) }.copied() else {
+        return exit(Reason::PassNotOurs);
+    };
+    sa.user_ip4 = u32::from_ne_bytes(orig.addr);
+    sa.user_port = orig.port.to_be() as u32;
+    exit(Reason::SocketReplyRestored)
 }

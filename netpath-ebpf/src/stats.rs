@@ -1,25 +1,58 @@
-use aya_ebpf::bindings::TC_ACT_SHOT;
-use netpath_common::{Counters, Program};
+//! The single exit of every entry program: the verdict's reason is counted
+//! (packets and bytes, per CPU) and its action handed to the kernel.
+use netpath_common::{Program, Reason, stats_slot};
 
-use crate::conntrack::Refused;
+use crate::{conntrack::Refused, ctx::Ctx, maps::STATS};
 
-use crate::maps::STATS;
+/// What a program decided about a packet: why, and what the kernel should
+/// do with it.
+#[derive(Clone, Copy)]
+pub struct Verdict<A> {
+    pub reason: Reason,
+    pub action: A,
+}
 
-/// Bumps one outcome counter of `program` on the current CPU.
-#[inline(always)]
-pub fn count(program: Program, bump: impl FnOnce(&mut Counters)) {
-    if let Some(counters) = STATS.get_ptr_mut(program as u32) {
-        // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        bump(unsafe { &mut *counters });
+impl<A> Verdict<A> {
+    #[inline(always)]
+    pub const fn new(reason: Reason, action: A) -> Self {
+        Verdict { reason, action }
     }
 }
 
-/// Counts why a new connection was refused; the packet is dropped.
 #[inline(always)]
-pub fn refused(program: Program, why: Refused) -> i32 {
-    match why {
-        Refused::Full => count(program, |c| c.dropped_conntrack_full += 1),
-        Refused::PortsExhausted => count(program, |c| c.dropped_nat_port_exhausted += 1),
+pub fn pass<C: Ctx>(reason: Reason) -> Verdict<C::Action> {
+    Verdict::new(reason, C::PASS)
+}
+
+#[inline(always)]
+pub fn drop<C: Ctx>(reason: Reason) -> Verdict<C::Action> {
+    Verdict::new(reason, C::DROP)
+}
+
+/// Why a new connection was refused; the packet is dropped.
+#[inline(always)]
+pub fn refused<C: Ctx>(why: Refused) -> Verdict<C::Action> {
+    drop::<C>(match why {
+        Refused::Full => Reason::DropConntrackFull,
+        Refused::PortsExhausted => Reason::DropNatPortsExhausted,
+    })
+}
+
+/// Counts `verdict` under `program` and returns its action.
+#[inline(always)]
+pub fn exit<C: Ctx>(ctx: &C, program: Program, verdict: Verdict<C::Action>) -> C::Action {
+    count(program, verdict.reason, u64::from(ctx.len()));
+    verdict.action
+}
+
+/// Counts one event of `reason` (socket programs, which have no packet).
+#[inline(always)]
+pub fn count(program: Program, reason: Reason, bytes: u64) {
+    if let Some(slot) = STATS.get_ptr_mut(stats_slot(program, reason)) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe {
+            (*slot).packets += 1;
+            (*slot).bytes += bytes;
+        }
     }
-    TC_ACT_SHOT
 }

@@ -22,7 +22,7 @@ use aya::{
 };
 use netpath_common::{
     Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, NetworkPolicy, Program, PublishedKey,
-    PublishedRange, PublishedTarget, Uplink, map_names, program_names,
+    PublishedRange, PublishedTarget, REASON_SLOTS, ReasonStats, Uplink, VethKey, map_names, program_names,
 };
 
 use aya_obj::programs::XdpAttachType;
@@ -298,12 +298,33 @@ impl Datapath {
         Ok(HashMap::try_from(self.map(map_names::ENDPOINTS)?)?)
     }
 
+    fn veths(&self) -> Result<HashMap<MapData, VethKey, EndpointKey>> {
+        Ok(HashMap::try_from(self.map(map_names::VETHS)?)?)
+    }
+
+    /// Writes the endpoint and which host veth it sits behind (the data path
+    /// checks every frame of that veth against the endpoint's address and MAC).
     pub fn set_endpoint(&self, key: EndpointKey, endpoint: Endpoint) -> Result<()> {
-        self.endpoints()?.insert(key, endpoint, 0).context("writing endpoint")
+        self.endpoints()?.insert(key, endpoint, 0).context("writing endpoint")?;
+        self.veths()?.insert(VethKey { host_ifindex: endpoint.host_ifindex }, key, 0).context("writing veth")
     }
 
     pub fn remove_endpoint(&self, key: EndpointKey) -> Result<()> {
-        ignore_missing(self.endpoints()?.remove(&key)).context("removing endpoint")
+        let mut endpoints = self.endpoints()?;
+        let veth = endpoints.get(&key, 0).ok().map(|ep| VethKey { host_ifindex: ep.host_ifindex });
+        let results = [
+            ignore_missing(endpoints.remove(&key)).context("removing endpoint"),
+            match veth {
+                // Only if the veth still names this endpoint (an ifindex may
+                // have been reused by a newer sandbox).
+                Some(v) => match self.veths()?.get(&v, 0) {
+                    Ok(k) if k == key => ignore_missing(self.veths()?.remove(&v)).context("removing veth"),
+                    _ => Ok(()),
+                },
+                None => Ok(()),
+            },
+        ];
+        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
     }
 
     pub fn set_network(&self, index: u32, policy: NetworkPolicy) -> Result<()> {
@@ -427,13 +448,16 @@ impl Datapath {
         Ok(keys.len())
     }
 
-    /// Counters of `program`, summed over CPUs.
+    /// What `program` counted per verdict reason, summed over CPUs.
     pub fn counters(&self, program: Program) -> Result<Counters> {
-        let stats: PerCpuArray<MapData, Counters> = PerCpuArray::try_from(self.map(map_names::STATS)?)?;
-        let per_cpu = stats.get(&(program as u32), 0).context("reading STATS")?;
+        let stats: PerCpuArray<MapData, ReasonStats> = PerCpuArray::try_from(self.map(map_names::STATS)?)?;
         let mut total = Counters::default();
-        for c in per_cpu.iter() {
-            total.add(c);
+        for slot in 0..REASON_SLOTS {
+            let index = program as u32 * REASON_SLOTS as u32 + slot as u32;
+            let per_cpu = stats.get(&index, 0).context("reading STATS")?;
+            for s in per_cpu.iter() {
+                total.add_slot(slot, s);
+            }
         }
         Ok(total)
     }

@@ -1,6 +1,8 @@
 //! Shared helpers for the lab tests: where the netpath and netpath-lab
 //! binaries are, and labs built with the rig's own fixture (`netpath_lab`).
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+pub mod frames;
 
 use anyhow::Result;
 pub use netpath_lab::{At, Binaries, Lab};
@@ -79,4 +81,51 @@ pub fn tcp_check(lab: &Lab, sink_at: At, sink_port: u16, from: At, to: &str, byt
 /// A command line written as one string, split on whitespace.
 pub fn words(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
+}
+
+/// Every program's counters, for exact before/after comparisons.
+pub fn all_counters(lab: &Lab) -> Vec<(netpath_common::Program, netpath_common::Counters)> {
+    let dp = lab.datapath();
+    netpath_common::Program::ALL.iter().map(|&p| (p, dp.counters(p).expect("reading STATS"))).collect()
+}
+
+/// What moved between two readings, as `(program, reason) -> packets`,
+/// only the non-zero ones: a test compares it with exactly what it sent.
+pub fn moved(
+    before: &[(netpath_common::Program, netpath_common::Counters)],
+    after: &[(netpath_common::Program, netpath_common::Counters)],
+) -> std::collections::BTreeMap<(&'static str, &'static str), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for ((p, b), (_, a)) in before.iter().zip(after) {
+        for (reason, s) in a.since(b).reasons() {
+            if s.packets != 0 {
+                out.insert((p.name(), reason.name()), s.packets);
+            }
+        }
+    }
+    out
+}
+
+/// Writes a sysctl in the namespace at `ns` (the lab's own namespaces only).
+pub fn sysctl_in(ns: &std::path::Path, key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    frames::in_netns(ns, || Ok(std::fs::write(&path, value)?))
+}
+
+/// Runs `ip ARGS` in the namespace at `ns`; its stdout.
+pub fn ip_in(ns: &std::path::Path, args: &[&str]) -> Result<String> {
+    let out = frames::in_netns(ns, || Ok(std::process::Command::new("ip").args(args).output()?))?;
+    anyhow::ensure!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The bridge device of network `name`.
+pub fn bridge_of(lab: &Lab, name: &str) -> Result<String> {
+    let v: Value = serde_json::from_str(&lab.netpath_ok(&["network", "inspect", name])?)?;
+    Ok(v[0]["Bridge"].as_str().ok_or_else(|| anyhow::anyhow!("no bridge for {name}"))?.to_string())
+}
+
+/// The network namespace of sandbox `name`.
+pub fn sandbox_ns(lab: &Lab, name: &str) -> PathBuf {
+    lab.roots.netns_dir().join(name)
 }

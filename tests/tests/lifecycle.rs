@@ -100,7 +100,8 @@ fn every_map_dumps_with_field_names() {
     let maps = lab.datapath().maps_dir();
     for (map, fields) in [
         ("ENDPOINTS", &["\"ipv4\"", "\"host_ifindex\"", "\"network_id\"", "\"mac\""][..]),
-        ("STATS", &["\"forwarded_packets\"", "\"dropped_malformed\"", "\"passed_not_ipv4\""][..]),
+        ("STATS", &["\"packets\"", "\"bytes\""][..]),
+        ("VETHS", &["\"host_ifindex\"", "\"ipv4\""][..]),
     ] {
         let dump =
             output(std::process::Command::new("bpftool").args(["map", "dump", "pinned"]).arg(maps.join(map))).unwrap();

@@ -1,7 +1,7 @@
 //! NAT in eBPF, checked at the receiver: masquerade to the outside, ports
 //! published in every Docker form, hairpin, ICMP errors through the NAT,
 //! and conntrack hygiene. No iptables rule and no proxy process anywhere.
-use netpath_common::Program;
+use netpath_common::{Program, Reason};
 use netpath_tests::{At, Lab, lab, output, probe, tcp_check, transfer, words};
 
 const HOST: &str = "198.18.0.2";
@@ -36,7 +36,7 @@ fn masquerade_to_the_outside() {
     let lab = lab("masq");
     lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.40.0.0/24"]).unwrap();
     lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1"]).unwrap();
-    let snat_before = counters(&lab, Program::ToUplink).snat_new;
+    let snat_before = counters(&lab, Program::ToUplink).packets(Reason::SnatNew);
 
     let (r, s) = tcp_check(&lab, At::Outside, 7000, At::Sandbox("a"), "198.18.0.1:7000", 1 << 20).unwrap();
     let peer = r["peer"].as_str().unwrap();
@@ -54,11 +54,11 @@ fn masquerade_to_the_outside() {
     assert!(peers[0].as_str().unwrap().starts_with("198.18.0.2:"), "{r} / {s}");
 
     assert!(ping(&lab, At::Sandbox("a"), OUTSIDE), "echo replies come back through the NAT");
-    assert!(counters(&lab, Program::ToUplink).snat_new >= snat_before + 3);
-    assert!(counters(&lab, Program::FromUplink).nat_packets > 0, "replies were translated on the way in");
+    assert!(counters(&lab, Program::ToUplink).packets(Reason::SnatNew) >= snat_before + 3);
+    assert!(counters(&lab, Program::FromUplink).packets(Reason::Nat) > 0, "replies were translated on the way in");
     // The same, as operators see it.
     let stats: serde_json::Value = serde_json::from_str(&lab.netpath_ok(&["stats", "--json"]).unwrap()).unwrap();
-    assert!(stats["to_uplink"]["snat_new"].as_u64().unwrap() >= snat_before + 3, "{stats}");
+    assert!(stats["to_uplink"]["SNAT_NEW"]["packets"].as_u64().unwrap() >= snat_before + 3, "{stats}");
     let table = lab.netpath_ok(&["conntrack", "ls"]).unwrap();
     assert!(
         table.lines().any(|l| l.contains("10.40.0.2:") && l.contains("198.18.0.2:") && l.contains("snat")),
@@ -71,7 +71,7 @@ fn internal_and_unmasqueraded_networks() {
     let lab = lab("nomasq");
     lab.netpath_ok(&["network", "create", "--internal", "int", "--subnet", "10.41.0.0/24"]).unwrap();
     lab.netpath_ok(&["run", "-d", "--name", "i", "--network", "int"]).unwrap();
-    let dropped = counters(&lab, Program::FromContainer).dropped_internal_network;
+    let dropped = counters(&lab, Program::FromContainer).packets(Reason::DropInternalNetwork);
     assert!(!ping(&lab, At::Sandbox("i"), OUTSIDE), "an internal network has no egress");
     let (code, ..) = output(&mut probe(
         &lab,
@@ -80,7 +80,7 @@ fn internal_and_unmasqueraded_networks() {
     ))
     .unwrap();
     assert_ne!(code, 0);
-    assert!(counters(&lab, Program::FromContainer).dropped_internal_network > dropped);
+    assert!(counters(&lab, Program::FromContainer).packets(Reason::DropInternalNetwork) > dropped);
 
     lab.netpath_ok(&[
         "network",
@@ -198,11 +198,11 @@ fn every_publish_form_from_the_outside() {
     assert!(r.contains(r#""datagrams":0"#), "a UDP port bound to 198.18.0.2 is not reachable on 198.18.0.3: {r}");
     // Nothing listens on 92/udp now: the sandbox's port unreachable reaches
     // the client translated, as if the host had answered.
-    let before = counters(&lab, Program::ToUplink).icmp_errors_translated;
+    let before = counters(&lab, Program::ToUplink).packets(Reason::IcmpErrorTranslated);
     let (code, out, _) =
         output(&mut probe(&lab, At::Outside, &words("udp-ask --to 198.18.0.2:8092 --connected --timeout 3"))).unwrap();
     assert_eq!((code, out.contains(r#""refused":true"#)), (1, true), "{out}");
-    assert!(counters(&lab, Program::ToUplink).icmp_errors_translated > before);
+    assert!(counters(&lab, Program::ToUplink).packets(Reason::IcmpErrorTranslated) > before);
 
     // Taken ports are refused; removing the sandbox frees them.
     let (code, _, err) =
@@ -230,7 +230,7 @@ fn hairpin_from_self_and_sibling() {
     assert!(r["peer"].as_str().unwrap().starts_with("10.44.0.1:"), "to itself, through the gateway: {r}");
     let (r, _) = tcp_check(&lab, At::Sandbox("web"), 80, At::Sandbox("sib"), "10.44.0.1:8080", 1000).unwrap();
     assert!(r["peer"].as_str().unwrap().starts_with("10.44.0.20:"), "via the gateway address too: {r}");
-    assert!(counters(&lab, Program::FromContainer).dnat_new >= 3);
+    assert!(counters(&lab, Program::FromContainer).packets(Reason::DnatNew) >= 3);
 }
 
 #[test]
@@ -240,22 +240,22 @@ fn icmp_errors_reach_the_sandbox_translated() {
     lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.45.0.0/24"]).unwrap();
     lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1"]).unwrap();
     assert!(ping(&lab, At::Sandbox("a"), &far), "small packets pass");
-    let before = counters(&lab, Program::FromUplink).icmp_errors_translated;
+    let before = counters(&lab, Program::FromUplink).packets(Reason::IcmpErrorTranslated);
     let (_, out, _) =
         output(lab.sandbox_cmd("a", "ping").unwrap().args(["-M", "do", "-s", "1300", "-c", "2", "-W", "1", &far]))
             .unwrap();
     assert!(out.contains("mtu = 1000") || out.contains("mtu=1000"), "the sandbox was told the path MTU: {out}");
-    assert!(counters(&lab, Program::FromUplink).icmp_errors_translated > before);
+    assert!(counters(&lab, Program::FromUplink).packets(Reason::IcmpErrorTranslated) > before);
     let (_, route, _) = output(lab.sandbox_cmd("a", "ip").unwrap().args(["route", "get", &far])).unwrap();
     assert!(route.contains("mtu 1000"), "the route cache learned it: {route}");
     // Port unreachable about a masqueraded UDP flow reaches the socket.
-    let before = counters(&lab, Program::FromUplink).icmp_errors_translated;
+    let before = counters(&lab, Program::FromUplink).packets(Reason::IcmpErrorTranslated);
     let (code, out, _) =
         output(&mut probe(&lab, At::Sandbox("a"), &words("udp-ask --to 198.18.0.1:9 --connected --timeout 3")))
             .unwrap();
     assert_eq!(code, 1);
     assert!(out.contains(r#""refused":true"#), "the sandbox's socket saw the port unreachable: {out}");
-    assert!(counters(&lab, Program::FromUplink).icmp_errors_translated > before);
+    assert!(counters(&lab, Program::FromUplink).packets(Reason::IcmpErrorTranslated) > before);
     // Time exceeded from the router beyond the host: what traceroute needs.
     let (_, out, _) =
         output(lab.sandbox_cmd("a", "ping").unwrap().args(["-t", "2", "-c", "1", "-W", "2", &far])).unwrap();
@@ -320,7 +320,7 @@ fn host_local_access_at_the_socket_layer() {
         "5353:53/udp",
     ])
     .unwrap();
-    let before = counters(&lab, Program::Socket).socket_redirects;
+    let before = counters(&lab, Program::Socket).packets(Reason::SocketRedirect);
     for (to, port) in [("127.0.0.1:8080", 80), ("198.18.0.2:8080", 80), ("10.47.0.1:8080", 80), ("127.0.0.1:8081", 81)]
     {
         let (r, _) = tcp_check(&lab, At::Sandbox("web"), port, At::HostCgroup, to, 50_000)
@@ -334,7 +334,7 @@ fn host_local_access_at_the_socket_layer() {
     .unwrap();
     assert_eq!(ask["echoed"], true, "{ask} / {echo}");
     assert_eq!(ask["from"], "127.0.0.1:5353", "the answer appears to come from where the question went");
-    assert!(counters(&lab, Program::Socket).socket_redirects >= before + 5);
+    assert!(counters(&lab, Program::Socket).packets(Reason::SocketRedirect) >= before + 5);
     // Outside the watched cgroup nothing is steered: plain loopback has no listener.
     let (code, ..) =
         output(&mut probe(&lab, At::Host, &["tcp-send", "--to", "127.0.0.1:8080", "--bytes", "1", "--timeout", "1"]))

@@ -1,6 +1,6 @@
 //! Docker's network semantics: modes, user-defined networks with isolation
 //! and names, ICC and links, and per-sandbox host configuration.
-use netpath_common::Program;
+use netpath_common::{Program, Reason};
 use netpath_tests::{At, Lab, lab, output, probe, tcp_check, transfer, words};
 use serde_json::Value;
 
@@ -122,9 +122,9 @@ fn user_defined_networks_resolve_and_isolate() {
     assert!(resolv.contains("nameserver 10.61.0.1"), "{resolv}");
 
     // Isolation in the data path, counted; both still reach the outside.
-    let dropped = lab.datapath().counters(Program::FromContainer).unwrap().dropped_other_network;
+    let dropped = lab.datapath().counters(Program::FromContainer).unwrap().packets(Reason::DropOtherNetwork);
     assert!(!can_connect(&lab, "a1", "10.62.0.2:80"));
-    assert!(lab.datapath().counters(Program::FromContainer).unwrap().dropped_other_network > dropped);
+    assert!(lab.datapath().counters(Program::FromContainer).unwrap().packets(Reason::DropOtherNetwork) > dropped);
     for s in ["a1", "b1"] {
         tcp_check(&lab, At::Outside, 7010, At::Sandbox(s), "198.18.0.1:7010", 1000).unwrap();
     }
@@ -155,9 +155,9 @@ fn icc_off_with_links() {
     lab.netpath_ok(&words("run -d --name other")).unwrap();
     lab.netpath_ok(&words("run -d --name web --link redis:db")).unwrap();
     let redis_ip = "172.30.0.2";
-    let dropped = lab.datapath().counters(Program::FromContainer).unwrap().dropped_icc;
+    let dropped = lab.datapath().counters(Program::FromContainer).unwrap().packets(Reason::DropIcc);
     assert!(!can_connect(&lab, "other", &format!("{redis_ip}:6379")), "ICC off: no talk");
-    assert!(lab.datapath().counters(Program::FromContainer).unwrap().dropped_icc > dropped);
+    assert!(lab.datapath().counters(Program::FromContainer).unwrap().packets(Reason::DropIcc) > dropped);
     let (r, _) =
         tcp_check(&lab, At::Sandbox("redis"), 6379, At::Sandbox("web"), &format!("{redis_ip}:6379"), 1000).unwrap();
     assert!(r["peer"].as_str().unwrap().starts_with("172.30.0.4:"), "the linked pair talks: {r}");

@@ -2,7 +2,7 @@
 //! and UDP of published ports and the replies of masqueraded connections
 //! are translated and redirected by XDP, checked at the receiver; what XDP
 //! leaves alone (ICMP here) still goes through the TC programs.
-use netpath_common::{Counters, Program};
+use netpath_common::{Counters, Program, Reason};
 use netpath_tests::{At, Lab, lab, output, probe, tcp_check, transfer};
 
 fn counters(lab: &Lab, p: Program) -> Counters {
@@ -41,14 +41,16 @@ fn uplink_xdp_carries_published_and_masqueraded_flows() {
     let (r, _) = tcp_check(&lab, At::Outside, 7000, At::Sandbox("web"), "198.18.0.1:7000", 1 << 20).unwrap();
     assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.2:"), "{r}");
     let xdp1 = counters(&lab, Program::XdpFromUplink);
-    assert!(xdp1.dnat_new >= xdp0.dnat_new + 2, "XDP opened the published TCP and UDP connections");
-    assert!(xdp1.nat_packets >= xdp0.nat_packets + 50 + 200 + 20, "{xdp0:?} -> {xdp1:?}");
-    assert_eq!(counters(&lab, Program::FromUplink).dnat_new, tc0.dnat_new, "TC had nothing left to open");
+    let (new, nat) = (Reason::DnatNew, Reason::Nat);
+    assert!(xdp1.packets(new) >= xdp0.packets(new) + 2, "XDP opened the published TCP and UDP connections");
+    let translated = |c: &Counters| c.packets(new) + c.packets(nat);
+    assert!(translated(&xdp1) >= translated(&xdp0) + 50 + 200 + 20, "{xdp0:?} -> {xdp1:?}");
+    assert_eq!(counters(&lab, Program::FromUplink).packets(new), tc0.packets(new), "TC had nothing left to open");
 
     // ICMP is TC's: echo replies of a masqueraded ping pass XDP untouched.
     let mut ping = lab.sandbox_cmd("web", "ping").unwrap();
     assert_eq!(output(ping.args(["-c", "2", "-i", "0.2", "-W", "1", "198.18.0.1"])).unwrap().0, 0);
     let (xdp2, tc2) = (counters(&lab, Program::XdpFromUplink), counters(&lab, Program::FromUplink));
-    assert!(xdp2.passed_to_tc >= xdp1.passed_to_tc + 2);
-    assert!(tc2.nat_packets >= tc0.nat_packets + 2, "TC translated the echo replies");
+    assert!(xdp2.packets(Reason::PassToTc) >= xdp1.packets(Reason::PassToTc) + 2);
+    assert!(tc2.packets(nat) >= tc0.packets(nat) + 2, "TC translated the echo replies");
 }

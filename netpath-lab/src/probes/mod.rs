@@ -4,7 +4,6 @@
 //! receiver; a server first prints a "listening" line (`announce`), which
 //! `start_sink` waits for.
 pub mod dns;
-pub mod malformed;
 pub mod rr;
 pub mod tcp;
 pub mod udp;
@@ -43,8 +42,6 @@ pub enum Probe {
     /// Hand COUNT identical UDP frames to TO to the neighbour on DEV as a NIC
     /// would (XDP live frames, no sender stack); print frames and seconds.
     WireSend(wire::SendArgs),
-    /// Send hand-made broken IPv4 frames out of IFACE (raw socket); print how many.
-    SendMalformed(malformed::SendArgs),
     /// A tiny upstream DNS server for tests: answers A queries for NAME with
     /// ADDR, NXDOMAIN otherwise, until TIMEOUT.
     DnsStub(dns::StubArgs),
@@ -75,7 +72,6 @@ impl Probe {
             Probe::UdpEcho(a) => udp::echo(a),
             Probe::UdpAsk(a) => udp::ask(a),
             Probe::WireSend(a) => wire::send(a),
-            Probe::SendMalformed(a) => malformed::send(a),
             Probe::DnsStub(a) => dns::stub(a),
             Probe::Dig(a) => dns::dig(a),
             Probe::RrServe(a) => rr::serve(a),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use netpath::datapath::Datapath;
-use netpath_common::Program;
+use netpath_common::{Program, Reason};
 
 use crate::{
     bench::{
@@ -78,11 +78,17 @@ impl Evidence for TcCounters {
     fn count(&self, scenario: Scenario, _: &Route) -> Result<u64> {
         let c = |p| self.0.counters(p);
         Ok(match scenario {
-            Scenario::SandboxToSandbox => c(Program::FromContainer)?.forwarded_packets,
-            Scenario::Masquerade => c(Program::ToUplink)?.snat_new + c(Program::FromUplink)?.nat_packets,
-            Scenario::Published => c(Program::FromUplink)?.dnat_new + c(Program::FromUplink)?.nat_packets,
-            Scenario::Hairpin => c(Program::FromContainer)?.nat_packets,
-            Scenario::HostLocal => c(Program::Socket)?.socket_redirects,
+            Scenario::SandboxToSandbox => c(Program::FromContainer)?.packets(Reason::Forwarded),
+            Scenario::Masquerade => {
+                c(Program::ToUplink)?.packets(Reason::SnatNew) + c(Program::FromUplink)?.packets(Reason::Nat)
+            }
+            Scenario::Published => {
+                c(Program::FromUplink)?.packets(Reason::DnatNew) + c(Program::FromUplink)?.packets(Reason::Nat)
+            }
+            Scenario::Hairpin => {
+                c(Program::FromContainer)?.packets(Reason::DnatNew) + c(Program::FromContainer)?.packets(Reason::Nat)
+            }
+            Scenario::HostLocal => c(Program::Socket)?.packets(Reason::SocketRedirect),
         })
     }
 }
@@ -94,8 +100,8 @@ impl Evidence for XdpCounters {
     fn count(&self, scenario: Scenario, _: &Route) -> Result<u64> {
         let c = self.0.counters(Program::XdpFromUplink)?;
         Ok(match scenario {
-            Scenario::Published => c.dnat_new + c.nat_packets,
-            Scenario::Masquerade => c.nat_packets,
+            Scenario::Published => c.packets(Reason::DnatNew) + c.packets(Reason::Nat),
+            Scenario::Masquerade => c.packets(Reason::Nat),
             _ => 0,
         })
     }
