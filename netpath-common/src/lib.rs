@@ -14,6 +14,8 @@ pub mod map_names {
     pub const PUBLISHED: &str = "PUBLISHED";
     pub const PUBLISHED_RANGES: &str = "PUBLISHED_RANGES";
     pub const CONNTRACK: &str = "CONNTRACK";
+    pub const CT_NEW: &str = "CT_NEW";
+    pub const FRAGS: &str = "FRAGS";
     pub const HOST_ADDRS: &str = "HOST_ADDRS";
     pub const LINKS: &str = "LINKS";
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
@@ -27,6 +29,8 @@ pub mod map_names {
         PUBLISHED,
         PUBLISHED_RANGES,
         CONNTRACK,
+        CT_NEW,
+        FRAGS,
         HOST_ADDRS,
         SOCK_REVNAT,
         LINKS,
@@ -56,8 +60,38 @@ pub const MAX_PUBLISHED: usize = 65536;
 pub const MAX_PUBLISHED_RANGES: usize = 64;
 pub const MAX_HOST_ADDRS: usize = 256;
 pub const SOCK_REVNAT_ENTRIES: usize = 65536;
-/// Default conntrack capacity; the loader may size it from the config.
-pub const DEFAULT_CONNTRACK_ENTRIES: usize = 262144;
+/// Default `conntrack-max`: connections, as Linux's `nf_conntrack_max`
+/// counts them (each has two direction entries). 131,072 keeps the memory of
+/// the earlier 262,144-entry table (about 30 MiB preallocated) and is far
+/// more than a 2-core host serves at once: it sustains about 35,000 new
+/// connections/s (bench), so the table holds several seconds of full-rate
+/// churn before the LRU recycles closed connections, and established flows
+/// never compete with half-open ones (they live in [`map_names::CT_NEW`]).
+pub const DEFAULT_CONNTRACK_MAX: u32 = 131072;
+/// Room an LRU map needs beyond what it must hold: the kernel keeps up to
+/// 128 free nodes per CPU on local lists and evicts when a CPU's list runs
+/// dry, so a table filled to its nominal size would evict early.
+pub const LRU_SLACK_PER_CPU: u32 = 256;
+
+/// Entries of [`map_names::CONNTRACK`] (established connections, both
+/// directions) for `conntrack_max` connections on `cpus` CPUs.
+pub const fn conntrack_entries(conntrack_max: u32, cpus: u32) -> u32 {
+    2 * conntrack_max + LRU_SLACK_PER_CPU * cpus
+}
+
+/// Entries of [`map_names::CT_NEW`] (connections not yet confirmed from
+/// both sides, both directions): half as many connections as the
+/// established table. A flood of new connections churns only this table,
+/// as Linux's `early_drop` sacrifices unassured entries first.
+pub const fn ct_new_entries(conntrack_max: u32, cpus: u32) -> u32 {
+    conntrack_max + LRU_SLACK_PER_CPU * cpus
+}
+
+/// Compiled-in sizes; the loader always sets them from the config.
+pub const DEFAULT_CONNTRACK_ENTRIES: usize = 2 * DEFAULT_CONNTRACK_MAX as usize;
+pub const DEFAULT_CT_NEW_ENTRIES: usize = DEFAULT_CONNTRACK_MAX as usize;
+/// Datagrams in flight as fragments whose first piece was seen.
+pub const FRAG_ENTRIES: usize = 8192;
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -198,6 +232,8 @@ impl FlowKey {
 
 pub mod ct_state {
     pub const SYN_SENT: u8 = 1;
+    /// The responder answered the SYN; the originator has not confirmed.
+    pub const SYN_RECV: u8 = 6;
     pub const ESTABLISHED: u8 = 2;
     pub const CLOSING: u8 = 3;
     pub const UDP: u8 = 4;
@@ -209,6 +245,52 @@ pub mod ct_flags {
     pub const DNAT: u8 = 2;
     /// The entry describes the reply direction of the connection.
     pub const REPLY: u8 = 4;
+    /// (Original direction, in [`map_names::CT_NEW`].) The responder has
+    /// answered; the originator's next packet confirms the connection, which
+    /// then moves to [`map_names::CONNTRACK`].
+    pub const SEEN_REPLY: u8 = 8;
+}
+
+impl CtEntry {
+    /// The entry of the other direction, rebuilt from this one (each
+    /// direction fully determines the other): what repairs a connection
+    /// whose other half the LRU evicted.
+    pub const fn pair_entry(&self, key: &FlowKey) -> CtEntry {
+        CtEntry {
+            rewrite: key.reversed(),
+            pair: *key,
+            last_seen_ns: self.last_seen_ns,
+            state: self.state,
+            flags: (self.flags ^ ct_flags::REPLY) & !ct_flags::SEEN_REPLY,
+            _pad: [0; 2],
+            handshake_ack: 0,
+        }
+    }
+}
+
+/// A fragmented datagram, keyed as Cilium's fragment map does: both
+/// addresses, the IP identification and the protocol. Addresses are 16
+/// bytes and the identification 32 bits so IPv6 (whose fragment header
+/// carries a 32-bit one) fits the same map; IPv4 uses the first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// The transport ports of a fragmented datagram, from its first piece (as
+/// [`FlowKey`] holds them: for ICMP echo, the identifier).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragPorts {
+    pub sport: u16,
+    pub dport: u16,
 }
 
 /// One direction of a tracked connection: how to rewrite packets matching
@@ -222,7 +304,12 @@ pub struct CtEntry {
     pub last_seen_ns: u64,
     pub state: u8,
     pub flags: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// (TCP, original direction, in [`map_names::CT_NEW`].) What the
+    /// originator's handshake ACK must acknowledge: the responder's SYN-ACK
+    /// sequence number plus one. A blind ACK from a forged source cannot
+    /// know it, so it confirms nothing.
+    pub handshake_ack: u32,
 }
 
 pub const MAX_LINKS: usize = 16384;
@@ -275,7 +362,7 @@ impl DatapathConfig {
     #[inline(always)]
     pub const fn timeout_ns(&self, state: u8) -> u64 {
         let s = match state {
-            ct_state::SYN_SENT => self.ct_syn_timeout_s,
+            ct_state::SYN_SENT | ct_state::SYN_RECV => self.ct_syn_timeout_s,
             ct_state::ESTABLISHED => self.ct_established_timeout_s,
             ct_state::CLOSING => self.ct_closing_timeout_s,
             ct_state::UDP => self.ct_udp_timeout_s,
@@ -294,7 +381,10 @@ impl DatapathConfig {
 impl Default for DatapathConfig {
     fn default() -> Self {
         DatapathConfig {
-            ct_syn_timeout_s: 60,
+            // Half-open connections live in their own table and a
+            // retransmitted SYN opens a fresh entry, so a short timeout
+            // costs a slow handshake nothing.
+            ct_syn_timeout_s: 20,
             ct_established_timeout_s: 21600,
             ct_closing_timeout_s: 10,
             ct_udp_timeout_s: 60,
@@ -402,6 +492,9 @@ reasons! {
     SocketRedirect = 5 => "SOCKET_REDIRECT",
     /// A UDP reply shown as coming from the address the process asked.
     SocketReplyRestored = 6 => "SOCKET_REPLY_RESTORED",
+    /// A later fragment of a translated datagram: addresses rewritten as its
+    /// first piece's were (found by IP identification).
+    FragmentTranslated = 7 => "FRAGMENT_TRANSLATED",
 
     /// Not IPv4 (uplinks: ARP, IPv6, ... are the kernel's).
     PassNotIpv4 = 16 => "PASS_NOT_IPV4",
@@ -465,6 +558,19 @@ reasons! {
     DropNatPortsExhausted = 45 => "DROP_NAT_PORTS_EXHAUSTED",
     /// The conntrack table refused a new connection.
     DropConntrackFull = 46 => "DROP_CONNTRACK_FULL",
+    /// TCP of no known connection that is not a SYN (null, ACK, RST, XMAS,
+    /// a reply whose entry is gone): it may not open one, and without one
+    /// it cannot be translated.
+    DropCtNotSyn = 47 => "DROP_CT_NOT_SYN",
+    /// A later fragment whose first piece was not seen (or not let
+    /// through): its ports, and so its connection, are unknown.
+    DropFragNoFirst = 48 => "DROP_FRAG_NO_FIRST",
+    /// An ICMP error a sandbox sent about a connection that is not its own.
+    DropIcmpErrorNotOwn = 49 => "DROP_ICMP_ERROR_NOT_OWN",
+    /// An ICMP error from outside that no router would send about that
+    /// connection (parameter problem, or port/protocol unreachable from
+    /// another host than the one the quoted packet went to).
+    DropIcmpErrorImplausible = 50 => "DROP_ICMP_ERROR_IMPLAUSIBLE",
 }
 
 impl Reason {
@@ -536,10 +642,48 @@ mod pod {
     unsafe impl aya::Pod for super::PublishedRange {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragPorts {}
     unsafe impl aya::Pod for super::DatapathConfig {}
     unsafe impl aya::Pod for super::SockRevKey {}
     unsafe impl aya::Pod for super::LinkKey {}
     unsafe impl aya::Pod for super::SockRevValue {}
     unsafe impl aya::Pod for super::ReasonStats {}
     unsafe impl aya::Pod for super::VethKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_direction_rebuilds_the_other() {
+        // A masqueraded connection as `open` records it.
+        let key =
+            FlowKey { saddr: [10, 0, 0, 2], daddr: [198, 18, 0, 1], sport: 40000, dport: 80, proto: 6, _pad: [0; 3] };
+        let to = FlowKey { saddr: [198, 18, 0, 2], sport: 33000, ..key };
+        let orig = CtEntry {
+            rewrite: to,
+            pair: to.reversed(),
+            last_seen_ns: 7,
+            state: ct_state::ESTABLISHED,
+            flags: ct_flags::SNAT | ct_flags::SEEN_REPLY,
+            _pad: [0; 2],
+            handshake_ack: 99,
+        };
+        let reply = orig.pair_entry(&key);
+        assert_eq!(reply.rewrite, key.reversed(), "the reply is rewritten back to what the sandbox sent");
+        assert_eq!(reply.pair, key);
+        assert_eq!(reply.flags, ct_flags::SNAT | ct_flags::REPLY);
+        let again = reply.pair_entry(&orig.pair);
+        assert_eq!(again, CtEntry { flags: ct_flags::SNAT, handshake_ack: 0, ..orig });
+    }
+
+    #[test]
+    fn conntrack_max_counts_connections() {
+        assert_eq!(conntrack_entries(1024, 2), 2048 + 512);
+        assert_eq!(ct_new_entries(1024, 2), 1024 + 512);
+        let cfg = DatapathConfig::default();
+        assert!(cfg.timeout_ns(ct_state::SYN_RECV) < cfg.timeout_ns(ct_state::ESTABLISHED));
+    }
 }

@@ -70,7 +70,7 @@ pub fn run(ctx: &TcContext) -> V {
     let cfg = maps::config();
     let now = conntrack::now();
     if p.kind != Kind::Other {
-        if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
+        if let Some(entry) = conntrack::lookup(ctx, &p.key, &p, &cfg, now) {
             return tracked(ctx, &p, &entry);
         }
     }
@@ -182,7 +182,8 @@ fn tracked(ctx: &TcContext, p: &Packet, entry: &CtEntry) -> V {
     let Some(dst) = maps::endpoint(entry.rewrite.daddr) else {
         return pass(Reason::PassTrackedToUplink);
     };
-    deliver_translated(ctx, p, &entry.rewrite, dst, Reason::Nat)
+    let reason = if p.kind == Kind::Fragment { Reason::FragmentTranslated } else { Reason::Nat };
+    deliver_translated(ctx, p, &entry.rewrite, dst, reason)
 }
 
 #[inline(always)]
@@ -210,11 +211,10 @@ fn hairpin(ctx: &TcContext, p: &Packet, net: &NetworkPolicy, taddr: [u8; 4], tpo
         return pass(Reason::PassNotOurs);
     };
     let to_self = taddr == p.key.saddr;
-    let state = conntrack::initial_state(p);
     let (flags, src_addr) =
         if to_self { (ct_flags::DNAT | ct_flags::SNAT, net.gateway) } else { (ct_flags::DNAT, p.key.saddr) };
     let to = FlowKey { saddr: src_addr, daddr: taddr, dport: tport, ..p.key };
-    match conntrack::open_with_port(&p.key, to, state, flags, now, to_self) {
+    match conntrack::open_with_port(p, to, flags, now, to_self) {
         Ok(to) => {
             mark_hairpin_target(taddr);
             deliver_translated(ctx, p, &to, dst, Reason::DnatNew)

@@ -3,10 +3,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netpath_common::{
-    CtEntry, DEFAULT_CONNTRACK_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, MAX_ENDPOINTS,
-    MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_PUBLISHED, MAX_PUBLISHED_RANGES, MAX_UPLINKS, NetworkPolicy,
-    PublishedKey, PublishedRange, PublishedTarget, ReasonStats, SOCK_REVNAT_ENTRIES, STATS_SLOTS, SockRevKey,
-    SockRevValue, Uplink, VethKey,
+    CtEntry, DEFAULT_CONNTRACK_ENTRIES, DEFAULT_CT_NEW_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FRAG_ENTRIES,
+    FlowKey, FragKey, FragPorts, LinkKey, MAX_ENDPOINTS, MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_PUBLISHED,
+    MAX_PUBLISHED_RANGES, MAX_UPLINKS, NetworkPolicy, PublishedKey, PublishedRange, PublishedTarget, ReasonStats,
+    SOCK_REVNAT_ENTRIES, STATS_SLOTS, SockRevKey, SockRevValue, Uplink, VethKey,
 };
 
 #[btf_map]
@@ -24,8 +24,19 @@ pub static PUBLISHED: HashMap<PublishedKey, PublishedTarget, MAX_PUBLISHED> = Ha
 #[btf_map]
 pub static PUBLISHED_RANGES: Array<PublishedRange, MAX_PUBLISHED_RANGES> = Array::new();
 
+/// Confirmed connections (both sides have spoken), two entries each.
 #[btf_map]
 pub static CONNTRACK: LruHashMap<FlowKey, CtEntry, DEFAULT_CONNTRACK_ENTRIES> = LruHashMap::new();
+
+/// Connections not yet confirmed (a SYN, an unanswered datagram): a table of
+/// their own, so a flood of them evicts only its own kind.
+#[btf_map]
+pub static CT_NEW: LruHashMap<FlowKey, CtEntry, DEFAULT_CT_NEW_ENTRIES> = LruHashMap::new();
+
+/// Ports of fragmented datagrams whose first piece was seen, for the later
+/// pieces (which carry no transport header).
+#[btf_map]
+pub static FRAGS: LruHashMap<FragKey, FragPorts, FRAG_ENTRIES> = LruHashMap::new();
 
 /// Addresses of the host namespace, for the socket programs.
 #[btf_map]

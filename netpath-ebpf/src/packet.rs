@@ -3,7 +3,7 @@
 //! length varies).
 use netpath_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::ctx::Ctx;
+use crate::{ctx::Ctx, frag};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -15,9 +15,14 @@ pub const IP_CSUM_OFF: usize = IP_OFF + 10;
 pub const IP_SRC_OFF: usize = IP_OFF + 12;
 pub const IP_DST_OFF: usize = IP_OFF + 16;
 pub const IPV4_HLEN: usize = 20;
+/// "More fragments", in the flags and offset field.
+const IP_MF: u16 = 0x2000;
 
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_DEST_UNREACH: u8 = 3;
+/// Codes of `ICMP_DEST_UNREACH` only the destination host itself sends.
+pub const ICMP_PROT_UNREACH: u8 = 2;
+pub const ICMP_PORT_UNREACH: u8 = 3;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
 pub const ICMP_TIME_EXCEEDED: u8 = 11;
 pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
@@ -59,8 +64,23 @@ pub enum Kind {
     /// Destination unreachable, time exceeded or parameter problem: carries
     /// the header of the packet it is about.
     IcmpError,
-    /// Anything NAT leaves alone: other protocols, fragments.
+    /// A later fragment of a datagram whose first piece was seen: no
+    /// transport header, the ports come from the first piece (`frag.rs`);
+    /// only its addresses are translated.
+    Fragment,
+    /// Anything NAT leaves alone: other protocols, fragments whose first
+    /// piece was not seen.
     Other,
+}
+
+/// Where a packet sits in its datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    Whole,
+    /// Offset zero, more fragments: carries the transport header.
+    First,
+    /// Offset above zero: no transport header.
+    Later,
 }
 
 pub struct Packet {
@@ -69,7 +89,9 @@ pub struct Packet {
     pub l4_off: usize,
     pub tcp_flags: u8,
     pub ttl: u8,
-    pub fragment: bool,
+    pub frag: Frag,
+    /// IPv4 identification (network order), which ties fragments together.
+    pub ip_id: u16,
 }
 
 pub enum Parsed {
@@ -139,25 +161,49 @@ pub fn parse_l3<C: Ctx>(ctx: &C) -> Parsed {
         l4_off: IP_OFF + ihl,
         tcp_flags: 0,
         ttl: ip.ttl,
-        // Fragments carry no complete transport header: the kernel's path.
-        fragment: u16::from_be(ip.frag_off_be) & 0x3fff != 0,
+        frag: match u16::from_be(ip.frag_off_be) & 0x3fff {
+            0 => Frag::Whole,
+            IP_MF => Frag::First,
+            _ => Frag::Later,
+        },
+        ip_id: ip.id_be,
     })
 }
 
 /// Completes `p` with its transport header; false when that is cut short.
+/// A first fragment's ports are remembered for the later ones, which get
+/// them back (kind `Fragment`) or stay `Other` when the first was not seen.
 #[inline(always)]
 pub fn parse_l4<C: Ctx>(ctx: &C, p: &mut Packet) -> bool {
-    if p.fragment {
+    if !matches!(p.key.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP) {
         return true;
     }
-    match p.key.proto {
+    if p.frag == Frag::Later {
+        if let Some(ports) = frag::ports(p) {
+            p.key.sport = ports.sport;
+            p.key.dport = ports.dport;
+            p.kind = Kind::Fragment;
+        }
+        return true;
+    }
+    let complete = match p.key.proto {
         IPPROTO_TCP => {
             parse_ports(ctx, p, Kind::Tcp) && load_pair(ctx, p.l4_off + 12).map(|[_, f]| p.tcp_flags = f).is_some()
         }
         IPPROTO_UDP => parse_ports(ctx, p, Kind::Udp),
-        IPPROTO_ICMP => parse_icmp(ctx, p),
-        _ => true,
+        _ => parse_icmp(ctx, p),
+    };
+    if complete && p.frag == Frag::First {
+        frag::remember(p);
     }
+    complete
+}
+
+/// A later fragment whose first piece was not seen, of a protocol NAT
+/// translates: nothing can tell where it belongs.
+#[inline(always)]
+pub fn orphan_fragment(p: &Packet) -> bool {
+    p.frag == Frag::Later && p.kind == Kind::Other && matches!(p.key.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP)
 }
 
 /// Parses everything NAT needs.

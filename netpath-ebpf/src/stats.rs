@@ -35,6 +35,8 @@ pub fn refused<C: Ctx>(why: Refused) -> Verdict<C::Action> {
     drop::<C>(match why {
         Refused::Full => Reason::DropConntrackFull,
         Refused::PortsExhausted => Reason::DropNatPortsExhausted,
+        Refused::NotSyn => Reason::DropCtNotSyn,
+        Refused::LaterFragment => Reason::DropFragNoFirst,
     })
 }
 

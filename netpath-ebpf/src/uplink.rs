@@ -13,7 +13,10 @@ use crate::{
     ctx::Ctx,
     maps::{self, UPLINKS},
     nat,
-    packet::{Kind, Packet, Parsed, parse, parse_quoted},
+    packet::{
+        Frag, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMP_PROT_UNREACH, ICMP_TIME_EXCEEDED, Kind, Packet, Parsed,
+        orphan_fragment, parse, parse_quoted,
+    },
     publish,
     route::{self, TC_ACT_REDIRECT},
     stats::{self, Verdict},
@@ -31,16 +34,26 @@ fn drop(reason: Reason) -> V {
     stats::drop::<TcContext>(reason)
 }
 
-/// The parsed packet, or the verdict on one NAT has nothing to do with.
+/// The parsed packet, or the verdict on one NAT has nothing to do with. A
+/// later fragment whose first piece was not seen is dropped: it may belong
+/// to a translated connection, and untranslated it would leak a sandbox's
+/// address (or reach the host, which cannot complete the datagram).
 #[inline(always)]
 fn translatable(ctx: &TcContext) -> Result<Packet, V> {
     match parse(ctx) {
         Parsed::Ipv4(p) if p.kind != Kind::Other => Ok(p),
-        Parsed::Ipv4(p) if p.fragment => Err(pass(Reason::PassFragment)),
+        Parsed::Ipv4(p) if orphan_fragment(&p) => Err(drop(Reason::DropFragNoFirst)),
+        Parsed::Ipv4(p) if p.frag != Frag::Whole => Err(pass(Reason::PassFragment)),
         Parsed::Ipv4(_) => Err(pass(Reason::PassOtherProtocol)),
         Parsed::NotIpv4 => Err(pass(Reason::PassNotIpv4)),
         Parsed::Malformed => Err(drop(Reason::DropMalformed)),
     }
+}
+
+/// What translating `p` along its connection is counted as.
+#[inline(always)]
+fn tracked_reason(p: &Packet) -> Reason {
+    if p.kind == Kind::Fragment { Reason::FragmentTranslated } else { Reason::Nat }
 }
 
 #[inline(always)]
@@ -54,8 +67,12 @@ pub fn from_uplink(ctx: &TcContext) -> V {
     if p.kind == Kind::IcmpError {
         return icmp_error(ctx, &p, &cfg, now);
     }
-    if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
-        return into_sandbox(ctx, &p, &entry.rewrite, Reason::Nat);
+    if let Some(entry) = conntrack::lookup(ctx, &p.key, &p, &cfg, now) {
+        return into_sandbox(ctx, &p, &entry.rewrite, tracked_reason(&p));
+    }
+    if p.kind == Kind::Fragment {
+        // Its first piece went to the host (or was refused): so does this.
+        return pass(Reason::PassFragment);
     }
     if !matches!(p.kind, Kind::Tcp | Kind::Udp) {
         return pass(Reason::PassNotOurs);
@@ -64,7 +81,7 @@ pub fn from_uplink(ctx: &TcContext) -> V {
         return pass(Reason::PassNotOurs);
     };
     let to = FlowKey { daddr: target.addr, dport: target.port, ..p.key };
-    match conntrack::open_with_port(&p.key, to, conntrack::initial_state(&p), ct_flags::DNAT, now, false) {
+    match conntrack::open_with_port(&p, to, ct_flags::DNAT, now, false) {
         Ok(to) => into_sandbox(ctx, &p, &to, Reason::DnatNew),
         Err(refused) => stats::refused::<TcContext>(refused),
     }
@@ -99,15 +116,28 @@ fn deliver(ctx: &TcContext, p: &Packet, dst: &Endpoint, reason: Reason) -> V {
 
 /// An ICMP error about a translated connection: the quoted header is the
 /// packet as netpath sent it, so the connection is found under the reverse
-/// of the quote, and the error is rewritten to what the sandbox sent.
+/// of the quote (exactly), and the error is rewritten to what the sandbox
+/// sent. Only errors any router on the path may send are believed:
+/// unreachable (fragmentation needed included) and time exceeded; port and
+/// protocol unreachable only from the host the quoted packet went to.
 #[inline(always)]
 fn icmp_error(ctx: &TcContext, p: &Packet, cfg: &DatapathConfig, now: u64) -> V {
     let Some(q) = parse_quoted(ctx, p) else {
         return pass(Reason::PassIcmpQuoteUnsupported);
     };
-    let Some(entry) = conntrack::lookup(&q.key.reversed(), p, cfg, now) else {
+    let Some(entry) = conntrack::peek(&q.key.reversed(), cfg, now) else {
         return pass(Reason::PassNotOurs);
     };
+    let plausible = match Ctx::load::<[u8; 2]>(ctx, p.l4_off) {
+        Some([ICMP_DEST_UNREACH, code]) => {
+            !matches!(code, ICMP_PROT_UNREACH | ICMP_PORT_UNREACH) || p.key.saddr == q.key.daddr
+        }
+        Some([ICMP_TIME_EXCEEDED, _]) => true,
+        _ => false,
+    };
+    if !plausible {
+        return drop(Reason::DropIcmpErrorImplausible);
+    }
     let quoted_to = entry.rewrite.reversed();
     let Some(dst) = maps::endpoint(quoted_to.saddr) else {
         return pass(Reason::PassNotOurs);
@@ -122,12 +152,20 @@ fn icmp_error(ctx: &TcContext, p: &Packet, cfg: &DatapathConfig, now: u64) -> V 
 /// UDP port with nothing listening, say): the quote is what the sandbox
 /// received, so it gets the addresses the outside used, and the error leaves
 /// from the address the outside talked to.
+///
+/// A sandbox only receives packets addressed to itself, so an error it sends
+/// may only quote a packet sent to it: anything else is about another's
+/// connection (forged to reset it) and is dropped. Errors of the host itself
+/// (it routes) are about whatever it forwarded.
 #[inline(always)]
 fn icmp_error_out(ctx: &TcContext, p: &Packet, cfg: &DatapathConfig, now: u64) -> V {
     let Some(q) = parse_quoted(ctx, p) else {
         return pass(Reason::PassIcmpQuoteUnsupported);
     };
-    let Some(entry) = conntrack::lookup(&q.key.reversed(), p, cfg, now) else {
+    if q.key.daddr != p.key.saddr && maps::endpoint(p.key.saddr).is_some() {
+        return drop(Reason::DropIcmpErrorNotOwn);
+    }
+    let Some(entry) = conntrack::peek(&q.key.reversed(), cfg, now) else {
         return pass(Reason::PassNotOurs);
     };
     let quoted_to = entry.rewrite.reversed();
@@ -148,8 +186,8 @@ pub fn to_uplink(ctx: &TcContext) -> V {
     if p.kind == Kind::IcmpError {
         return icmp_error_out(ctx, &p, &cfg, now);
     }
-    if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
-        return translate(ctx, &p, &entry.rewrite, Reason::Nat);
+    if let Some(entry) = conntrack::lookup(ctx, &p.key, &p, &cfg, now) {
+        return translate(ctx, &p, &entry.rewrite, tracked_reason(&p));
     }
     let Some(src) = maps::endpoint(p.key.saddr) else {
         return pass(Reason::PassNotOurs);
@@ -169,9 +207,8 @@ pub fn to_uplink(ctx: &TcContext) -> V {
             None => return pass(Reason::PassNoUplinkAddress),
         }
     };
-    let state = conntrack::initial_state(&p);
     let to = FlowKey { saddr: nat_addr, ..p.key };
-    match conntrack::open_with_port(&p.key, to, state, ct_flags::SNAT, now, true) {
+    match conntrack::open_with_port(&p, to, ct_flags::SNAT, now, true) {
         Ok(to) => translate(ctx, &p, &to, Reason::SnatNew),
         Err(refused) => stats::refused::<TcContext>(refused),
     }

@@ -16,7 +16,7 @@ use crate::{
     conntrack,
     ctx::Ctx,
     maps, nat,
-    packet::{IP_OFF, IPV4_HLEN, Kind, Parsed, parse},
+    packet::{Frag, IP_OFF, IPV4_HLEN, Kind, Parsed, parse},
     publish,
     stats::{self, Verdict},
 };
@@ -44,12 +44,13 @@ pub fn from_uplink(ctx: &XdpContext) -> V {
     };
     // TCP and UDP without IP options, whole, and not expiring here (the
     // kernel answers those with time exceeded): the rest is TC's.
-    if !matches!(p.kind, Kind::Tcp | Kind::Udp) || p.l4_off != IP_OFF + IPV4_HLEN || p.ttl <= 1 {
+    if !matches!(p.kind, Kind::Tcp | Kind::Udp) || p.frag != Frag::Whole || p.l4_off != IP_OFF + IPV4_HLEN || p.ttl <= 1
+    {
         return pass(Reason::PassToTc);
     }
     let cfg = maps::config();
     let now = conntrack::now();
-    let (to, dst, reason) = if let Some(entry) = conntrack::lookup(&p.key, &p, &cfg, now) {
+    let (to, dst, reason) = if let Some(entry) = conntrack::lookup(ctx, &p.key, &p, &cfg, now) {
         let Some(dst) = xdp_target(entry.rewrite.daddr) else {
             return pass(Reason::PassToTc);
         };
@@ -62,7 +63,7 @@ pub fn from_uplink(ctx: &XdpContext) -> V {
             return pass(Reason::PassToTc);
         };
         let to = FlowKey { daddr: target.addr, dport: target.port, ..p.key };
-        match conntrack::open_with_port(&p.key, to, conntrack::initial_state(&p), ct_flags::DNAT, now, false) {
+        match conntrack::open_with_port(&p, to, ct_flags::DNAT, now, false) {
             Ok(to) => (to, dst, Reason::DnatNew),
             // Let TC refuse it and count why.
             Err(_) => return pass(Reason::PassToTc),

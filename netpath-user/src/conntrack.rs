@@ -27,6 +27,7 @@ pub fn collect_garbage(datapath: &Datapath) -> Result<usize> {
 fn state_name(state: u8) -> &'static str {
     match state {
         ct_state::SYN_SENT => "SYN_SENT",
+        ct_state::SYN_RECV => "SYN_RECV",
         ct_state::ESTABLISHED => "ESTABLISHED",
         ct_state::CLOSING => "CLOSING",
         ct_state::UDP => "UDP",
@@ -61,6 +62,9 @@ pub fn render(entries: &[(FlowKey, CtEntry)], now: u64) -> String {
         }
         if e.flags & ct_flags::REPLY != 0 {
             nat.push("reply");
+        }
+        if e.flags & ct_flags::SEEN_REPLY != 0 {
+            nat.push("answered");
         }
         out.push_str(&format!(
             "{:<6}{:<13}{:<46}{:<46}{:<10}{}s\n",

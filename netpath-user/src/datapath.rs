@@ -60,6 +60,16 @@ pub struct LoadOptions {
     pub config: DatapathConfig,
 }
 
+/// Entries of the confirmed and the new-connection tables for
+/// `conntrack-max` connections (the default when `None`): conntrack-max
+/// counts connections, as Linux's does, two entries each, plus the room an
+/// LRU map needs per CPU.
+pub fn conntrack_capacity(conntrack_max: Option<u32>) -> (u32, u32) {
+    let max = conntrack_max.unwrap_or(netpath_common::DEFAULT_CONNTRACK_MAX);
+    let cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1);
+    (netpath_common::conntrack_entries(max, cpus), netpath_common::ct_new_entries(max, cpus))
+}
+
 pub struct Datapath {
     dir: PathBuf,
 }
@@ -126,9 +136,9 @@ impl Datapath {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
         let mut loader = EbpfLoader::new();
-        if let Some(max) = options.conntrack_max {
-            loader.map_max_entries(map_names::CONNTRACK, max);
-        }
+        let (confirmed, new) = conntrack_capacity(options.conntrack_max);
+        loader.map_max_entries(map_names::CONNTRACK, confirmed);
+        loader.map_max_entries(map_names::CT_NEW, new);
         let mut ebpf = loader.load(OBJECT).context("loading the eBPF object")?;
         for name in map_names::ALL {
             let map = ebpf.map(name).with_context(|| format!("object lacks map {name}"))?;
@@ -430,22 +440,31 @@ impl Datapath {
         Ok(HashMap::try_from(self.map(map_names::CONNTRACK)?)?)
     }
 
-    /// Every tracked connection direction.
+    /// The table of connections not yet confirmed from both sides.
+    pub fn conntrack_new(&self) -> Result<HashMap<MapData, FlowKey, CtEntry>> {
+        Ok(HashMap::try_from(self.map(map_names::CT_NEW)?)?)
+    }
+
+    /// Every tracked connection direction, confirmed ones first.
     pub fn conntrack_entries(&self) -> Result<Vec<(FlowKey, CtEntry)>> {
-        let ct = self.conntrack()?;
-        let entries = ct.iter().filter_map(|r| r.ok()).collect();
+        let mut entries: Vec<_> = self.conntrack()?.iter().filter_map(|r| r.ok()).collect();
+        entries.extend(self.conntrack_new()?.iter().filter_map(|r| r.ok()));
         Ok(entries)
     }
 
-    /// Deletes the entries `doomed` selects; returns how many went.
+    /// Deletes the entries `doomed` selects from both tables; returns how
+    /// many went.
     pub fn remove_conntrack(&self, doomed: impl Fn(&FlowKey, &CtEntry) -> bool) -> Result<usize> {
-        let mut ct = self.conntrack()?;
-        let keys: Vec<FlowKey> =
-            ct.iter().filter_map(|r| r.ok()).filter(|(k, e)| doomed(k, e)).map(|(k, _)| k).collect();
-        for k in &keys {
-            ignore_missing(ct.remove(k))?;
+        let mut removed = 0;
+        for mut ct in [self.conntrack()?, self.conntrack_new()?] {
+            let keys: Vec<FlowKey> =
+                ct.iter().filter_map(|r| r.ok()).filter(|(k, e)| doomed(k, e)).map(|(k, _)| k).collect();
+            for k in &keys {
+                ignore_missing(ct.remove(k))?;
+            }
+            removed += keys.len();
         }
-        Ok(keys.len())
+        Ok(removed)
     }
 
     /// What `program` counted per verdict reason, summed over CPUs.

@@ -224,3 +224,166 @@ pub fn malformed(dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr) -> Ve
         with_ihl(0x45, 17, &[0x12]),
     ]
 }
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
+
+/// An IPv4 + UDP packet (no Ethernet header) with correct checksums.
+pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let len = (8 + payload.len()) as u16;
+    let mut u = Vec::with_capacity(len as usize);
+    u.extend_from_slice(&src.port().to_be_bytes());
+    u.extend_from_slice(&dst.port().to_be_bytes());
+    u.extend_from_slice(&len.to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    let pseudo = [&src.ip().octets()[..], &dst.ip().octets()[..], &[0, 17], &len.to_be_bytes()[..]].concat();
+    let mut c = checksum(&[&pseudo, &u]);
+    if c == 0 {
+        c = 0xffff;
+    }
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    let mut packet = ipv4_header(*src.ip(), *dst.ip(), 17, 64, u.len());
+    packet.extend_from_slice(&u);
+    packet
+}
+
+/// A TCP segment without options or payload, with correct checksums.
+pub fn tcp(dst_mac: Mac, src_mac: Mac, src: SocketAddrV4, dst: SocketAddrV4, flags: u8, seq: u32) -> Vec<u8> {
+    let mut t = Vec::with_capacity(20);
+    t.extend_from_slice(&src.port().to_be_bytes());
+    t.extend_from_slice(&dst.port().to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    let ack: u32 = if flags & TCP_ACK != 0 { 1 } else { 0 };
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.extend_from_slice(&[0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+    let pseudo = [&src.ip().octets()[..], &dst.ip().octets()[..], &[0, 6], &20u16.to_be_bytes()[..]].concat();
+    let c = checksum(&[&pseudo, &t]);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut packet = ipv4_header(*src.ip(), *dst.ip(), 6, 64, t.len());
+    packet.extend_from_slice(&t);
+    ethernet(dst_mac, src_mac, ETH_P_IP, &packet)
+}
+
+/// An ICMP error (`icmp_type`, `code`) from `src` to `dst` quoting the IPv4
+/// header and first 8 transport bytes of `quoted` (an IPv4 packet).
+pub fn icmp_error(
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    icmp_type: u8,
+    code: u8,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut i = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
+    i.extend_from_slice(&quoted[..quoted.len().min(28)]);
+    let c = checksum(&[&i]);
+    i[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut packet = ipv4_header(src, dst, 1, 64, i.len());
+    packet.extend_from_slice(&i);
+    ethernet(dst_mac, src_mac, ETH_P_IP, &packet)
+}
+
+/// A later fragment (offset in 8-byte units above zero) of datagram `id`
+/// of `proto`: no transport header, only `data`.
+#[allow(clippy::too_many_arguments)]
+pub fn later_fragment(
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    id: u16,
+    offset_units: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut h = ipv4_header(src, dst, proto, 64, data.len());
+    h[4..6].copy_from_slice(&id.to_be_bytes());
+    h[6..8].copy_from_slice(&(offset_units & 0x1fff).to_be_bytes());
+    h[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&[&h]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(data);
+    ethernet(dst_mac, src_mac, ETH_P_IP, &h)
+}
+
+/// An `AF_PACKET` socket in `ns` that sees every frame on `ifname`: the
+/// test's capture of what crossed a wire.
+pub struct Capture {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Capture {
+    pub fn open(ns: &Path, ifname: &str) -> Result<Capture> {
+        use std::os::fd::FromRawFd;
+        in_netns(ns, || {
+            let index = ifindex(ifname)?;
+            let all = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain libc calls; the fd is owned from here on.
+            unsafe {
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all));
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
+                }
+                let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_protocol = all;
+                addr.sll_ifindex = index as i32;
+                let size = 8 << 20;
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&size as *const i32).cast(),
+                    4,
+                );
+                let rc = libc::bind(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error()).context("binding the capture");
+                }
+                Ok(Capture { fd })
+            }
+        })
+    }
+
+    /// The IPv4 packets captured so far (from their IP header on).
+    pub fn ipv4(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            // SAFETY: reading into a buffer this function owns.
+            let n = unsafe {
+                libc::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            let f = &buf[..n as usize];
+            if f.len() >= 34 && u16::from_be_bytes([f[12], f[13]]) == ETH_P_IP {
+                out.push(f[14..].to_vec());
+            }
+        }
+        out
+    }
+}
+
+/// Source and destination addresses of an IPv4 packet.
+pub fn ipv4_addrs(packet: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+    let a = |o: usize| Ipv4Addr::new(packet[o], packet[o + 1], packet[o + 2], packet[o + 3]);
+    (a(12), a(16))
+}

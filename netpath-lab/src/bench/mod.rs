@@ -243,7 +243,8 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
     if plan.scaling && !plan.conntrack_sizes.is_empty() {
         let r = (|| -> Result<()> {
             let max = plan.conntrack_sizes.iter().max().copied().unwrap_or(0);
-            let cfg = serde_json::json!({ "conntrack-max": max + max / 10 + 65536 });
+            // conntrack-max counts connections; the fill writes `max` entries (two per connection).
+            let cfg = serde_json::json!({ "conntrack-max": max / 2 + max / 20 + 65536 });
             let tb = np::testbed(bins, &[Scenario::Published], Some(cfg), LIFETIME)?;
             conntrack = scaling::conntrack(&tb, &plan.conntrack_sizes, plan.reps, &plan.durations)?;
             Ok(())

@@ -183,7 +183,8 @@ pub fn conntrack(tb: &Testbed, sizes: &[usize], reps: usize, d: &Durations) -> R
                 last_seen_ns: now,
                 state: ct_state::ESTABLISHED,
                 flags: ct_flags::DNAT,
-                _pad: [0; 6],
+                _pad: [0; 2],
+                handshake_ack: 0,
             };
             let rev =
                 CtEntry { rewrite: client.reversed(), pair: client, flags: ct_flags::DNAT | ct_flags::REPLY, ..fwd };
