@@ -248,6 +248,10 @@ fn connect_from(local: SocketAddrV4, to: SocketAddrV4) -> std::io::Result<TcpStr
         let fd = OwnedFd::from_raw_fd(fd);
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
         let (l, t) = (sockaddr(local), sockaddr(to));
+        // A connect that cannot complete fails the test instead of hanging it.
+        let timeout = libc::timeval { tv_sec: TIMEOUT.as_secs() as i64, tv_usec: 0 };
+        let size = std::mem::size_of::<libc::timeval>() as u32;
+        libc::setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDTIMEO, (&timeout as *const libc::timeval).cast(), size);
         if libc::bind(raw, (&l as *const libc::sockaddr_in).cast(), len) != 0
             || libc::connect(raw, (&t as *const libc::sockaddr_in).cast(), len) != 0
         {
@@ -270,7 +274,25 @@ fn a_thousand_outbound_connections_from_two_sandboxes() {
     let total = 2 * per_sandbox as usize;
     let before = all_counters(&lab);
     let (accepted, clients) = std::thread::scope(|s| {
-        let acceptor = s.spawn(|| (0..total).map(|_| server.accept()).collect::<std::io::Result<Vec<_>>>());
+        let acceptor = s.spawn(|| {
+            // Polled with a deadline, so missing connections fail the test.
+            server.set_nonblocking(true)?;
+            let deadline = std::time::Instant::now() + 3 * TIMEOUT;
+            let mut accepted = Vec::new();
+            while accepted.len() < total && std::time::Instant::now() < deadline {
+                match server.accept() {
+                    Ok((stream, peer)) => {
+                        stream.set_nonblocking(false)?;
+                        accepted.push((stream, peer));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            std::io::Result::Ok(accepted)
+        });
         let clients: Vec<_> = [("a", Ipv4Addr::new(10, 72, 0, 10)), ("b", Ipv4Addr::new(10, 72, 0, 20))]
             .map(|(name, ip)| {
                 let ns = sandbox_ns(&lab, name);
