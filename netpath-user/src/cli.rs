@@ -91,6 +91,20 @@ enum Command {
     System(SystemCommand),
 }
 
+impl Command {
+    /// Commands that change nothing after they start printing.
+    fn only_lists(&self) -> bool {
+        matches!(
+            self,
+            Command::Ps { .. }
+                | Command::Port { .. }
+                | Command::Stats { .. }
+                | Command::Conntrack(ConntrackCommand::Ls)
+                | Command::Network(NetworkCommand::Ls | NetworkCommand::Inspect { .. })
+        )
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum NetworkCommand {
     /// Create a network.
@@ -135,6 +149,9 @@ enum SystemCommand {
     /// Remove every sandbox and network, the default one included, and
     /// unload the data path.
     Reset,
+    /// Put this build's data path programs in place of the pinned ones,
+    /// keeping maps, connections and attachments.
+    Upgrade,
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +221,12 @@ struct RunArgs {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if cli.command.only_lists() {
+        // Rust ignores SIGPIPE, so printing into a closed pipe (`| head`)
+        // would panic; a listing ends quietly instead, as Unix tools do.
+        // SAFETY: setting a signal's disposition to its default.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -251,9 +274,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Rm { force, names } => {
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
-            for name in &names {
-                state.sandbox(name)?;
-            }
+            // Each name on its own, as Docker: the ones that exist go even
+            // when another does not, which is reported (non-zero exit).
             let mut teardown = Teardown::new();
             for name in &names {
                 let removed = sandbox::remove(&host, &mut state, name, force);
@@ -302,6 +324,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
             store.save(&state)?;
             result.map(|()| 0)
         }
+        Command::System(SystemCommand::Upgrade) => {
+            let host = Host::open(roots)?;
+            // Held so that no other command loads or changes pins meanwhile.
+            let (_store, _state) = Store::open(&host.roots)?;
+            println!("{}", system::upgrade(&host)?);
+            Ok(0)
+        }
     }
 }
 
@@ -347,11 +376,8 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
         NetworkCommand::Rm { names } => {
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
-            for name in &names {
-                state.network(name)?;
-            }
-            // Each network goes on its own; one that fails does not keep
-            // the others, and every failure is reported.
+            // Each network goes on its own; one that fails (or does not
+            // exist) does not keep the others, and every failure is reported.
             let mut teardown = Teardown::new();
             for name in &names {
                 let removed = network::remove(&host, &mut state, name, false);

@@ -298,6 +298,29 @@ impl Rtnl {
         Ok(links)
     }
 
+    /// Destinations of the main table's IPv4 routes other than default
+    /// routes (connected subnets included), in dump order.
+    pub fn ipv4_route_destinations(&self) -> Result<Vec<(Ipv4Addr, u8)>> {
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+        const RT_TABLE_MAIN: u8 = 254;
+        let h = self.handle.clone();
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let routes: Vec<RouteMessage> =
+            self.run(async move { h.route().get(filter).execute().try_collect().await }).context("listing routes")?;
+        Ok(routes
+            .iter()
+            .filter(|r| r.header.destination_prefix_length > 0 && r.header.table == RT_TABLE_MAIN)
+            .filter_map(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => {
+                        Some((*d, r.header.destination_prefix_length))
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     /// The name of the link with `index`, if it exists.
     pub fn name_of(&self, index: u32) -> Result<Option<String>> {
         let h = self.handle.clone();

@@ -272,6 +272,8 @@ pub fn apply(host: &Host, state: &mut State, plan: Plan) -> Result<Sandbox> {
 /// Creates a sandbox and records it: [`plan`], then [`apply`].
 pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbox> {
     let plan = plan(&host.config, &host.roots, state, req)?;
+    let host_addrs: Vec<Ipv4Addr> = host.rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).collect();
+    publish::check_host_addresses(&plan.sandbox.published, &host_addrs)?;
     apply(host, state, plan)
 }
 

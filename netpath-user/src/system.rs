@@ -1,6 +1,7 @@
 //! Instance-wide operations: `system reset` takes down everything the
 //! instance made — sandboxes, the resolver, networks, the data path — every
-//! step run, every failure reported together.
+//! step run, every failure reported together; `system upgrade` puts this
+//! build's programs in place of a pinned data path's without dropping a flow.
 use anyhow::Result;
 
 use crate::{host::Host, network, sandbox, state::State, teardown::Teardown};
@@ -23,4 +24,21 @@ pub fn reset(host: &Host, state: &mut State) -> Result<()> {
     }
     teardown.step("data path", host.datapath.unload());
     teardown.finish()
+}
+
+/// Replaces the programs of the pinned data path with this build's, keeping
+/// its maps and attachments (see [`crate::datapath::Datapath::upgrade`]).
+/// Returns what to tell the user.
+pub fn upgrade(host: &Host) -> Result<String> {
+    let datapath = &host.datapath;
+    if !datapath.is_loaded() {
+        return Ok(format!(
+            "no data path is pinned at {}: the next command that needs one loads this build's",
+            datapath.dir().display()
+        ));
+    }
+    if datapath.is_current() {
+        return Ok("the data path already runs this build's programs".to_string());
+    }
+    Ok(datapath.upgrade()?.to_string())
 }

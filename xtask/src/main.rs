@@ -126,10 +126,14 @@ fn run(cli: Cli) -> Result<()> {
             setup::ensure()?;
             // The parity test runs Docker Engine itself, in a lab.
             setup::bench_extras()?;
+            // First, so that the shipped build (fresh, copied in place by
+            // cargo) is what target/release/netpath holds afterwards.
+            build_upgrade_probe()?;
             build()?;
             let mut cmd = cargo();
             cmd.args(["nextest", "run", "--release", "--no-fail-fast"]).args(&args);
             cmd.env("NETPATH_BIN", netpath_bin()).env("NETPATH_LAB_BIN", lab_bin());
+            cmd.env("NETPATH_UPGRADE_BIN", upgrade_probe_bin());
             exec(&mut cmd)
         }
     }
@@ -154,6 +158,28 @@ fn build() -> Result<()> {
             bail!("build finished but {} is missing", bin.display());
         }
     }
+    Ok(())
+}
+
+/// A second netpath whose kernel programs differ from the shipped ones
+/// (netpath-ebpf's test-only `upgrade-probe` feature), for the upgrade test.
+fn upgrade_probe_bin() -> PathBuf {
+    target_dir().join("release/netpath-upgrade-probe")
+}
+
+fn build_upgrade_probe() -> Result<()> {
+    exec(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "netpath-user",
+        "--bin",
+        "netpath",
+        "--features",
+        "upgrade-probe",
+    ]))?;
+    std::fs::copy(netpath_bin(), upgrade_probe_bin())
+        .with_context(|| format!("copying the upgrade-probe build to {}", upgrade_probe_bin().display()))?;
     Ok(())
 }
 
