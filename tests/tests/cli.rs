@@ -67,7 +67,7 @@ fn docker_cli_habits() {
     assert_ne!(code, 0);
     assert!(err.contains("Invalid filter 'label'"), "{err}");
     let table = lab.netpath_ok(&["ps", "-f", "name=cache", "--format", "table {{.Names}}\\t{{.Ports}}"]).unwrap();
-    assert_eq!(table, "NAMES      PORTS\ncache      0.0.0.0:8080->80/tcp\n");
+    assert_eq!(table, "NAMES     PORTS\ncache     0.0.0.0:8080->80/tcp\n");
 
     // inspect -f: the default network's address, as the interface has it.
     let a_ip = lab.netpath_ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"]).unwrap().trim().to_string();
