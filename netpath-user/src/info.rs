@@ -123,7 +123,14 @@ fn datapath(roots: &Roots) -> Value {
             })
         })
         .collect();
-    let maps: Vec<Value> = map_names::ALL.iter().map(|&name| map(&dp.maps_dir().join(name), name)).collect();
+    let mut maps: Vec<Value> = map_names::ALL.iter().map(|&name| map(&dp.maps_dir().join(name), name)).collect();
+    // The range table is an array: its fill is the slots in use.
+    if let Ok(slots) = dp.range_slots() {
+        let used = slots.iter().filter(|r| r.proto != 0).count();
+        for m in maps.iter_mut().filter(|m| m["Name"] == map_names::PUBLISHED_RANGES) {
+            m["Entries"] = Value::from(used);
+        }
+    }
     json!({
         "Loaded": loaded,
         "Pins": dp.dir().display().to_string(),
@@ -136,7 +143,8 @@ fn datapath(roots: &Roots) -> Value {
 
 /// One map's type, size and fill. Hash maps are counted by walking their
 /// keys (a userspace read, bounded by the map's size); arrays are always
-/// full, so their fill is their size.
+/// full, so their fill is their size (the range table's is corrected by
+/// the caller).
 fn map(pin: &Path, name: &str) -> Value {
     let Ok(data) = MapData::from_pin(pin) else { return json!({"Name": name, "Pinned": false}) };
     let Ok(info) = data.info() else { return json!({"Name": name, "Pinned": true}) };
