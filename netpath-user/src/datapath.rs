@@ -46,7 +46,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// Identifies the embedded object, to tell whether the pinned one is it.
-fn object_digest() -> String {
+pub fn object_digest() -> String {
     use sha2::Digest;
     sha2::Sha256::digest(OBJECT).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -13,7 +13,11 @@ use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
-use crate::{link::Mac, paths::Roots};
+use crate::{
+    link::Mac,
+    lookup::{self, Kind, LookupError},
+    paths::Roots,
+};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
@@ -140,12 +144,24 @@ impl Network {
 }
 
 impl State {
+    /// The network named exactly `name` (a name netpath stored).
     pub fn network(&self, name: &str) -> Result<&Network> {
-        self.networks.get(name).with_context(|| format!("network {name} not found"))
+        self.networks.get(name).ok_or_else(|| LookupError::NoSuch(Kind::Network, name.to_string()).into())
     }
 
+    /// The sandbox named exactly `name` (a name netpath stored).
     pub fn sandbox(&self, name: &str) -> Result<&Sandbox> {
-        self.sandboxes.get(name).with_context(|| format!("no such sandbox: {name}"))
+        self.sandboxes.get(name).ok_or_else(|| LookupError::NoSuch(Kind::Container, name.to_string()).into())
+    }
+
+    /// The network a command-line argument names: ID, name or ID prefix.
+    pub fn find_network(&self, query: &str) -> Result<&Network> {
+        Ok(lookup::resolve(Kind::Network, query, self.networks.values(), |n| &n.name, |n| &n.id)?)
+    }
+
+    /// The sandbox a command-line argument names: ID, name or ID prefix.
+    pub fn find_sandbox(&self, query: &str) -> Result<&Sandbox> {
+        Ok(lookup::resolve(Kind::Container, query, self.sandboxes.values(), |s| &s.name, |s| &s.id)?)
     }
 
     /// Every address in use on `network`, gateway excluded.

@@ -43,6 +43,11 @@ enum Task {
         #[arg(long)]
         no_scaling: bool,
     },
+    /// Write the man pages (one per command) into $CARGO_TARGET_DIR/man,
+    /// from the same definition as `netpath --help`.
+    Man,
+    /// Write bash, zsh and fish completions into $CARGO_TARGET_DIR/completions.
+    Completions,
     /// Run the unit and lab tests (root; builds its own namespaces).
     Test {
         /// Extra arguments for cargo nextest (filters, --no-capture, ...).
@@ -122,6 +127,27 @@ fn run(cli: Cli) -> Result<()> {
             }
             exec(&mut cmd)
         }
+        Task::Man => {
+            build_product()?;
+            let dir = target_dir().join("man");
+            exec(Command::new(netpath_bin()).arg("man").arg(&dir))?;
+            println!("{}", dir.display());
+            Ok(())
+        }
+        Task::Completions => {
+            build_product()?;
+            let dir = target_dir().join("completions");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (shell, file) in [("bash", "netpath.bash"), ("zsh", "_netpath"), ("fish", "netpath.fish")] {
+                let out = Command::new(netpath_bin()).args(["completion", shell]).output()?;
+                if !out.status.success() {
+                    bail!("netpath completion {shell} failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                std::fs::write(dir.join(file), out.stdout)?;
+            }
+            println!("{}", dir.display());
+            Ok(())
+        }
         Task::Test { args } => {
             setup::ensure()?;
             // The parity test runs Docker Engine itself, in a lab.
@@ -181,6 +207,12 @@ fn build_upgrade_probe() -> Result<()> {
     std::fs::copy(netpath_bin(), upgrade_probe_bin())
         .with_context(|| format!("copying the upgrade-probe build to {}", upgrade_probe_bin().display()))?;
     Ok(())
+}
+
+/// Builds the product only (man pages and completions need nothing else).
+fn build_product() -> Result<()> {
+    setup::ensure()?;
+    exec(cargo().args(["build", "--release", "-p", "netpath-user", "--bin", "netpath"]))
 }
 
 /// Runs a command to completion and turns a failure into an error carrying its exit code.
