@@ -73,7 +73,7 @@ impl Ipv4 {
     /// The header followed by `l4`.
     pub fn build(&self, l4: &[u8]) -> Vec<u8> {
         let mut opts = self.options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0);
         }
         let hlen = 20 + opts.len();

@@ -509,9 +509,10 @@ fn non_syn_probes_open_no_long_lived_entry() {
 /// a published port while 20 established flows (10 through the published
 /// port, 10 masqueraded) are idle: every flow still translates both ways
 /// afterwards (the reply of a published-port flow leaves with the
-/// published port, never the container's).
+/// published port, never the container's). This holds at program level
+/// today (the LRU evicts the flood's untouched entries first); the lab
+/// failure of the issue involves more than one program run at a time.
 #[test]
-#[ignore = "needs ct branch: the LRU evicts established flows under a SYN flood"]
 fn syn_flood_spares_established_flows() {
     let mut rig = Rig::with(RigOptions { conntrack_max: Some(1024), ..RigOptions::default() }).unwrap();
     let mut flows = Vec::new();
@@ -532,6 +533,7 @@ fn syn_flood_spares_established_flows() {
         rig.sandbox_to_outside("a", &tcp_frame(out_of("a"), a, sa(CLIENT_IP, 443), ACK));
         flows.push(("masqueraded", a));
     }
+    let before = rig.counters(Hook::FromUplink).unwrap();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..20_000 {
         seed ^= seed << 13;
@@ -541,6 +543,12 @@ fn syn_flood_spares_established_flows() {
         let f = tcp_frame(FROM_ROUTER, sa(src, (seed >> 32) as u16 | 1024), sa(UPLINK_IP, PUB_TCP.0), SYN);
         rig.run_with(Hook::FromUplink, rig.ifindex(UPLINK), &f, false).unwrap();
     }
+    // The flood went through: every SYN was a new connection, and the table
+    // had to make room for 40,000 entries in 1,024.
+    let after = rig.counters(Hook::FromUplink).unwrap();
+    let new = Reason::DnatNew as usize;
+    assert_eq!(after[new].packets - before[new].packets, 20_000);
+    assert!(rig.conntrack().unwrap().len() <= 1024);
     for (kind, end) in flows {
         if kind == "published" {
             let o = rig.sandbox_to_outside("b", &tcp_frame(out_of("b"), sa(ip("b"), 80), end, ACK | PSH)).1.unwrap();
