@@ -135,6 +135,16 @@ enum SystemCommand {
     /// Remove every sandbox and network, the default one included, and
     /// unload the data path.
     Reset,
+    /// Report work a crashed command left, what a reboot lost, and
+    /// namespaces, files, bridges, pins and map entries no record names.
+    Check {
+        /// Finish or roll back that work, restore, and remove the orphans.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Rebuild networks, bridges, uplink programs and the data path from the
+    /// state and remove sandboxes whose namespaces are gone (run at boot).
+    Restore,
 }
 
 #[derive(Args, Debug)]
@@ -226,6 +236,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
         config: cli.config,
         cgroup: cli.cgroup.unwrap_or_else(Roots::default_cgroup),
     };
+    // Work a crashed command left is finished or rolled back, and the first
+    // command after boot restores, before anything else.
+    if !matches!(cli.command, Command::DnsServe | Command::System(_)) {
+        if let Err(e) = system::recover(&roots) {
+            eprintln!("netpath: warning: {}", one_line(&e));
+        }
+    }
     // A resolver that died (kill -9, a crash) comes back with the next command.
     if !matches!(cli.command, Command::DnsServe | Command::System(_)) {
         if let Err(e) = crate::dns::revive(&roots) {
@@ -251,12 +268,20 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Rm { force, names } => {
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
+            let mut orphans = Vec::new();
             for name in &names {
-                state.sandbox(name)?;
+                // `rm -f` also takes what a lost record left on disk.
+                if let Err(e) = state.sandbox(name) {
+                    if !force || !sandbox::remove_orphan(&host, name)? {
+                        return Err(e);
+                    }
+                    println!("{name}");
+                    orphans.push(name);
+                }
             }
             let mut teardown = Teardown::new();
-            for name in &names {
-                let removed = sandbox::remove(&host, &mut state, name, force);
+            for name in names.iter().filter(|n| !orphans.contains(n)) {
+                let removed = sandbox::remove(&host, &store, &mut state, name, force);
                 if removed.is_ok() {
                     println!("{name}");
                 }
@@ -297,10 +322,47 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stats { json, watch } => stats::show(&roots, json, watch),
         Command::System(SystemCommand::Reset) => {
             let host = Host::open(roots)?;
-            let (store, mut state) = Store::open(&host.roots)?;
-            let result = system::reset(&host, &mut state);
+            let (store, mut state, salvaged) = Store::open_salvaging(&host.roots)?;
+            if let Some(s) = salvaged {
+                eprintln!("netpath: warning: unreadable state file kept as {} ({})", s.moved_to.display(), s.error);
+            }
+            let result = system::reset(&host, &store, &mut state);
             store.save(&state)?;
-            result.map(|()| 0)
+            for line in result? {
+                println!("{line}");
+            }
+            Ok(0)
+        }
+        Command::System(SystemCommand::Check { repair }) => {
+            let host = Host::open(roots)?;
+            let (store, mut state, salvaged) = if repair {
+                Store::open_salvaging(&host.roots)?
+            } else {
+                let (store, state) = Store::open(&host.roots)?;
+                (store, state, None)
+            };
+            if let Some(s) = &salvaged {
+                println!(
+                    "unreadable state file kept as {} ({}): starting from an empty state",
+                    s.moved_to.display(),
+                    s.error
+                );
+            }
+            let what = system::Repair { act: repair, restore: false, sweep: true };
+            let lines = system::repair(&host, &store, &mut state, what)?;
+            for line in &lines {
+                println!("{line}");
+            }
+            Ok(if repair || (lines.is_empty() && salvaged.is_none()) { 0 } else { 1 })
+        }
+        Command::System(SystemCommand::Restore) => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            let what = system::Repair { act: true, restore: true, sweep: false };
+            for line in system::repair(&host, &store, &mut state, what)? {
+                println!("{line}");
+            }
+            Ok(0)
         }
     }
 }
@@ -321,14 +383,14 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
                 options: a.opts,
                 labels: a.labels,
             };
-            let net = network::create(&host, &mut state, &req)?;
+            let net = network::create(&host, &store, &mut state, &req)?;
             store.save(&state)?;
             println!("{}", net.id);
         }
         NetworkCommand::Ls => {
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
-            if network::ensure_default(&host, &mut state)?.is_some() {
+            if network::ensure_default(&host, &store, &mut state)?.is_some() {
                 store.save(&state)?;
             }
             println!("{:<15}{:<20}{:<10}SCOPE", "NETWORK ID", "NAME", "DRIVER");
@@ -354,7 +416,7 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
             // the others, and every failure is reported.
             let mut teardown = Teardown::new();
             for name in &names {
-                let removed = network::remove(&host, &mut state, name, false);
+                let removed = network::remove(&host, &store, &mut state, name, false);
                 store.save(&state)?;
                 if removed.is_ok() {
                     println!("{name}");
@@ -399,9 +461,9 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
     let host = Host::open(roots)?;
     let sandbox = {
         let (store, mut state) = Store::open(&host.roots)?;
-        let mut sandbox = sandbox::create(&host, &mut state, &req)?;
+        let mut sandbox = sandbox::create(&host, &store, &mut state, &req)?;
         if a.detach && !a.command.is_empty() {
-            sandbox::start_detached(&host, &mut state, &mut sandbox, &a.command)?;
+            sandbox::start_detached(&host, &store, &mut state, &mut sandbox, &a.command)?;
         }
         store.save(&state)?;
         (sandbox, state)
@@ -415,7 +477,8 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
     let status = sandbox::run_foreground(&host.roots, &state, &sandbox, &command);
     if a.rm {
         let (store, mut state) = Store::open(&host.roots)?;
-        sandbox::remove(&host, &mut state, &sandbox.name, true).context("removing the sandbox after its command")?;
+        sandbox::remove(&host, &store, &mut state, &sandbox.name, true)
+            .context("removing the sandbox after its command")?;
         store.save(&state)?;
     }
     Ok(sandbox::exit_code(status?))
