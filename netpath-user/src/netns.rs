@@ -86,8 +86,7 @@ pub fn create_uts(path: &Path, hostname: &str) -> Result<()> {
 /// Whether `path` is a namespace (a bind mount of nsfs), not a plain file
 /// left behind when the namespace went (at a reboot, the mount goes).
 pub fn is_live(path: &Path) -> bool {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::statfs(path).is_ok_and(|st| st.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 /// Unmounts and deletes a namespace file; a missing one is not an error.

@@ -236,7 +236,7 @@ pub fn apply(host: &Host, store: &Store, state: &mut State, plan: Plan) -> Resul
     let was_loaded = host.datapath.is_loaded();
     store.begin(Intent::Run {
         sandbox: sandbox.clone(),
-        network: new_network.clone(),
+        network: new_network.clone().map(Box::new),
         datapath_was_loaded: was_loaded,
     })?;
     let sandbox_dir = host.roots.sandbox_dir(&sandbox.name);

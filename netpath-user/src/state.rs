@@ -180,7 +180,7 @@ pub enum Intent {
     /// published ports), the default network it creates on first use, and
     /// whether the data path was loaded before. Rolled back unless the state
     /// holds this very sandbox (same ID).
-    Run { sandbox: Sandbox, network: Option<Network>, datapath_was_loaded: bool },
+    Run { sandbox: Sandbox, network: Option<Box<Network>>, datapath_was_loaded: bool },
     /// `rm` (and `system reset`): finished from the record.
     Remove { sandbox: Sandbox },
     /// `network create`: rolled back unless the state holds this network.

@@ -205,7 +205,7 @@ fn settle(
         let result = match intent {
             Intent::Run { sandbox, network, datapath_was_loaded } => {
                 let mut t = Teardown::new();
-                t.absorb(sandbox::take_down(host, state, &sandbox, network.as_ref()));
+                t.absorb(sandbox::take_down(host, state, &sandbox, network.as_deref()));
                 if let Some(net) = network.filter(|n| !state.networks.contains_key(&n.name)) {
                     t.step(format!("network {}", net.name), destroy_owned(host, &net));
                 }
