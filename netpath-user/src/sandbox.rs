@@ -151,7 +151,14 @@ pub fn plan(config: &Config, roots: &Roots, state: &State, req: &RunRequest) -> 
         Some(n) => Some(state.network(n)?.clone()),
         None => None,
     };
-    let creates_network = network.as_ref().filter(|n| n.is_default && !state.networks.contains_key(&n.name)).cloned();
+    // The default network comes into being with the first attached sandbox,
+    // whichever network that sandbox is on (as `bridge` always exists in
+    // Docker).
+    let creates_network = match &network {
+        Some(n) if n.is_default && !state.networks.contains_key(&n.name) => Some(n.clone()),
+        Some(_) if !state.networks.contains_key(DEFAULT_NETWORK_NAME) => Some(network::plan_default(state, config)),
+        _ => None,
+    };
     if let Some(net) = &network {
         if net.is_default && !req.aliases.is_empty() {
             bail!("network-scoped aliases are only supported for user-defined networks");
