@@ -374,6 +374,16 @@ enum SystemCommand {
     /// Put this build's data path programs in place of the pinned ones,
     /// keeping maps, connections and attachments.
     Upgrade,
+    /// Report work a crashed command left, what a reboot lost, and
+    /// namespaces, files, bridges, pins and map entries no record names.
+    Check {
+        /// Finish or roll back that work, restore, and remove the orphans.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Rebuild networks, bridges, uplink programs and the data path from the
+    /// state and remove sandboxes whose namespaces are gone (run at boot).
+    Restore,
 }
 
 #[derive(Args, Debug)]
@@ -516,6 +526,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
         config: cli.config,
         cgroup: cli.cgroup.unwrap_or_else(Roots::default_cgroup),
     };
+    // Work a crashed command left is finished or rolled back, and the first
+    // command after boot restores, before anything else.
+    if !matches!(cli.command, Command::DnsServe | Command::System(_) | Command::Completion { .. } | Command::Man { .. })
+    {
+        if let Err(e) = system::recover(&roots) {
+            eprintln!("netpath: warning: {}", one_line(&e));
+        }
+    }
     // A resolver that died (kill -9, a crash) comes back with the next command.
     if !matches!(cli.command, Command::DnsServe | Command::System(_) | Command::Completion { .. } | Command::Man { .. })
     {
@@ -544,8 +562,18 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let (store, mut state) = Store::open(&host.roots)?;
             // Each argument on its own, as Docker: the sandboxes that exist
             // go even when another argument names nothing, which is
-            // reported in Docker's words (non-zero exit).
-            let (targets, missing) = resolve_each(&names, |q| state.find_sandbox(q).map(|s| s.name.clone()));
+            // reported in Docker's words (non-zero exit). `rm -f` also
+            // takes what a lost record left on disk under a name.
+            let (targets, mut missing) = resolve_each(&names, |q| state.find_sandbox(q).map(|s| s.name.clone()));
+            let mut kept = Vec::new();
+            for (query, e) in names.iter().filter(|q| state.find_sandbox(q).is_err()).zip(missing.drain(..)) {
+                if force && sandbox::remove_orphan(&host, query)? {
+                    println!("{query}");
+                } else {
+                    kept.push(e);
+                }
+            }
+            let missing = kept;
             let mut teardown = Teardown::new();
             for (given, name) in &targets {
                 // Gone already: it had joined an earlier one's namespaces,
@@ -554,7 +582,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     println!("{given}");
                     continue;
                 }
-                let removed = sandbox::remove(&host, &mut state, name, force);
+                let removed = sandbox::remove(&host, &store, &mut state, name, force);
                 if removed.is_ok() {
                     println!("{given}");
                 }
@@ -595,10 +623,47 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stats { json, watch } => stats::show(&roots, json, watch),
         Command::System(SystemCommand::Reset) => {
             let host = Host::open(roots)?;
-            let (store, mut state) = Store::open(&host.roots)?;
-            let result = system::reset(&host, &mut state);
+            let (store, mut state, salvaged) = Store::open_salvaging(&host.roots)?;
+            if let Some(s) = salvaged {
+                eprintln!("netpath: warning: unreadable state file kept as {} ({})", s.moved_to.display(), s.error);
+            }
+            let result = system::reset(&host, &store, &mut state);
             store.save(&state)?;
-            result.map(|()| 0)
+            for line in result? {
+                println!("{line}");
+            }
+            Ok(0)
+        }
+        Command::System(SystemCommand::Check { repair }) => {
+            let host = Host::open(roots)?;
+            let (store, mut state, salvaged) = if repair {
+                Store::open_salvaging(&host.roots)?
+            } else {
+                let (store, state) = Store::open(&host.roots)?;
+                (store, state, None)
+            };
+            if let Some(s) = &salvaged {
+                println!(
+                    "unreadable state file kept as {} ({}): starting from an empty state",
+                    s.moved_to.display(),
+                    s.error
+                );
+            }
+            let what = system::Repair { act: repair, restore: false, sweep: true };
+            let lines = system::repair(&host, &store, &mut state, what)?;
+            for line in &lines {
+                println!("{line}");
+            }
+            Ok(if repair || (lines.is_empty() && salvaged.is_none()) { 0 } else { 1 })
+        }
+        Command::System(SystemCommand::Restore) => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            let what = system::Repair { act: true, restore: true, sweep: false };
+            for line in system::repair(&host, &store, &mut state, what)? {
+                println!("{line}");
+            }
+            Ok(0)
         }
         Command::System(SystemCommand::Upgrade) => {
             let host = Host::open(roots)?;
@@ -735,7 +800,7 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
                 options: a.opts,
                 labels: a.labels,
             };
-            let net = network::create(&host, &mut state, &req)?;
+            let net = network::create(&host, &store, &mut state, &req)?;
             store.save(&state)?;
             println!("{}", net.id);
         }
@@ -744,7 +809,7 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
             let template = args.format.as_deref().map(Format::parse).transpose()?;
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
-            if network::ensure_default(&host, &mut state)?.is_some() {
+            if network::ensure_default(&host, &store, &mut state)?.is_some() {
                 store.save(&state)?;
             }
             let nets: Vec<_> = state.networks.values().filter(|n| format::network_matches(n, &filters)).collect();
@@ -781,7 +846,7 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
             let (targets, missing) = resolve_each(&names, |q| state.find_network(q).map(|n| n.name.clone()));
             let mut teardown = Teardown::new();
             for (given, name) in &targets {
-                let removed = network::remove(&host, &mut state, name, false);
+                let removed = network::remove(&host, &store, &mut state, name, false);
                 store.save(&state)?;
                 if removed.is_ok() {
                     println!("{given}");
@@ -850,9 +915,9 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
     let sandbox = {
         let (store, mut state) = Store::open(&host.roots)?;
         resolve_run_references(&state, &mut req)?;
-        let mut sandbox = sandbox::create(&host, &mut state, &req)?;
+        let mut sandbox = sandbox::create(&host, &store, &mut state, &req)?;
         if a.detach && !a.command.is_empty() {
-            sandbox::start_detached(&host, &mut state, &mut sandbox, &a.command)?;
+            sandbox::start_detached(&host, &store, &mut state, &mut sandbox, &a.command)?;
         }
         store.save(&state)?;
         (sandbox, state)
@@ -866,7 +931,8 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
     let status = sandbox::run_foreground(&host.roots, &state, &sandbox, &command);
     if a.rm {
         let (store, mut state) = Store::open(&host.roots)?;
-        sandbox::remove(&host, &mut state, &sandbox.name, true).context("removing the sandbox after its command")?;
+        sandbox::remove(&host, &store, &mut state, &sandbox.name, true)
+            .context("removing the sandbox after its command")?;
         store.save(&state)?;
     }
     Ok(sandbox::exit_code(status?))

@@ -102,6 +102,34 @@ impl Rtnl {
             .collect())
     }
 
+    /// Every link with an alias (`ip link set ... alias`): (index, name, alias).
+    pub fn aliased_links(&self) -> Result<Vec<(u32, String, String)>> {
+        let h = self.handle.clone();
+        let links: Vec<LinkMessage> =
+            self.run(async move { h.link().get().execute().try_collect().await }).context("listing links")?;
+        Ok(links
+            .iter()
+            .filter_map(|l| {
+                let name = l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                })?;
+                let alias = l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfAlias(n) if !n.is_empty() => Some(n.clone()),
+                    _ => None,
+                })?;
+                Some((l.header.index, name, alias))
+            })
+            .collect())
+    }
+
+    /// Sets a link's alias (IFLA_IFALIAS), a free-form label the kernel keeps.
+    pub fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        let mut msg = LinkUnspec::new_with_index(index).build();
+        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set("setting link alias", msg)
+    }
+
     pub fn add_bridge(&self, name: &str, mtu: u32, mac: Mac) -> Result<u32> {
         let h = self.handle.clone();
         let msg = LinkBridge::new(name).mtu(mtu).address(mac.to_vec()).build();

@@ -15,7 +15,7 @@ use ipnetwork::Ipv4Network;
 use crate::{
     config::Config,
     host::Host,
-    state::{self, Network, State},
+    state::{self, Intent, Network, State, Store},
     teardown::{Rollback, Teardown},
     validate,
 };
@@ -216,26 +216,29 @@ pub fn plan_default(state: &State, config: &Config) -> Network {
     }
 }
 
-/// Builds a planned network on the host and records it.
-fn build(host: &Host, state: &mut State, net: Network) -> Result<Network> {
+/// Builds a planned network on the host and records it. The caller has
+/// recorded the intent (see [`crate::state::Intent`]).
+pub(crate) fn build(host: &Host, state: &mut State, net: Network) -> Result<Network> {
     driver::of(&net)?.create(host, &net)?;
     state.networks.insert(net.name.clone(), net.clone());
     Ok(net)
 }
 
-/// Creates the network on the host and records it.
-pub fn create(host: &Host, state: &mut State, req: &CreateRequest) -> Result<Network> {
+/// Creates the network on the host and records it, its intent first.
+pub fn create(host: &Host, store: &Store, state: &mut State, req: &CreateRequest) -> Result<Network> {
     let net = plan_on(state, &host.config, &host_subnets(host)?, req)?;
+    store.begin(Intent::NetworkCreate { network: net.clone() })?;
     build(host, state, net)
 }
 
 /// The default network, created on first use. Returns it when this call
 /// created it.
-pub fn ensure_default(host: &Host, state: &mut State) -> Result<Option<Network>> {
+pub fn ensure_default(host: &Host, store: &Store, state: &mut State) -> Result<Option<Network>> {
     if state.networks.contains_key(DEFAULT_NETWORK_NAME) {
         return Ok(None);
     }
     let net = plan_default(state, &host.config);
+    store.begin(Intent::NetworkCreate { network: net.clone() })?;
     build(host, state, net).map(Some)
 }
 
@@ -270,7 +273,7 @@ pub fn destroy(host: &Host, net: &Network) -> Result<()> {
 /// Removes a network that no sandbox uses. Every removal step runs; when one
 /// failed the record stays, so that what is left (a bridge holding the
 /// subnet's gateway) is not forgotten and `network rm` can be retried.
-pub fn remove(host: &Host, state: &mut State, name: &str, allow_default: bool) -> Result<()> {
+pub fn remove(host: &Host, store: &Store, state: &mut State, name: &str, allow_default: bool) -> Result<()> {
     let net = state.network(name)?.clone();
     if net.is_default && !allow_default {
         bail!("{name} is a pre-defined network and cannot be removed");
@@ -279,6 +282,7 @@ pub fn remove(host: &Host, state: &mut State, name: &str, allow_default: bool) -
     if !users.is_empty() {
         bail!("network {name} has active endpoints: {}", users.join(", "));
     }
+    store.begin(Intent::NetworkRemove { network: net.clone() })?;
     destroy(host, &net)?;
     state.networks.remove(name);
     Ok(())
