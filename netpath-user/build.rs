@@ -9,8 +9,11 @@ fn main() -> anyhow::Result<()> {
         // clippy and docs need no object; an empty one fails loudly at load.
         std::fs::write(&out, [])?;
     }
+    // The test-only variant with a changed program (see netpath-ebpf's features).
+    let features: &[&str] =
+        if std::env::var_os("CARGO_FEATURE_UPGRADE_PROBE").is_some() { &["upgrade-probe"] } else { &[] };
     aya_build::build_ebpf(
-        [aya_build::Package { name: "netpath-ebpf", root_dir: "../netpath-ebpf", ..Default::default() }],
+        [aya_build::Package { name: "netpath-ebpf", root_dir: "../netpath-ebpf", features, ..Default::default() }],
         aya_build::Toolchain::Custom("netpath-bpf"),
     )
 }

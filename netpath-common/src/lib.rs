@@ -40,6 +40,52 @@ pub mod map_names {
     ];
 }
 
+/// The layout of every pinned map, versioned. A newer build reuses the maps
+/// an older one pinned (conntrack and all) and only swaps the programs, so
+/// the two must agree on every map's key and value layout.
+///
+/// Bump [`map_layout::VERSION`] whenever any key or value type below, a map's
+/// kind, or the meaning of a field changes; the loader then refuses to run
+/// over pins of another version (or migrates them, where it knows how). The
+/// sizes in [`map_layout::ALL`] are also checked against the pins, to catch a
+/// forgotten bump.
+pub mod map_layout {
+    use super::*;
+
+    /// Version 1: the first versioned layout (maps as of the VETHS map;
+    /// CT_NEW and FRAGS were added to it later, created empty by an
+    /// upgrade, since no existing map changed).
+    pub const VERSION: u32 = 1;
+
+    /// A pinned map as this build expects it: name, key size, value size.
+    pub struct MapLayout {
+        pub name: &'static str,
+        pub key_size: usize,
+        pub value_size: usize,
+    }
+
+    const fn map<K, V>(name: &'static str) -> MapLayout {
+        MapLayout { name, key_size: size_of::<K>(), value_size: size_of::<V>() }
+    }
+
+    pub const ALL: &[MapLayout] = &[
+        map::<EndpointKey, Endpoint>(map_names::ENDPOINTS),
+        map::<u32, NetworkPolicy>(map_names::NETWORKS),
+        map::<u32, Uplink>(map_names::UPLINKS),
+        map::<PublishedKey, PublishedTarget>(map_names::PUBLISHED),
+        map::<u32, PublishedRange>(map_names::PUBLISHED_RANGES),
+        map::<FlowKey, CtEntry>(map_names::CONNTRACK),
+        map::<[u8; 4], u8>(map_names::HOST_ADDRS),
+        map::<SockRevKey, SockRevValue>(map_names::SOCK_REVNAT),
+        map::<LinkKey, u8>(map_names::LINKS),
+        map::<u32, DatapathConfig>(map_names::CONFIG),
+        map::<u32, ReasonStats>(map_names::STATS),
+        map::<VethKey, EndpointKey>(map_names::VETHS),
+        map::<FlowKey, CtEntry>(map_names::CT_NEW),
+        map::<FragKey, FragPorts>(map_names::FRAGS),
+    ];
+}
+
 /// Program names as they appear in the object file and under the pin directory.
 pub mod program_names {
     pub const FROM_CONTAINER: &str = "from_container";
@@ -427,6 +473,12 @@ pub const PROGRAM_COUNT: usize = Program::ALL.len();
 /// reasons to come without moving any existing slot.
 pub const REASON_SLOTS: usize = 64;
 pub const STATS_SLOTS: usize = PROGRAM_COUNT * REASON_SLOTS;
+
+/// The last slot of each program in [`map_names::STATS`] belongs to no
+/// reason: only a build with the kernel crate's `upgrade-probe` feature
+/// counts every packet there too, so the upgrade test can tell the new
+/// programs from the old ones by what they count.
+pub const UPGRADE_PROBE_SLOT: usize = REASON_SLOTS - 1;
 
 /// The slot of `reason` for `program` in [`map_names::STATS`].
 #[inline(always)]

@@ -155,6 +155,14 @@ pub fn parse_l3<C: Ctx>(ctx: &C) -> Parsed {
     if ip.version_ihl >> 4 != 4 || ihl < IPV4_HLEN || IP_OFF + ihl > ctx.len() as usize {
         return Parsed::Malformed;
     }
+    // The total length must hold the header and lie within what arrived
+    // (Ethernet padding may follow it). A GSO packet over 64 KiB (BIG TCP)
+    // carries 0 here, as the kernel's own receive path accepts.
+    let tot = u16::from_be(ip.tot_len_be) as usize;
+    let big_gso = tot == 0 && ctx.len() as usize > IP_OFF + 0xffff;
+    if !big_gso && (tot < ihl || IP_OFF + tot > ctx.len() as usize) {
+        return Parsed::Malformed;
+    }
     Parsed::Ipv4(Packet {
         key: FlowKey { saddr: ip.saddr, daddr: ip.daddr, proto: ip.protocol, ..FlowKey::default() },
         kind: Kind::Other,

@@ -44,13 +44,20 @@ pub fn refused<C: Ctx>(why: Refused) -> Verdict<C::Action> {
 #[inline(always)]
 pub fn exit<C: Ctx>(ctx: &C, program: Program, verdict: Verdict<C::Action>) -> C::Action {
     count(program, verdict.reason, u64::from(ctx.len()));
+    #[cfg(feature = "upgrade-probe")]
+    count_slot(program as u32 * netpath_common::REASON_SLOTS as u32 + netpath_common::UPGRADE_PROBE_SLOT as u32, 0);
     verdict.action
 }
 
 /// Counts one event of `reason` (socket programs, which have no packet).
 #[inline(always)]
 pub fn count(program: Program, reason: Reason, bytes: u64) {
-    if let Some(slot) = STATS.get_ptr_mut(stats_slot(program, reason)) {
+    count_slot(stats_slot(program, reason), bytes)
+}
+
+#[inline(always)]
+fn count_slot(index: u32, bytes: u64) {
+    if let Some(slot) = STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe {
             (*slot).packets += 1;

@@ -108,6 +108,12 @@ impl Lab {
             .with_context(|| format!("creating cgroup {}", self.roots.cgroup.display()))?;
         netns::create_net(&self.host_ns)?;
         netns::create_net(&self.outside_ns)?;
+        self.wire_host()
+    }
+
+    /// The lab host's devices as at boot: loopback up, the uplink to the
+    /// outside with its address and the default route.
+    fn wire_host(&self) -> Result<()> {
         let outside = std::fs::File::open(&self.outside_ns)?;
         netns::run_in(&self.host_ns, || {
             let rtnl = Rtnl::new()?;
@@ -246,6 +252,33 @@ impl Lab {
             rtnl.set_up(idx)
         })?;
         Ok("seg0")
+    }
+
+    /// A simulated reboot of the lab host: every process in it and in the
+    /// sandboxes is killed, the sandboxes' namespaces and the host
+    /// namespace go (with every device, program attachment and route in
+    /// them), the run directory and the bpf pins are emptied; the state
+    /// directory and the config stay. The host namespace then comes back
+    /// as at boot (`wire_host`), its uplink to the same outside.
+    pub fn reboot(&self) -> Result<()> {
+        for dir in [self.roots.netns_dir(), self.roots.uts_dir()] {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                netpath::sandbox::kill_all_in(&entry.path());
+                netns::remove(&entry.path())?;
+            }
+        }
+        netpath::sandbox::kill_all_in(&self.host_ns);
+        // Deleting one end of the uplink pair deletes both at once; left to
+        // the host namespace's teardown, the outside's end would linger.
+        netns::run_in(&self.outside_ns, || Rtnl::new()?.delete_by_name(OUTSIDE_UPLINK))?;
+        netns::remove(&self.host_ns)?;
+        for dir in [&self.roots.run, &self.roots.bpf] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+            }
+        }
+        netns::create_net(&self.host_ns)?;
+        self.wire_host()
     }
 
     pub fn segment_ns(&self) -> PathBuf {

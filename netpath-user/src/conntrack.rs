@@ -50,8 +50,10 @@ fn flow(k: &FlowKey) -> String {
     format!("{}:{} > {}:{}", a(k.saddr), k.sport, a(k.daddr), k.dport)
 }
 
+/// The table `conntrack ls` prints: one line per direction, columns as wide
+/// as their widest cell and two spaces apart, so no two ever run together.
 pub fn render(entries: &[(FlowKey, CtEntry)], now: u64) -> String {
-    let mut out = format!("{:<6}{:<13}{:<46}{:<46}{:<10}IDLE\n", "PROTO", "STATE", "FLOW", "REWRITTEN", "NAT");
+    let mut rows: Vec<[String; 6]> = vec![["PROTO", "STATE", "FLOW", "REWRITTEN", "NAT", "IDLE"].map(String::from)];
     for (k, e) in entries {
         let mut nat = Vec::new();
         if e.flags & ct_flags::SNAT != 0 {
@@ -66,15 +68,78 @@ pub fn render(entries: &[(FlowKey, CtEntry)], now: u64) -> String {
         if e.flags & ct_flags::SEEN_REPLY != 0 {
             nat.push("answered");
         }
-        out.push_str(&format!(
-            "{:<6}{:<13}{:<46}{:<46}{:<10}{}s\n",
+        rows.push([
             proto_name(k.proto),
-            state_name(e.state),
+            state_name(e.state).to_string(),
             flow(k),
             flow(&e.rewrite),
-            nat.join(","),
-            now.saturating_sub(e.last_seen_ns) / 1_000_000_000
-        ));
+            if nat.is_empty() { "-".to_string() } else { nat.join(",") },
+            format!("{}s", now.saturating_sub(e.last_seen_ns) / 1_000_000_000),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_never_run_together() {
+        let key = FlowKey {
+            saddr: [10, 40, 0, 2],
+            daddr: [198, 18, 0, 1],
+            sport: 40000,
+            dport: 7000,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let entry = CtEntry {
+            rewrite: FlowKey { saddr: [198, 18, 0, 2], ..key },
+            pair: key.reversed(),
+            last_seen_ns: 0,
+            state: ct_state::ESTABLISHED,
+            flags: ct_flags::SNAT | ct_flags::DNAT | ct_flags::REPLY,
+            _pad: [0; 2],
+            handshake_ack: 0,
+        };
+        let table = render(&[(key, entry)], 5_000_000_000);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let cells: Vec<&str> = lines[1].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(
+            cells,
+            [
+                "tcp",
+                "ESTABLISHED",
+                "10.40.0.2:40000 > 198.18.0.1:7000",
+                "198.18.0.2:40000 > 198.18.0.1:7000",
+                "snat,dnat,reply",
+                "5s"
+            ]
+        );
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["PROTO", "STATE", "FLOW", "REWRITTEN", "NAT", "IDLE"]
+        );
+    }
 }

@@ -4,37 +4,49 @@
 //! process and later invocations only open pins.
 //!
 //! Layout: `<bpf>/programs/<program>`, `<bpf>/maps/<MAP>`,
-//! `<bpf>/links/<ifname>@<program>` (bpffs names may not contain dots).
+//! `<bpf>/links/<ifname>@<program>` (bpffs names may not contain dots), and
+//! two markers (empty directories: bpffs holds no regular files):
+//! `<bpf>/object-<digest>` names the build whose programs are attached,
+//! `<bpf>/layout-<N>` the map layout ([`map_layout::VERSION`]) of the maps.
+//!
+//! Upgrade in place: a build whose object differs loads its programs over the
+//! pinned maps (so conntrack, endpoints, counters stay), then swaps each
+//! pinned link to its new program with `BPF_LINK_UPDATE`, which the kernel
+//! does atomically per hook: no packet sees no program, and every packet
+//! sees the same maps.
 use std::{
     fs,
     net::Ipv4Addr,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
 use aya::{
-    EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        cgroup_sock_addr::CgroupSockAddrAttachType, links::FdLink, tc,
+        CgroupAttachMode, CgroupSockAddr, ProgramInfo, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        cgroup_sock_addr::CgroupSockAddrAttachType,
+        links::{FdLink, PinnedLink},
+        tc,
     },
 };
 use netpath_common::{
     Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, NetworkPolicy, Program, PublishedKey,
-    PublishedRange, PublishedTarget, REASON_SLOTS, ReasonStats, Uplink, VethKey, map_names, program_names,
+    PublishedRange, PublishedTarget, REASON_SLOTS, ReasonStats, Uplink, VethKey, map_layout, map_names, program_names,
 };
 
 use aya_obj::programs::XdpAttachType;
 
-use crate::config::UplinkXdp;
+use crate::{config::UplinkXdp, teardown::Teardown};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// Identifies the embedded object, to tell whether the pinned one is it.
-fn object_digest() -> String {
+pub fn object_digest() -> String {
     use sha2::Digest;
     sha2::Sha256::digest(OBJECT).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -97,8 +109,7 @@ impl Datapath {
     }
 
     pub fn is_loaded(&self) -> bool {
-        let mut names = TC_PROGRAMS.iter().map(|(n, _)| n).chain(SOCK_PROGRAMS.iter().map(|(n, _)| n));
-        names.all(|name| self.program_pin(name).exists()) && self.program_pin(program_names::XDP_FROM_UPLINK).exists()
+        all_programs().all(|name| self.program_pin(name).exists())
     }
 
     /// bpffs holds no regular files: the object's digest is the name of an
@@ -107,18 +118,26 @@ impl Datapath {
         self.dir.join(format!("object-{}", &object_digest()[..16]))
     }
 
-    /// Loads and pins the object unless an earlier run already did.
+    fn layout_marker(&self, version: u32) -> PathBuf {
+        self.dir.join(format!("layout-{version}"))
+    }
+
+    /// Whether the programs attached are this build's.
+    pub fn is_current(&self) -> bool {
+        self.object_stamp().exists()
+    }
+
+    /// Loads and pins the object unless an earlier run already did; a data
+    /// path pinned by another build is upgraded in place (see [`Self::upgrade`]).
     pub fn ensure_loaded(&self, options: &LoadOptions) -> Result<()> {
         if self.is_loaded() {
-            // Replacing programs in place while keeping maps and conntrack is
-            // the upgrade path to come; until then, say so rather than run a
-            // data path older than the binary without a word.
-            if !self.object_stamp().exists() {
-                eprintln!(
-                    "warning: the data path pinned at {} comes from another netpath build; \
-                     `netpath system reset` loads this one",
-                    self.dir.display()
-                );
+            if !self.is_current() {
+                let done = self.upgrade()?;
+                eprintln!("netpath: {done}");
+            } else if !self.layout_marker(map_layout::VERSION).exists() {
+                // The same object loaded by a build from before versioning:
+                // its maps are this build's by definition.
+                fs::create_dir(self.layout_marker(map_layout::VERSION)).context("marking the map layout")?;
             }
             return Ok(());
         }
@@ -135,34 +154,170 @@ impl Datapath {
             let d = self.dir.join(sub);
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
+        let mut ebpf = self.load_object(options.conntrack_max)?;
+        load_programs(&mut ebpf)?;
+        for name in all_programs() {
+            program_mut(&mut ebpf, name)?.pin(self.program_pin(name)).with_context(|| format!("pinning {name}"))?;
+        }
+        self.set_config(&options.config)?;
+        fs::create_dir(self.layout_marker(map_layout::VERSION)).context("marking the map layout")?;
+        fs::create_dir(self.object_stamp()).context("stamping the pinned object")
+    }
+
+    /// Opens the embedded object with every map taken from its pin, or
+    /// created and pinned where there is none yet; nothing is verified yet.
+    fn load_object(&self, conntrack_max: Option<u32>) -> Result<Ebpf> {
         let mut loader = EbpfLoader::new();
-        let (confirmed, new) = conntrack_capacity(options.conntrack_max);
+        // Sizes apply to maps created now; pinned ones keep theirs.
+        let (confirmed, new) = conntrack_capacity(conntrack_max);
         loader.map_max_entries(map_names::CONNTRACK, confirmed);
         loader.map_max_entries(map_names::CT_NEW, new);
-        let mut ebpf = loader.load(OBJECT).context("loading the eBPF object")?;
         for name in map_names::ALL {
-            let map = ebpf.map(name).with_context(|| format!("object lacks map {name}"))?;
-            map.pin(self.maps_dir().join(name)).with_context(|| format!("pinning map {name}"))?;
+            loader.map_pin_path(name, self.maps_dir().join(name));
         }
-        for (name, _) in TC_PROGRAMS {
-            let prog: &mut SchedClassifier =
-                ebpf.program_mut(name).with_context(|| format!("object lacks program {name}"))?.try_into()?;
-            prog.load().with_context(|| format!("verifier rejected {name}"))?;
-            prog.pin(self.program_pin(name)).with_context(|| format!("pinning {name}"))?;
+        loader.load(OBJECT).context("loading the eBPF object")
+    }
+
+    /// The map layout version the pins carry; `None` for pins from before
+    /// versioning.
+    pub fn pinned_layout(&self) -> Result<Option<u32>> {
+        let mut found = None;
+        for entry in fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))? {
+            let name = entry?.file_name();
+            let Some(v) = name.to_str().and_then(|n| n.strip_prefix("layout-")) else { continue };
+            let v: u32 = v.parse().with_context(|| format!("unreadable layout marker {name:?}"))?;
+            if found.is_some_and(|f| f != v) {
+                bail!("the data path pinned at {} carries two layout markers", self.dir.display());
+            }
+            found = Some(v);
         }
-        for (name, _) in SOCK_PROGRAMS {
-            let prog: &mut CgroupSockAddr =
-                ebpf.program_mut(name).with_context(|| format!("object lacks program {name}"))?.try_into()?;
-            prog.load().with_context(|| format!("verifier rejected {name}"))?;
-            prog.pin(self.program_pin(name)).with_context(|| format!("pinning {name}"))?;
+        Ok(found)
+    }
+
+    /// Checks the pinned maps against this build's layout: the same version,
+    /// and (as a net for a forgotten version bump) the same key and value
+    /// sizes. Returns the maps this build has and the pins lack, which the
+    /// upgrade creates and fills. Refuses, in one line naming the way out,
+    /// what it cannot carry over.
+    fn check_layout(&self) -> Result<Vec<&'static str>> {
+        let refuse = |why: String| {
+            anyhow::anyhow!(
+                "the data path pinned at {} {why}; `netpath system reset` replaces it \
+                 (removing every sandbox and network)",
+                self.dir.display()
+            )
+        };
+        match self.pinned_layout()? {
+            Some(v) if v == map_layout::VERSION => {}
+            Some(v) => return Err(refuse(format!("has map layout {v}, this build has {}", map_layout::VERSION))),
+            // Pins from before versioning (the layout of version 1 without
+            // its marker, or older): carried over if the sizes agree.
+            None => {}
         }
-        let name = program_names::XDP_FROM_UPLINK;
-        let prog: &mut Xdp =
-            ebpf.program_mut(name).with_context(|| format!("object lacks program {name}"))?.try_into()?;
-        prog.load().with_context(|| format!("verifier rejected {name}"))?;
-        prog.pin(self.program_pin(name)).with_context(|| format!("pinning {name}"))?;
-        self.set_config(&options.config)?;
-        fs::create_dir(self.object_stamp()).context("stamping the pinned object")
+        let mut missing = Vec::new();
+        for m in map_layout::ALL {
+            let pin = self.maps_dir().join(m.name);
+            if !pin.exists() {
+                if !MIGRATIONS.iter().any(|(name, _)| *name == m.name) {
+                    return Err(refuse(format!("lacks map {}, which this build cannot rebuild", m.name)));
+                }
+                missing.push(m.name);
+                continue;
+            }
+            let info = MapInfo::from_pin(&pin).with_context(|| format!("opening pinned map {}", pin.display()))?;
+            let (key, value) = (info.key_size() as usize, info.value_size() as usize);
+            // Per-CPU maps report the value size of one CPU.
+            if key != m.key_size || value != m.value_size {
+                return Err(refuse(format!(
+                    "has an incompatible map {} (key {key}, value {value} bytes; this build: {}, {})",
+                    m.name, m.key_size, m.value_size
+                )));
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Replaces the pinned programs with this build's while keeping every
+    /// map (conntrack, endpoints, counters) and every attachment: the new
+    /// programs are loaded over the pinned maps and verified first, then
+    /// each pinned link is switched to its new program with
+    /// `BPF_LINK_UPDATE` (atomic per hook), then the program pins and the
+    /// markers are replaced. A failure before the switch changes nothing
+    /// (but maps created for the new layout); a failed switch leaves the
+    /// marker of the old build, so the next command tries again.
+    pub fn upgrade(&self) -> Result<Upgraded> {
+        let missing = self.check_layout()?;
+        let from_layout = self.pinned_layout()?;
+        let mut ebpf = self.load_object(None)?;
+        for name in &missing {
+            if let Some((_, fill)) = MIGRATIONS.iter().find(|(n, _)| n == name) {
+                fill(self).with_context(|| format!("filling the new map {name}"))?;
+            }
+        }
+        load_programs(&mut ebpf)?;
+
+        let mut switch = Teardown::new();
+        let mut links = 0;
+        let dir = self.dir.join("links");
+        let pins = fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        for pin in pins {
+            let pin = pin?.path();
+            let file = pin.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let Some((_, program)) = file.rsplit_once('@') else { continue };
+            let result = program_mut(&mut ebpf, program).and_then(|prog| {
+                let fd = prog.fd().with_context(|| format!("{program} has no fd"))?;
+                sys::link_update(&pin, fd.as_fd()).with_context(|| format!("switching {file} to the new {program}"))
+            });
+            links += usize::from(result.is_ok());
+            switch.step(format!("link {file}"), result);
+        }
+        switch.finish().context("upgrading the data path in place")?;
+
+        for name in all_programs() {
+            // Pinned beside the old pin, then renamed over it, so that the
+            // program is never unpinned (which `is_loaded` would take for an
+            // unloaded data path).
+            let fresh = self.dir.join("programs").join(format!("{name}-new"));
+            let _ = fs::remove_file(&fresh);
+            program_mut(&mut ebpf, name)?.pin(&fresh).with_context(|| format!("pinning the new {name}"))?;
+            fs::rename(&fresh, self.program_pin(name)).with_context(|| format!("replacing the pin of {name}"))?;
+        }
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with("object-") || name.starts_with("layout-") {
+                fs::remove_dir(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        fs::create_dir(self.layout_marker(map_layout::VERSION)).context("marking the map layout")?;
+        fs::create_dir(self.object_stamp()).context("stamping the pinned object")?;
+        Ok(Upgraded { links, created_maps: missing, from_layout })
+    }
+
+    /// Which program each pinned link runs, as the kernel says: (link pin
+    /// name, program id).
+    pub fn link_programs(&self) -> Result<Vec<(String, u32)>> {
+        let dir = self.dir.join("links");
+        let mut out = Vec::new();
+        for pin in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let pin = pin?.path();
+            let link: FdLink = PinnedLink::from_pin(&pin).with_context(|| format!("opening {}", pin.display()))?.into();
+            let name = pin.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            out.push((name, link.info()?.program_id()));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The kernel's view of a pinned program.
+    pub fn program_info(&self, name: &str) -> Result<ProgramInfo> {
+        ProgramInfo::from_pin(self.program_pin(name)).with_context(|| format!("opening pinned {name}"))
+    }
+
+    /// The kernel's id of a pinned map.
+    pub fn map_id(&self, name: &str) -> Result<u32> {
+        let pin = self.maps_dir().join(name);
+        Ok(MapInfo::from_pin(&pin).with_context(|| format!("opening pinned map {}", pin.display()))?.id())
     }
 
     /// Removes every pin: programs, maps and links. Links detach as their
@@ -482,6 +637,130 @@ impl Datapath {
     }
 }
 
+/// What an upgrade in place did.
+#[derive(Debug)]
+pub struct Upgraded {
+    /// Pinned links switched to the new programs.
+    pub links: usize,
+    /// Maps the old build lacked, created and filled.
+    pub created_maps: Vec<&'static str>,
+    /// The layout the pins had (`None`: from before versioning).
+    pub from_layout: Option<u32>,
+}
+
+impl std::fmt::Display for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "data path upgraded in place: {} links switched to the new programs, maps kept", self.links)?;
+        if !self.created_maps.is_empty() {
+            write!(f, ", new maps {}", self.created_maps.join(", "))?;
+        }
+        match self.from_layout {
+            Some(v) => write!(f, " (map layout {v})"),
+            None => write!(f, " (pins from before layout versioning, now layout {})", map_layout::VERSION),
+        }
+    }
+}
+
+/// Maps a newer build may find missing in older pins, and how each is
+/// filled from the maps that are there. CT_NEW (unconfirmed connections)
+/// and FRAGS (first fragments' ports) start empty: a connection opened
+/// before the upgrade is already in CONNTRACK, and a datagram in flight
+/// loses at most its later fragments.
+const MIGRATIONS: &[(&str, Fill)] =
+    &[(map_names::VETHS, fill_veths), (map_names::CT_NEW, starts_empty), (map_names::FRAGS, starts_empty)];
+
+fn starts_empty(_: &Datapath) -> Result<()> {
+    Ok(())
+}
+
+/// Fills a map created for an upgrade from the maps that were there.
+type Fill = fn(&Datapath) -> Result<()>;
+
+/// VETHS (host veth -> endpoint) came after ENDPOINTS, which has it all.
+fn fill_veths(datapath: &Datapath) -> Result<()> {
+    let endpoints: Vec<(EndpointKey, Endpoint)> = datapath.endpoints()?.iter().filter_map(|r| r.ok()).collect();
+    let mut veths = datapath.veths()?;
+    for (key, ep) in endpoints {
+        veths.insert(VethKey { host_ifindex: ep.host_ifindex }, key, 0).context("writing veth")?;
+    }
+    Ok(())
+}
+
+/// Every program of the object, by pin name.
+fn all_programs() -> impl Iterator<Item = &'static str> {
+    TC_PROGRAMS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(SOCK_PROGRAMS.iter().map(|(n, _)| *n))
+        .chain([program_names::XDP_FROM_UPLINK])
+}
+
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name).with_context(|| format!("object lacks program {name}"))
+}
+
+/// Loads (verifies) every program of the object.
+fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
+    for (name, _) in TC_PROGRAMS {
+        let prog: &mut SchedClassifier = program_mut(ebpf, name)?.try_into()?;
+        prog.load().with_context(|| format!("verifier rejected {name}"))?;
+    }
+    for (name, _) in SOCK_PROGRAMS {
+        let prog: &mut CgroupSockAddr = program_mut(ebpf, name)?.try_into()?;
+        prog.load().with_context(|| format!("verifier rejected {name}"))?;
+    }
+    let name = program_names::XDP_FROM_UPLINK;
+    let prog: &mut Xdp = program_mut(ebpf, name)?.try_into()?;
+    prog.load().with_context(|| format!("verifier rejected {name}"))
+}
+
+/// The one bpf(2) command aya 0.14 has no public wrapper for on every link
+/// kind (it has `attach_to_link` for TC and XDP, not for cgroup links).
+mod sys {
+    use std::{
+        ffi::CString,
+        io,
+        os::{
+            fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+            unix::ffi::OsStrExt,
+        },
+        path::Path,
+    };
+
+    use aya_obj::generated::{bpf_attr, bpf_cmd};
+
+    fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
+        // SAFETY: `attr` is a zero-initialised bpf_attr of the size passed;
+        // the kernel reads (and for some commands writes) only within it.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_bpf, cmd as libc::c_long, attr as *mut bpf_attr, std::mem::size_of::<bpf_attr>())
+        };
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+    }
+
+    /// Opens a pinned object (BPF_OBJ_GET).
+    fn obj_get(pin: &Path) -> io::Result<OwnedFd> {
+        let path = CString::new(pin.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        // SAFETY: all-zero is a valid bpf_attr.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.__bindgen_anon_4.pathname = path.as_ptr() as u64;
+        let fd = bpf(bpf_cmd::BPF_OBJ_GET, &mut attr)?;
+        // SAFETY: BPF_OBJ_GET returned a new descriptor that we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    /// Makes the link pinned at `pin` run `program` from now on
+    /// (BPF_LINK_UPDATE): atomic, the hook never runs without a program.
+    pub fn link_update(pin: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
+        let link = obj_get(pin)?;
+        // SAFETY: all-zero is a valid bpf_attr.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.link_update.link_fd = link.as_raw_fd() as u32;
+        attr.link_update.__bindgen_anon_1.new_prog_fd = program.as_raw_fd() as u32;
+        bpf(bpf_cmd::BPF_LINK_UPDATE, &mut attr).map(|_| ())
+    }
+}
+
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<()> {
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -511,4 +790,52 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
 fn on_bpffs(path: &Path) -> Result<bool> {
     let st = nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
     Ok(st.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every map of the object is in the layout table, and the table is the
+    /// one recorded for its version: a change of any map's key or value
+    /// fails here until `map_layout::VERSION` is bumped and this record
+    /// follows it (or the change is shown to keep the layout).
+    #[test]
+    fn map_layout_is_versioned() {
+        let names: Vec<&str> = map_layout::ALL.iter().map(|m| m.name).collect();
+        assert_eq!(names.len(), map_names::ALL.len());
+        assert!(map_names::ALL.iter().all(|n| names.contains(n)));
+        let sizes: Vec<(&str, usize, usize)> =
+            map_layout::ALL.iter().map(|m| (m.name, m.key_size, m.value_size)).collect();
+        let recorded: (u32, &[(&str, usize, usize)]) = (
+            1,
+            &[
+                ("ENDPOINTS", 4, 16),
+                ("NETWORKS", 4, 28),
+                ("UPLINKS", 4, 4),
+                ("PUBLISHED", 8, 8),
+                ("PUBLISHED_RANGES", 4, 16),
+                ("CONNTRACK", 16, 48),
+                ("HOST_ADDRS", 4, 1),
+                ("SOCK_REVNAT", 16, 8),
+                ("LINKS", 8, 1),
+                ("CONFIG", 4, 32),
+                ("STATS", 4, 16),
+                ("VETHS", 4, 4),
+                ("CT_NEW", 16, 48),
+                ("FRAGS", 40, 4),
+            ],
+        );
+        assert_eq!((map_layout::VERSION, &sizes[..]), recorded);
+    }
+
+    #[test]
+    fn upgrades_read_well() {
+        let u = Upgraded { links: 3, created_maps: vec![map_names::VETHS], from_layout: None };
+        assert_eq!(
+            u.to_string(),
+            "data path upgraded in place: 3 links switched to the new programs, maps kept, new maps VETHS \
+             (pins from before layout versioning, now layout 1)"
+        );
+    }
 }

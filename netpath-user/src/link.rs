@@ -102,6 +102,34 @@ impl Rtnl {
             .collect())
     }
 
+    /// Every link with an alias (`ip link set ... alias`): (index, name, alias).
+    pub fn aliased_links(&self) -> Result<Vec<(u32, String, String)>> {
+        let h = self.handle.clone();
+        let links: Vec<LinkMessage> =
+            self.run(async move { h.link().get().execute().try_collect().await }).context("listing links")?;
+        Ok(links
+            .iter()
+            .filter_map(|l| {
+                let name = l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                })?;
+                let alias = l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfAlias(n) if !n.is_empty() => Some(n.clone()),
+                    _ => None,
+                })?;
+                Some((l.header.index, name, alias))
+            })
+            .collect())
+    }
+
+    /// Sets a link's alias (IFLA_IFALIAS), a free-form label the kernel keeps.
+    pub fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        let mut msg = LinkUnspec::new_with_index(index).build();
+        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set("setting link alias", msg)
+    }
+
     pub fn add_bridge(&self, name: &str, mtu: u32, mac: Mac) -> Result<u32> {
         let h = self.handle.clone();
         let msg = LinkBridge::new(name).mtu(mtu).address(mac.to_vec()).build();
@@ -296,6 +324,29 @@ impl Rtnl {
         }
         links.dedup();
         Ok(links)
+    }
+
+    /// Destinations of the main table's IPv4 routes other than default
+    /// routes (connected subnets included), in dump order.
+    pub fn ipv4_route_destinations(&self) -> Result<Vec<(Ipv4Addr, u8)>> {
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+        const RT_TABLE_MAIN: u8 = 254;
+        let h = self.handle.clone();
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let routes: Vec<RouteMessage> =
+            self.run(async move { h.route().get(filter).execute().try_collect().await }).context("listing routes")?;
+        Ok(routes
+            .iter()
+            .filter(|r| r.header.destination_prefix_length > 0 && r.header.table == RT_TABLE_MAIN)
+            .filter_map(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => {
+                        Some((*d, r.header.destination_prefix_length))
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
     }
 
     /// The name of the link with `index`, if it exists.

@@ -83,6 +83,12 @@ pub fn create_uts(path: &Path, hostname: &str) -> Result<()> {
     create(path, CloneFlags::CLONE_NEWUTS, || nix::unistd::sethostname(hostname).context("sethostname"))
 }
 
+/// Whether `path` is a namespace (a bind mount of nsfs), not a plain file
+/// left behind when the namespace went (at a reboot, the mount goes).
+pub fn is_live(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+}
+
 /// Unmounts and deletes a namespace file; a missing one is not an error.
 pub fn remove(path: &Path) -> Result<()> {
     if !path.exists() {

@@ -47,6 +47,17 @@ impl Roots {
         self.state.join("state.json")
     }
 
+    /// Work under way that the state file does not say yet (see `state`).
+    pub fn intent_file(&self) -> PathBuf {
+        self.state.join("intent.json")
+    }
+
+    /// Present while this boot's kernel objects match the state: written by
+    /// the first command after boot once it restored them (see `system`).
+    pub fn boot_marker(&self) -> PathBuf {
+        self.run.join("booted")
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.state.join("lock")
     }

@@ -201,6 +201,23 @@ pub fn allocate<'a>(
     Ok(out)
 }
 
+/// Refuses host addresses the host does not have, as Docker fails to bind
+/// them (0.0.0.0, all addresses, is always fine). `host_addrs` are the
+/// host namespace's IPv4 addresses.
+pub fn check_host_addresses(published: &[Published], host_addrs: &[Ipv4Addr]) -> Result<()> {
+    for m in published {
+        if !m.host_ip.is_unspecified() && !host_addrs.contains(&m.host_ip) {
+            bail!(
+                "Error starting userland proxy: listen {}4 {}:{}: bind: cannot assign requested address",
+                m.proto.name(),
+                m.host_ip,
+                m.host_first
+            );
+        }
+    }
+    Ok(())
+}
+
 fn key(m: &Published, port: u16) -> PublishedKey {
     PublishedKey { host_addr: m.host_ip.octets(), host_port: port, proto: m.proto.number(), _pad: 0 }
 }

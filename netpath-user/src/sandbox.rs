@@ -19,7 +19,7 @@ use crate::{
     network::{self, DEFAULT_NETWORK_NAME, ipam},
     paths::Roots,
     publish,
-    state::{self, Attachment, HostConfig, Link, Mode, Sandbox, State},
+    state::{self, Attachment, HostConfig, Intent, Link, Mode, Network, Sandbox, State, Store},
     teardown::{Rollback, RolledBackBadly, Teardown},
     validate,
 };
@@ -84,11 +84,14 @@ fn next_ifname(sandbox: &Sandbox) -> String {
 
 /// What `run` will make, computed and checked before anything changes: the
 /// record as it will be stored (namespaces, attachment with its address and
-/// MAC, published ports with their host ports, links). Applying it is
-/// [`apply`]; this is also what a crash-safe intent record would hold.
+/// MAC, published ports with their host ports, links), and the default
+/// network when this run creates it. Applying it is [`apply`], which first
+/// records it as the command's intent ([`Intent::Run`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plan {
     pub sandbox: Sandbox,
+    /// The default network, when it does not exist yet and this run makes it.
+    pub network: Option<Network>,
 }
 
 /// Checks a `run` request against `state` and the configuration and works
@@ -147,6 +150,14 @@ pub fn plan(config: &Config, roots: &Roots, state: &State, req: &RunRequest) -> 
         }
         Some(n) => Some(state.network(n)?.clone()),
         None => None,
+    };
+    // The default network comes into being with the first attached sandbox,
+    // whichever network that sandbox is on (as `bridge` always exists in
+    // Docker).
+    let creates_network = match &network {
+        Some(n) if n.is_default && !state.networks.contains_key(&n.name) => Some(n.clone()),
+        Some(_) if !state.networks.contains_key(DEFAULT_NETWORK_NAME) => Some(network::plan_default(state, config)),
+        _ => None,
     };
     if let Some(net) = &network {
         if net.is_default && !req.aliases.is_empty() {
@@ -220,14 +231,21 @@ pub fn plan(config: &Config, roots: &Roots, state: &State, req: &RunRequest) -> 
         links,
         expose,
     };
-    Ok(Plan { sandbox })
+    Ok(Plan { sandbox, network: creates_network })
 }
 
-/// Makes what `plan` worked out, step by step; on failure every step made
-/// so far is reversed and the reversals that failed are reported too.
-pub fn apply(host: &Host, state: &mut State, plan: Plan) -> Result<Sandbox> {
-    let Plan { mut sandbox } = plan;
+/// Makes what `plan` worked out, step by step, after recording it as the
+/// command's intent; on failure every step made so far is reversed and the
+/// reversals that failed are reported too. A crash instead leaves the intent
+/// for `system::repair` to roll back.
+pub fn apply(host: &Host, store: &Store, state: &mut State, plan: Plan) -> Result<Sandbox> {
+    let Plan { mut sandbox, network: new_network } = plan;
     let was_loaded = host.datapath.is_loaded();
+    store.begin(Intent::Run {
+        sandbox: sandbox.clone(),
+        network: new_network.clone().map(Box::new),
+        datapath_was_loaded: was_loaded,
+    })?;
     let sandbox_dir = host.roots.sandbox_dir(&sandbox.name);
     let sandbox = Rollback::new().run(|rollback| {
         if sandbox.owns_namespaces() {
@@ -240,7 +258,8 @@ pub fn apply(host: &Host, state: &mut State, plan: Plan) -> Result<Sandbox> {
             netns::run_in(&sandbox.netns, || crate::link::Rtnl::new()?.loopback_up())?;
         }
         if let Some(att) = sandbox.attachments.first().cloned() {
-            if let Some(created) = network::ensure_default(host, state)? {
+            if let Some(net) = new_network {
+                let created = network::build(host, state, net)?;
                 rollback.push("default network", move || network::destroy(host, &created));
             }
             if !was_loaded {
@@ -270,9 +289,11 @@ pub fn apply(host: &Host, state: &mut State, plan: Plan) -> Result<Sandbox> {
 }
 
 /// Creates a sandbox and records it: [`plan`], then [`apply`].
-pub fn create(host: &Host, state: &mut State, req: &RunRequest) -> Result<Sandbox> {
+pub fn create(host: &Host, store: &Store, state: &mut State, req: &RunRequest) -> Result<Sandbox> {
     let plan = plan(&host.config, &host.roots, state, req)?;
-    apply(host, state, plan)
+    let host_addrs: Vec<Ipv4Addr> = host.rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).collect();
+    publish::check_host_addresses(&plan.sandbox.published, &host_addrs)?;
+    apply(host, store, state, plan)
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {
@@ -391,10 +412,23 @@ pub fn is_running(sandbox: &Sandbox) -> bool {
 }
 
 /// Tears a sandbox down (and, with `force`, the sandboxes sharing its
-/// namespaces first). Every step runs and every failure is reported (see
-/// [`crate::teardown`]); the record is forgotten either way, so what could
-/// not be removed is named once, here, and not retried.
-pub fn remove(host: &Host, state: &mut State, name: &str, force: bool) -> Result<()> {
+/// namespaces first), its intent recorded first. Every step runs and every
+/// failure is reported (see [`crate::teardown`]); the record is forgotten
+/// either way, so what could not be removed is named once, here, and not
+/// retried.
+pub fn remove(host: &Host, store: &Store, state: &mut State, name: &str, force: bool) -> Result<()> {
+    remove_recorded(host, Some(store), state, name, force)
+}
+
+/// [`remove`], with the intent recorded in `store` unless the caller
+/// recorded a wider one (`system reset`).
+pub(crate) fn remove_recorded(
+    host: &Host,
+    store: Option<&Store>,
+    state: &mut State,
+    name: &str,
+    force: bool,
+) -> Result<()> {
     let sandbox = state.sandbox(name)?.clone();
     if !force && is_running(&sandbox) {
         bail!("you cannot remove a running sandbox {name}: stop its command or use rm -f");
@@ -408,22 +442,44 @@ pub fn remove(host: &Host, state: &mut State, name: &str, force: bool) -> Result
     }
     let mut teardown = Teardown::new();
     for u in users {
-        teardown.step(format!("sandbox {u}"), remove(host, state, &u, true));
+        teardown.step(format!("sandbox {u}"), remove_recorded(host, store, state, &u, true));
     }
+    if let Some(store) = store {
+        store.begin(Intent::Remove { sandbox: sandbox.clone() })?;
+    }
+    teardown.absorb(take_down(host, state, &sandbox, None));
+    state.sandboxes.remove(name);
+    teardown.step("resolver", crate::dns::ensure(host, state));
+    teardown.finish()
+}
+
+/// Takes down everything a sandbox record says it is made of: its
+/// processes, published ports, links, attachments, tracked connections,
+/// namespaces and files. Works from the record alone (what `rm` removes, and
+/// what a crashed `run` or `rm` recorded as its intent), so every step
+/// treats "already gone" as done; without pins (after a reboot) the map
+/// steps are skipped. `extra_network` is a network the record's attachments
+/// may name that the state does not hold (the default network an
+/// interrupted `run` was creating). The record itself stays in `state`.
+pub(crate) fn take_down(host: &Host, state: &State, sandbox: &Sandbox, extra_network: Option<&Network>) -> Result<()> {
+    let mut teardown = Teardown::new();
     if sandbox.owns_namespaces() {
         kill_all_in(&sandbox.netns);
-    } else if let Some(pid) = sandbox.pid.filter(|_| is_running(&sandbox)) {
+    } else if let Some(pid) = sandbox.pid.filter(|_| is_running(sandbox)) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
     let addresses: Vec<Ipv4Addr> = sandbox.attachments.iter().map(|a| a.ip).collect();
     if host.datapath.is_loaded() {
         teardown.step("published ports", publish::uninstall(&host.datapath, &sandbox.published));
-        teardown.step("links", set_links(host, &link_pairs(state, &sandbox), false));
+        // A record from a plan does not know the range slots its ranges got.
+        teardown.step("published ranges", clear_ranges_to(host, &addresses));
+        teardown.step("links", set_links(host, &link_pairs(state, sandbox), false));
         teardown.step("links of its addresses", host.datapath.remove_links_of(&addresses));
     }
     for att in &sandbox.attachments {
         let what = format!("attachment to {}", att.network);
-        match state.networks.get(&att.network) {
+        let net = state.networks.get(&att.network).or(extra_network.filter(|n| n.name == att.network));
+        match net {
             Some(net) => teardown.step(what, network::detach(host, net, &sandbox.netns, att)),
             None => teardown.step(what, Err(anyhow::anyhow!("network {} not found", att.network))),
         }
@@ -433,9 +489,107 @@ pub fn remove(host: &Host, state: &mut State, name: &str, force: bool) -> Result
         teardown.step("network namespace", netns::remove(&sandbox.netns));
         teardown.step("UTS namespace", netns::remove(&sandbox.uts));
     }
-    teardown.step("sandbox files", remove_dir(&host.roots.sandbox_dir(name)));
-    state.sandboxes.remove(name);
-    teardown.step("resolver", crate::dns::ensure(host, state));
+    teardown.step("sandbox files", remove_dir(&host.roots.sandbox_dir(&sandbox.name)));
+    teardown.finish()
+}
+
+/// Puts a sandbox whose devices are in place back into a data path loaded
+/// afresh (the pins were lost): program links, endpoints, published ports
+/// (range slots chosen again, hence `&mut`), links.
+pub(crate) fn reinstall(host: &Host, state: &State, sandbox: &mut Sandbox) -> Result<()> {
+    for att in &sandbox.attachments {
+        let net = state.network(&att.network)?;
+        network::driver::of(net)?.reattach(host, net, att).with_context(|| format!("attachment to {}", net.name))?;
+    }
+    if let Some(att) = sandbox.attachments.first() {
+        for m in &mut sandbox.published {
+            m.range_slot = None;
+        }
+        publish::install(&host.datapath, &mut sandbox.published, att.ip)?;
+        set_links(host, &link_pairs(state, sandbox), true)?;
+    }
+    Ok(())
+}
+
+/// Frees the published range slots leading to `addresses` (only a live
+/// sandbox's ranges lead to its address, and addresses are unique).
+fn clear_ranges_to(host: &Host, addresses: &[Ipv4Addr]) -> Result<()> {
+    let targets: Vec<[u8; 4]> = addresses.iter().map(|a| a.octets()).collect();
+    for (slot, range) in host.datapath.range_slots()?.iter().enumerate() {
+        if range.proto != 0 && targets.contains(&range.target_addr) {
+            host.datapath.set_range(slot as u32, netpath_common::PublishedRange::default())?;
+        }
+    }
+    Ok(())
+}
+
+/// `rm -f NAME` of a sandbox the state does not know (its run crashed
+/// before any record, or the state file was lost) but whose namespace or
+/// files are still on disk under this instance's run directory: everything
+/// found there goes, the data path's entries for its addresses too.
+/// Returns whether anything was found.
+pub fn remove_orphan(host: &Host, name: &str) -> Result<bool> {
+    validate::name(name)?;
+    let (netns_path, uts, dir) =
+        (host.roots.netns_dir().join(name), host.roots.uts_dir().join(name), host.roots.sandbox_dir(name));
+    if !netns_path.exists() && !uts.exists() && !dir.exists() {
+        return Ok(false);
+    }
+    let mut teardown = Teardown::new();
+    let mut addresses = Vec::new();
+    if netns_path.exists() {
+        kill_all_in(&netns_path);
+        match clear_namespace(&netns_path) {
+            Ok(found) => addresses = found,
+            Err(e) => teardown.step("its interfaces", Err(e)),
+        }
+    }
+    if host.datapath.is_loaded() && !addresses.is_empty() {
+        teardown.step("data path entries", forget_addresses(host, &addresses));
+    }
+    teardown.step("network namespace", netns::remove(&netns_path));
+    teardown.step("UTS namespace", netns::remove(&uts));
+    teardown.step("sandbox files", remove_dir(&dir));
+    teardown.finish().map(|()| true)
+}
+
+/// Deletes every interface in the namespace at `path` but `lo` (a veth's
+/// host side goes with it, at once rather than when the namespace dies);
+/// returns the IPv4 addresses they held.
+pub(crate) fn clear_namespace(path: &Path) -> Result<Vec<Ipv4Addr>> {
+    netns::run_in(path, || {
+        let rtnl = crate::link::Rtnl::new()?;
+        let addrs: Vec<Ipv4Addr> =
+            rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).filter(|a| !a.is_loopback()).collect();
+        for name in rtnl.link_names()? {
+            if name != "lo" {
+                rtnl.delete_by_name(&name)?;
+            }
+        }
+        Ok(addrs)
+    })
+}
+
+/// Removes whatever the data path holds for `addresses`: endpoint entries,
+/// published ports and ranges leading there, links, tracked connections.
+pub(crate) fn forget_addresses(host: &Host, addresses: &[Ipv4Addr]) -> Result<()> {
+    let mut teardown = Teardown::new();
+    for ip in addresses {
+        teardown.step(
+            format!("endpoint {ip}"),
+            host.datapath.remove_endpoint(netpath_common::EndpointKey { ipv4: ip.octets() }),
+        );
+    }
+    let targets: Vec<[u8; 4]> = addresses.iter().map(|a| a.octets()).collect();
+    let published = host.datapath.published().and_then(|map| {
+        let keys: Vec<netpath_common::PublishedKey> =
+            map.iter().filter_map(|r| r.ok()).filter(|(_, t)| targets.contains(&t.addr)).map(|(k, _)| k).collect();
+        host.datapath.remove_published(keys)
+    });
+    teardown.step("published ports", published);
+    teardown.step("published ranges", clear_ranges_to(host, addresses));
+    teardown.step("links", host.datapath.remove_links_of(addresses));
+    teardown.step("tracked connections", forget_flows(host, addresses));
     teardown.finish()
 }
 
@@ -528,7 +682,13 @@ pub fn spawn_detached(host: &Host, state: &State, sandbox: &Sandbox, argv: &[Str
 
 /// `run -d` with a command: starts it and records it; when it cannot start,
 /// the sandbox goes again (a failure of that is reported with the reason).
-pub fn start_detached(host: &Host, state: &mut State, sandbox: &mut Sandbox, argv: &[String]) -> Result<()> {
+pub fn start_detached(
+    host: &Host,
+    store: &Store,
+    state: &mut State,
+    sandbox: &mut Sandbox,
+    argv: &[String],
+) -> Result<()> {
     match spawn_detached(host, state, sandbox, argv) {
         Ok(pid) => {
             sandbox.pid = Some(pid);
@@ -536,7 +696,7 @@ pub fn start_detached(host: &Host, state: &mut State, sandbox: &mut Sandbox, arg
             state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
             Ok(())
         }
-        Err(cause) => Err(match remove(host, state, &sandbox.name, true) {
+        Err(cause) => Err(match remove(host, store, state, &sandbox.name, true) {
             Ok(()) => cause,
             Err(rollback) => RolledBackBadly { cause, rollback }.into(),
         }),
@@ -569,7 +729,8 @@ mod tests {
     fn a_plan_holds_addresses_devices_and_ports() {
         let (config, state) = (Config::default(), State::default());
         let req = run("web", |r| r.publish = vec!["8080:80".into(), "53/udp".into()]);
-        let Plan { sandbox } = plan(&config, &roots(), &state, &req).unwrap();
+        let Plan { sandbox, network } = plan(&config, &roots(), &state, &req).unwrap();
+        assert!(network.is_some_and(|n| n.is_default), "the first run makes the default network");
         let att = &sandbox.attachments[0];
         assert_eq!((att.network.as_str(), att.ip), (DEFAULT_NETWORK_NAME, Ipv4Addr::new(172, 17, 0, 2)));
         assert_eq!(att.mac, [0x02, 0x42, 172, 17, 0, 2]);
@@ -577,10 +738,12 @@ mod tests {
         assert_eq!(sandbox.netns, roots().netns_dir().join("web"));
         let ports: Vec<(u16, u16)> = sandbox.published.iter().map(|p| (p.host_first, p.container_first)).collect();
         assert_eq!(ports, [(8080, 80), (publish::EPHEMERAL_FIRST, 53)]);
-        // What a crash-safe intent record would store reads back the same.
-        let json = serde_json::to_string(&Plan { sandbox: sandbox.clone() }).unwrap();
-        let back: Plan = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.sandbox.attachments[0].ip, att.ip);
+        // The crash-safe intent record reads back the same.
+        let intent = Intent::Run { sandbox: sandbox.clone(), network: None, datapath_was_loaded: false };
+        let back: Intent = serde_json::from_str(&serde_json::to_string(&intent).unwrap()).unwrap();
+        let Intent::Run { sandbox: back, .. } = back else { panic!("not a run") };
+        assert_eq!(back.attachments[0].ip, att.ip);
+        assert_eq!(back.published, sandbox.published);
     }
 
     #[test]

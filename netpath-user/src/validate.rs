@@ -7,8 +7,16 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use anyhow::{Result, bail};
 use ipnetwork::Ipv4Network;
 
+/// Longest sandbox, network or alias name: names become file names (at
+/// most 255 bytes) and DNS names.
+pub const MAX_NAME: usize = 128;
+
 /// Sandbox, network and alias names, as Docker allows them.
 pub fn name(name: &str) -> Result<()> {
+    if name.len() > MAX_NAME {
+        let start: String = name.chars().take(16).collect();
+        bail!("invalid name {start:?}...: at most {MAX_NAME} characters, not {}", name.len());
+    }
     let mut chars = name.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
@@ -59,6 +67,26 @@ pub fn subnet(text: &str) -> Result<Ipv4Network> {
     Ok(Ipv4Network::new(net.network(), net.prefix())?)
 }
 
+/// Address blocks no network may use: they mean something on every host.
+const SPECIAL_BLOCKS: &[([u8; 4], u8, &str)] = &[
+    ([0, 0, 0, 0], 8, "\"this network\" (0.0.0.0/8)"),
+    ([127, 0, 0, 0], 8, "loopback (127.0.0.0/8)"),
+    ([169, 254, 0, 0], 16, "link-local (169.254.0.0/16)"),
+    ([224, 0, 0, 0], 4, "multicast (224.0.0.0/4)"),
+    ([240, 0, 0, 0], 4, "reserved (240.0.0.0/4)"),
+];
+
+/// A subnet a network may have: none of the special-purpose blocks.
+pub fn usable_subnet(net: Ipv4Network) -> Result<()> {
+    for (addr, prefix, what) in SPECIAL_BLOCKS {
+        let block = Ipv4Network::new(Ipv4Addr::from(*addr), *prefix).expect("valid block");
+        if overlaps(block, net) {
+            bail!("invalid subnet {net}: it overlaps the {what} addresses");
+        }
+    }
+    Ok(())
+}
+
 /// Whether `inner` lies entirely inside `outer`.
 pub fn contains_net(outer: Ipv4Network, inner: Ipv4Network) -> bool {
     outer.prefix() <= inner.prefix() && outer.contains(inner.network())
@@ -74,8 +102,10 @@ pub fn mac(text: &str) -> Result<[u8; 6]> {
     let bytes: Option<Vec<u8>> =
         parts.iter().map(|p| u8::from_str_radix(p, 16).ok().filter(|_| p.len() == 2)).collect();
     match bytes {
-        Some(b) if b.len() == 6 && b[0] & 1 == 0 => Ok([b[0], b[1], b[2], b[3], b[4], b[5]]),
-        _ => bail!("invalid MAC address {text:?}: six hex pairs, unicast"),
+        Some(b) if b.len() == 6 && b[0] & 1 == 0 && b.iter().any(|&x| x != 0) => {
+            Ok([b[0], b[1], b[2], b[3], b[4], b[5]])
+        }
+        _ => bail!("invalid MAC address {text:?}: six hex pairs, unicast, not all zero"),
     }
 }
 
@@ -107,6 +137,12 @@ mod tests {
         assert!(cidr("10.0.0.0").is_err() && cidr("10.0.0.0/33").is_err());
         assert_eq!(mac("02:42:0a:00:00:02").unwrap(), [2, 0x42, 10, 0, 0, 2]);
         assert!(mac("01:00:00:00:00:00").is_err(), "multicast");
+        assert!(mac("00:00:00:00:00:00").is_err(), "zero");
+        assert!(name(&"a".repeat(MAX_NAME)).is_ok() && name(&"a".repeat(MAX_NAME + 1)).is_err());
+        for bad in ["127.1.0.0/16", "224.1.0.0/24", "0.0.0.0/0", "169.254.0.0/24", "250.0.0.0/8", "0.1.0.0/16"] {
+            assert!(usable_subnet(subnet(bad).unwrap()).is_err(), "{bad}");
+        }
+        assert!(usable_subnet(subnet("10.140.0.0/24").unwrap()).is_ok());
         assert_eq!(format_mac(&[2, 0x42, 10, 0, 0, 2]), "02:42:0a:00:00:02");
         assert!(key_values(&["a=b=c".into()], "option").unwrap()["a"] == "b=c");
         assert!(key_values(&["=b".into()], "option").is_err());

@@ -2,7 +2,9 @@
 //! binaries are, and labs built with the rig's own fixture (`netpath_lab`).
 use std::path::{Path, PathBuf};
 
+pub mod craft;
 pub mod frames;
+pub mod progtest;
 
 use anyhow::Result;
 pub use netpath_lab::{At, Binaries, Lab};

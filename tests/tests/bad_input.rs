@@ -38,6 +38,10 @@ fn snapshot(lab: &Lab) -> Snapshot {
     }
 }
 
+const LONG: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\
+                    aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\
+                    aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
 #[test]
 fn bad_input_is_rejected_and_changes_nothing() {
     let lab = lab("badinput");
@@ -59,11 +63,11 @@ fn bad_input_is_rejected_and_changes_nothing() {
         (&["run", "-d", "--name", "s2", "--network", "nosuch"], "not found"),
         (&["run", "-d", "--name", "bad name"], "invalid name"),
         (&["run", "-d", "--name", "s2", "--mac-address", "zz:00:00:00:00:00"], "invalid MAC"),
-        (&["rm", "nosuch"], "no such sandbox"),
+        (&["rm", "nosuch"], "No such container"),
         (&["network", "rm", "nosuch"], "not found"),
         (&["network", "rm", "n1"], "active endpoints"),
         (&["network", "inspect", "nosuch"], "not found"),
-        (&["exec", "nosuch", "--", "true"], "no such sandbox"),
+        (&["exec", "nosuch", "--", "true"], "No such container"),
         (&["network", "create", "x", "-d", "overlay"], "not supported"),
         (&["network", "create", "x", "-d", "macvlan", "--subnet", "10.51.0.0/24"], "parent"),
         (
@@ -71,22 +75,46 @@ fn bad_input_is_rejected_and_changes_nothing() {
             "does not exist",
         ),
         (&["network", "connect", "nosuch", "s1"], "not found"),
-        (&["network", "connect", "n1", "nosuch"], "no such sandbox"),
+        (&["network", "connect", "n1", "nosuch"], "No such container"),
         (&["network", "connect", "n1", "s1"], "already connected"),
-        (&["network", "disconnect", "n1", "nosuch"], "no such sandbox"),
-        (&["run", "-d", "--name", "s2", "--network", "container:nosuch"], "no such sandbox"),
+        (&["network", "disconnect", "n1", "nosuch"], "No such container"),
+        (&["run", "-d", "--name", "s2", "--network", "container:nosuch"], "No such container"),
         (&["run", "-d", "--name", "s2", "--link", "nosuch:db"], "could not link"),
         (&["run", "-d", "--name", "s2", "-p", "70000"], "invalid container port"),
         (&["run", "-d", "--name", "s2", "-p", "8080:80", "-p", "8080:81"], "already allocated"),
         (&["run", "-d", "--name", "s2", "--dns", "not-an-ip"], "invalid DNS"),
         (&["run", "-d", "--name", "s2", "--add-host", "no-address"], "invalid --add-host"),
         (&["run", "-d", "--name", "s2", "--network", "host", "-p", "80"], "conflicting options"),
+        // Subnets the host uses or that mean something everywhere.
+        (&["network", "create", "x", "--subnet", "198.18.0.0/24"], "overlaps with the host's address 198.18.0.2/24"),
+        (&["network", "create", "x", "--subnet", "198.18.0.128/25"], "overlaps with the host's address"),
+        (&["network", "create", "x", "--subnet", "127.5.0.0/16"], "loopback"),
+        (&["network", "create", "x", "--subnet", "224.1.0.0/24"], "multicast"),
+        (&["network", "create", "x", "--subnet", "240.0.0.0/24"], "reserved"),
+        (&["network", "create", "x", "--subnet", "169.254.3.0/24"], "link-local"),
+        (&["network", "create", "x", "--subnet", "0.0.0.0/0"], "this network"),
+        // Docker's words.
+        (
+            &["run", "-d", "--name", "s2", "--ip", "172.17.0.50"],
+            "user specified IP address is supported on user defined networks only",
+        ),
+        (&["network", "connect", "--ip", "172.17.0.51", "bridge", "s1"], "user defined networks only"),
+        (&["run", "-d", "--name", "s2", "-p", "10.9.9.9:8080:80"], "listen tcp4 10.9.9.9:8080: bind: cannot assign"),
+        (&["run", "-d", "--name", "s2", "--network", "n1", "-p", "10.9.9.9::80/udp"], "cannot assign requested"),
+        (&["run", "-d", "--name", LONG], "at most 128 characters"),
+        (&["network", "create", LONG], "at most 128 characters"),
+        (&["run", "-d", "--name", "s2", "--network", "n1", "--network-alias", LONG], "at most 128 characters"),
+        (&["run", "-d", "--name", "s2", "--mac-address", "00:00:00:00:00:00"], "invalid MAC"),
+        (&["run", "-d", "--name", "s2", "--mac-address", "ff:ff:ff:ff:ff:ff"], "invalid MAC"),
+        // Several names, one missing: the others go (here: none can).
+        (&["network", "rm", "n1", "nosuch"], "network nosuch not found"),
     ];
     for (args, reason) in cases {
         let (code, stdout, stderr) = output(&mut lab.netpath(args).unwrap()).unwrap();
         assert_ne!(code, 0, "netpath {args:?} should fail; stdout {stdout}");
         assert_eq!(stderr.lines().count(), 1, "one-line reason for {args:?}: {stderr:?}");
-        assert!(stderr.starts_with("netpath: "), "{stderr}");
+        // Lookup misses read as Docker's (`Error: No such container: X`).
+        assert!(stderr.starts_with("netpath: ") || stderr.starts_with("Error"), "{stderr}");
         assert!(stderr.contains(reason), "netpath {args:?}: {stderr:?} should mention {reason:?}");
         assert_eq!(snapshot(&lab), before, "netpath {args:?} changed something");
     }
@@ -113,4 +141,56 @@ fn a_failure_half_way_rolls_back() {
     assert!(stderr.contains(&bridge), "{stderr}");
     assert_eq!(snapshot(&lab), expected, "nothing of s2 is left");
     assert_eq!(lab.datapath().endpoints().unwrap().keys().count(), endpoints_before);
+}
+
+/// `rm` and `network rm` of several names, some missing: the existing ones
+/// are removed (and printed), the missing ones named, the exit non-zero.
+#[test]
+fn removing_several_goes_on_past_missing_names() {
+    let lab = lab("rmmany");
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.32.0.0/24"]).unwrap();
+    lab.netpath_ok(&["network", "create", "n2", "--subnet", "10.33.0.0/24"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1"]).unwrap();
+    let (code, stdout, stderr) = output(&mut lab.netpath(&["rm", "-f", "a", "nosuch"]).unwrap()).unwrap();
+    assert_ne!(code, 0);
+    assert_eq!(stdout.trim(), "a");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(stderr, "Error: No such container: nosuch\n");
+    assert!(!lab.netpath_ok(&["ps"]).unwrap().contains(" a "), "a is gone");
+
+    let (code, stdout, stderr) = output(&mut lab.netpath(&["network", "rm", "nosuch", "n2", "n1"]).unwrap()).unwrap();
+    assert_ne!(code, 0);
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["n2", "n1"]);
+    assert!(stderr.contains("network nosuch not found"), "{stderr}");
+    let networks = lab.netpath_ok(&["network", "ls"]).unwrap();
+    assert!(!networks.contains("n1") && !networks.contains("n2"), "{networks}");
+}
+
+/// Listings into a pipe the reader already closed end quietly (no panic
+/// about a broken pipe).
+#[test]
+fn listings_into_a_closed_pipe_end_quietly() {
+    let lab = lab("pipe");
+    lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.34.0.0/24"]).unwrap();
+    for args in [&["network", "inspect", "n1"][..], &["network", "ls"], &["ps"], &["conntrack", "ls"]] {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let out = lab.netpath(args).unwrap().stdout(std::process::Stdio::from(write)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "netpath {args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "netpath {args:?}: {stderr}");
+    }
+}
+
+/// An MTU below IPv6's minimum works (the devices simply have no IPv6).
+#[test]
+fn small_mtu_networks_work() {
+    let lab = lab("smallmtu");
+    lab.netpath_ok(&["network", "create", "small", "--subnet", "10.35.0.0/24", "--mtu", "1000"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "small"]).unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "b", "--network", "small"]).unwrap();
+    let link = output(lab.sandbox_cmd("a", "ip").unwrap().args(["link", "show", "eth0"])).unwrap().1;
+    assert!(link.contains("mtu 1000"), "{link}");
+    let ping = output(lab.sandbox_cmd("a", "ping").unwrap().args(["-c", "2", "-i", "0.2", "-W", "1", "10.35.0.3"]));
+    assert_eq!(ping.unwrap().0, 0, "a reaches b");
 }

@@ -43,6 +43,11 @@ enum Task {
         #[arg(long)]
         no_scaling: bool,
     },
+    /// Write the man pages (one per command) into $CARGO_TARGET_DIR/man,
+    /// from the same definition as `netpath --help`.
+    Man,
+    /// Write bash, zsh and fish completions into $CARGO_TARGET_DIR/completions.
+    Completions,
     /// Run the unit and lab tests (root; builds its own namespaces).
     Test {
         /// Extra arguments for cargo nextest (filters, --no-capture, ...).
@@ -122,14 +127,39 @@ fn run(cli: Cli) -> Result<()> {
             }
             exec(&mut cmd)
         }
+        Task::Man => {
+            build_product()?;
+            let dir = target_dir().join("man");
+            exec(Command::new(netpath_bin()).arg("man").arg(&dir))?;
+            println!("{}", dir.display());
+            Ok(())
+        }
+        Task::Completions => {
+            build_product()?;
+            let dir = target_dir().join("completions");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (shell, file) in [("bash", "netpath.bash"), ("zsh", "_netpath"), ("fish", "netpath.fish")] {
+                let out = Command::new(netpath_bin()).args(["completion", shell]).output()?;
+                if !out.status.success() {
+                    bail!("netpath completion {shell} failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                std::fs::write(dir.join(file), out.stdout)?;
+            }
+            println!("{}", dir.display());
+            Ok(())
+        }
         Task::Test { args } => {
             setup::ensure()?;
             // The parity test runs Docker Engine itself, in a lab.
             setup::bench_extras()?;
+            // First, so that the shipped build (fresh, copied in place by
+            // cargo) is what target/release/netpath holds afterwards.
+            build_upgrade_probe()?;
             build()?;
             let mut cmd = cargo();
             cmd.args(["nextest", "run", "--release", "--no-fail-fast"]).args(&args);
             cmd.env("NETPATH_BIN", netpath_bin()).env("NETPATH_LAB_BIN", lab_bin());
+            cmd.env("NETPATH_UPGRADE_BIN", upgrade_probe_bin());
             exec(&mut cmd)
         }
     }
@@ -155,6 +185,34 @@ fn build() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A second netpath whose kernel programs differ from the shipped ones
+/// (netpath-ebpf's test-only `upgrade-probe` feature), for the upgrade test.
+fn upgrade_probe_bin() -> PathBuf {
+    target_dir().join("release/netpath-upgrade-probe")
+}
+
+fn build_upgrade_probe() -> Result<()> {
+    exec(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "netpath-user",
+        "--bin",
+        "netpath",
+        "--features",
+        "upgrade-probe",
+    ]))?;
+    std::fs::copy(netpath_bin(), upgrade_probe_bin())
+        .with_context(|| format!("copying the upgrade-probe build to {}", upgrade_probe_bin().display()))?;
+    Ok(())
+}
+
+/// Builds the product only (man pages and completions need nothing else).
+fn build_product() -> Result<()> {
+    setup::ensure()?;
+    exec(cargo().args(["build", "--release", "-p", "netpath-user", "--bin", "netpath"]))
 }
 
 /// Runs a command to completion and turns a failure into an error carrying its exit code.

@@ -29,6 +29,13 @@ pub struct SendArgs {
     bytes: usize,
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// Stay connected and silent this many seconds before sending (an idle
+    /// established connection).
+    #[arg(long, default_value_t = 0)]
+    delay: u64,
+    /// Spread the bytes evenly over this many seconds (a long transfer).
+    #[arg(long, default_value_t = 0)]
+    duration: u64,
 }
 
 #[derive(Args, Debug)]
@@ -89,7 +96,7 @@ pub fn sink(SinkArgs { port, timeout }: SinkArgs) -> Result<i32> {
 
 /// Connects (retrying until TIMEOUT), sends BYTES of `payload` and shuts
 /// down; prints local address, byte count and SHA-256 of what was sent.
-pub fn send(SendArgs { to, bytes, timeout }: SendArgs) -> Result<i32> {
+pub fn send(SendArgs { to, bytes, timeout, delay, duration }: SendArgs) -> Result<i32> {
     let timeout = Duration::from_secs(timeout);
     let deadline = Instant::now() + timeout;
     let mut stream = loop {
@@ -101,7 +108,19 @@ pub fn send(SendArgs { to, bytes, timeout }: SendArgs) -> Result<i32> {
     };
     stream.set_write_timeout(Some(timeout))?;
     let data = payload(bytes);
-    stream.write_all(&data)?;
+    std::thread::sleep(Duration::from_secs(delay));
+    if duration == 0 {
+        stream.write_all(&data)?;
+    } else {
+        // Ten chunks a second, each sent on its own schedule.
+        let ticks = (duration * 10) as usize;
+        let start = Instant::now();
+        for (i, chunk) in data.chunks(bytes.div_ceil(ticks).max(1)).enumerate() {
+            stream.write_all(chunk)?;
+            let next = start + Duration::from_millis(100 * (i as u64 + 1));
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    }
     stream.shutdown(std::net::Shutdown::Write)?;
     let local = stream.local_addr()?;
     println!(

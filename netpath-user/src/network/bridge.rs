@@ -105,6 +105,8 @@ impl NetworkDriver for Bridge {
         let index = host.rtnl.add_bridge(&net.bridge, net.mtu, mac)?;
         Rollback::new().run(|rollback| {
             rollback.push(format!("bridge {}", net.bridge), move || host.rtnl.delete(index));
+            // The instance's mark: found and removed by it even without a state file.
+            host.rtnl.set_alias(index, &crate::state::network_tag(&host.roots, net))?;
             crate::sysctl::disable_ipv6(&net.bridge)?;
             // Sandboxes reach the outside through the host, as with Docker.
             crate::sysctl::set("net.ipv4.ip_forward", "1")?;
@@ -165,10 +167,26 @@ impl NetworkDriver for Bridge {
 
     fn detach(&self, host: &Host, _net: &Network, _netns: &Path, att: &Attachment) -> Result<()> {
         let mut teardown = Teardown::new();
-        teardown.step("endpoint entry", host.datapath.remove_endpoint(EndpointKey { ipv4: att.ip.octets() }));
+        // Without pins (after a reboot) there is no entry to remove.
+        if host.datapath.is_loaded() {
+            teardown.step("endpoint entry", host.datapath.remove_endpoint(EndpointKey { ipv4: att.ip.octets() }));
+        }
         teardown.step("data path link", host.datapath.detach_sandbox(&att.host_ifname));
         teardown.step(format!("veth {}", att.host_ifname), host.rtnl.delete_by_name(&att.host_ifname));
         teardown.finish()
+    }
+
+    fn reattach(&self, host: &Host, net: &Network, att: &Attachment) -> Result<()> {
+        let host_index = host.rtnl.require_index(&att.host_ifname)?;
+        host.datapath.attach_sandbox(&att.host_ifname)?;
+        let xdp_target = host.config.uplink_xdp != crate::config::UplinkXdp::Off;
+        let endpoint = Endpoint {
+            host_ifindex: host_index,
+            network_id: net.index,
+            mac: att.mac,
+            flags: self.endpoint_flags(xdp_target),
+        };
+        host.datapath.set_endpoint(EndpointKey { ipv4: att.ip.octets() }, endpoint)
     }
 
     fn sync_datapath(&self, host: &Host, net: &Network) -> Result<()> {

@@ -49,6 +49,13 @@ pub trait NetworkDriver {
         Ok(())
     }
 
+    /// Puts an existing attachment back into a data path loaded afresh
+    /// (after the pins were lost): its program link and entries. The
+    /// devices are in place.
+    fn reattach(&self, _host: &Host, _net: &Network, _att: &Attachment) -> Result<()> {
+        Ok(())
+    }
+
     /// The host address `-p` binds to on this network when it names none.
     fn host_binding(&self) -> Option<Ipv4Addr> {
         None

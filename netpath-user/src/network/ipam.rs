@@ -26,6 +26,9 @@ pub fn allocate(
     let used: HashSet<Ipv4Addr> = used.collect();
     let taken = |ip: Ipv4Addr| ip == network.gateway || used.contains(&ip);
     if let Some(ip) = requested {
+        if network.is_default {
+            bail!("user specified IP address is supported on user defined networks only");
+        }
         if !is_host_address(network.subnet, ip) {
             bail!("address {ip} is not a usable address of network {} ({})", network.name, network.subnet);
         }

@@ -15,7 +15,7 @@ use ipnetwork::Ipv4Network;
 use crate::{
     config::Config,
     host::Host,
-    state::{self, Network, State},
+    state::{self, Intent, Network, State, Store},
     teardown::{Rollback, Teardown},
     validate,
 };
@@ -66,13 +66,29 @@ pub struct CreateRequest {
 }
 
 /// Subnets already taken: every network's, and the default network's even
-/// before it exists.
+/// before it exists; each with what holds it, for the error.
 fn taken_subnets(state: &State, config: &Config) -> Vec<(String, Ipv4Network)> {
-    let mut taken: Vec<_> = state.networks.values().map(|n| (n.name.clone(), n.subnet)).collect();
+    let mut taken: Vec<_> = state.networks.values().map(|n| (format!("network {}", n.name), n.subnet)).collect();
     if !state.networks.contains_key(DEFAULT_NETWORK_NAME) {
-        taken.push((DEFAULT_NETWORK_NAME.to_string(), config.subnet()));
+        taken.push((format!("network {DEFAULT_NETWORK_NAME}"), config.subnet()));
     }
     taken
+}
+
+/// What the host itself uses: the networks of its interfaces' addresses and
+/// the destinations of its routes (default routes aside). A bridge network
+/// there would answer for addresses that are elsewhere (giving a sandbox the
+/// outside peer's address, say) and break NAT.
+pub fn host_subnets(host: &Host) -> Result<Vec<(String, Ipv4Network)>> {
+    let mut out = Vec::new();
+    for (addr, prefix) in host.rtnl.all_ipv4_addresses()? {
+        let net = Ipv4Network::new(addr, prefix)?;
+        out.push((format!("the host's address {addr}/{prefix}"), Ipv4Network::new(net.network(), prefix)?));
+    }
+    for (dest, prefix) in host.rtnl.ipv4_route_destinations()? {
+        out.push((format!("a host route ({dest}/{prefix})"), Ipv4Network::new(dest, prefix)?));
+    }
+    Ok(out)
 }
 
 fn next_index(state: &State) -> u32 {
@@ -83,6 +99,19 @@ fn next_index(state: &State) -> u32 {
 /// driver parses and checks its options); nothing on the system changes
 /// here.
 pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Network> {
+    plan_on(state, config, &[], req)
+}
+
+/// [`plan`], also keeping a bridge network off `host_subnets` (see
+/// [`host_subnets`]): a `--subnet` there is refused, the automatic choice
+/// skips them. Networks without a device of their own (macvlan) share their
+/// parent's subnet by design and are not checked.
+pub fn plan_on(
+    state: &State,
+    config: &Config,
+    host_subnets: &[(String, Ipv4Network)],
+    req: &CreateRequest,
+) -> Result<Network> {
     validate::name(&req.name)?;
     if state.networks.contains_key(&req.name) || RESERVED_NAMES.contains(&req.name.as_str()) {
         bail!("network with name {} already exists", req.name);
@@ -90,16 +119,20 @@ pub fn plan(state: &State, config: &Config, req: &CreateRequest) -> Result<Netwo
     let options = validate::key_values(&req.options, "option")?;
     let labels = validate::key_values(&req.labels, "label")?;
     let driver = driver::get(req.driver.as_deref().unwrap_or(driver::DEFAULT_DRIVER), &options)?;
-    let taken = taken_subnets(state, config);
+    let mut taken = taken_subnets(state, config);
+    if driver.name() == bridge::DRIVER_NAME {
+        taken.extend(host_subnets.iter().cloned());
+    }
 
     let subnet = match &req.subnet {
         Some(s) => {
             let subnet = validate::subnet(s)?;
+            validate::usable_subnet(subnet)?;
             if subnet.prefix() > 30 {
                 bail!("subnet {subnet} is too small: a /30 at the least");
             }
-            if let Some((name, other)) = taken.iter().find(|(_, t)| validate::overlaps(*t, subnet)) {
-                bail!("subnet {subnet} overlaps with network {name} ({other})");
+            if let Some((holder, other)) = taken.iter().find(|(_, t)| validate::overlaps(*t, subnet)) {
+                bail!("subnet {subnet} overlaps with {holder} ({other})");
             }
             subnet
         }
@@ -183,26 +216,29 @@ pub fn plan_default(state: &State, config: &Config) -> Network {
     }
 }
 
-/// Builds a planned network on the host and records it.
-fn build(host: &Host, state: &mut State, net: Network) -> Result<Network> {
+/// Builds a planned network on the host and records it. The caller has
+/// recorded the intent (see [`crate::state::Intent`]).
+pub(crate) fn build(host: &Host, state: &mut State, net: Network) -> Result<Network> {
     driver::of(&net)?.create(host, &net)?;
     state.networks.insert(net.name.clone(), net.clone());
     Ok(net)
 }
 
-/// Creates the network on the host and records it.
-pub fn create(host: &Host, state: &mut State, req: &CreateRequest) -> Result<Network> {
-    let net = plan(state, &host.config, req)?;
+/// Creates the network on the host and records it, its intent first.
+pub fn create(host: &Host, store: &Store, state: &mut State, req: &CreateRequest) -> Result<Network> {
+    let net = plan_on(state, &host.config, &host_subnets(host)?, req)?;
+    store.begin(Intent::NetworkCreate { network: net.clone() })?;
     build(host, state, net)
 }
 
 /// The default network, created on first use. Returns it when this call
 /// created it.
-pub fn ensure_default(host: &Host, state: &mut State) -> Result<Option<Network>> {
+pub fn ensure_default(host: &Host, store: &Store, state: &mut State) -> Result<Option<Network>> {
     if state.networks.contains_key(DEFAULT_NETWORK_NAME) {
         return Ok(None);
     }
     let net = plan_default(state, &host.config);
+    store.begin(Intent::NetworkCreate { network: net.clone() })?;
     build(host, state, net).map(Some)
 }
 
@@ -237,7 +273,7 @@ pub fn destroy(host: &Host, net: &Network) -> Result<()> {
 /// Removes a network that no sandbox uses. Every removal step runs; when one
 /// failed the record stays, so that what is left (a bridge holding the
 /// subnet's gateway) is not forgotten and `network rm` can be retried.
-pub fn remove(host: &Host, state: &mut State, name: &str, allow_default: bool) -> Result<()> {
+pub fn remove(host: &Host, store: &Store, state: &mut State, name: &str, allow_default: bool) -> Result<()> {
     let net = state.network(name)?.clone();
     if net.is_default && !allow_default {
         bail!("{name} is a pre-defined network and cannot be removed");
@@ -246,6 +282,7 @@ pub fn remove(host: &Host, state: &mut State, name: &str, allow_default: bool) -
     if !users.is_empty() {
         bail!("network {name} has active endpoints: {}", users.join(", "));
     }
+    store.begin(Intent::NetworkRemove { network: net.clone() })?;
     destroy(host, &net)?;
     state.networks.remove(name);
     Ok(())
@@ -300,6 +337,22 @@ mod tests {
         assert!(plan(&state, &config, &macvlan).unwrap_err().to_string().contains("parent"));
         macvlan.options = vec!["parent=eth0".into()];
         assert_eq!(plan(&state, &config, &macvlan).unwrap().bridge, "", "no host device");
+    }
+
+    #[test]
+    fn keeps_bridges_off_the_hosts_subnets() {
+        let state = State::default();
+        let config = Config::default();
+        let host = [("the host's address 172.18.0.2/24".to_string(), validate::subnet("172.18.0.0/24").unwrap())];
+        let e = plan_on(&state, &config, &host, &req("n", Some("172.18.0.128/25"), None)).unwrap_err();
+        assert!(e.to_string().contains("overlaps with the host's address 172.18.0.2/24"), "{e}");
+        let auto = plan_on(&state, &config, &host, &req("n", None, None)).unwrap();
+        assert_eq!(auto.subnet.to_string(), "172.19.0.0/16", "the automatic choice skips the host's");
+        assert!(plan(&state, &config, &req("n", Some("224.1.0.0/24"), None)).is_err());
+        let mut macvlan = req("m", Some("172.18.0.0/24"), None);
+        macvlan.driver = Some("macvlan".into());
+        macvlan.options = vec!["parent=eth0".into()];
+        assert!(plan_on(&state, &config, &host, &macvlan).is_ok(), "macvlan shares its parent's subnet");
     }
 
     #[test]
