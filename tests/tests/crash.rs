@@ -308,7 +308,7 @@ fn rm_f_takes_what_a_lost_record_left() {
     assert_eq!((code, out.trim()), (0, "b"), "{stderr}");
     assert!(!lab.roots.netns_dir().join("b").exists());
     let (code, _, stderr) = output(&mut lab.netpath(&["rm", "-f", "nosuch"]).unwrap()).unwrap();
-    assert!(code != 0 && stderr.contains("no such sandbox"), "{stderr}");
+    assert!(code != 0 && stderr.contains("No such container: nosuch"), "{stderr}");
     // What is left of b (its TCX pin, its map entries) goes with check --repair.
     let (code, report, _) = output(&mut lab.netpath(&["system", "check"]).unwrap()).unwrap();
     assert_eq!(code, 1, "{report}");
