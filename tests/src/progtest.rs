@@ -234,7 +234,8 @@ pub struct Rig {
     pub dp: Datapath,
     progs: BTreeMap<Hook, Prog>,
     stats: PerCpuArray<MapData, ReasonStats>,
-    ct: HashMap<MapData, FlowKey, CtEntry>,
+    /// CONNTRACK (confirmed connections) and CT_NEW (unconfirmed ones).
+    ct: [HashMap<MapData, FlowKey, CtEntry>; 2],
     ifindex: BTreeMap<&'static str, u32>,
     home: File,
     /// The last readings of each hook's counters and of conntrack: only the
@@ -292,7 +293,7 @@ impl Rig {
             let map =
                 |name: &str| -> Result<Map> { Ok(Map::from_map_data(MapData::from_pin(dp.maps_dir().join(name))?)?) };
             let stats = PerCpuArray::try_from(map(map_names::STATS)?)?;
-            let ct = HashMap::try_from(map(map_names::CONNTRACK)?)?;
+            let ct = [HashMap::try_from(map(map_names::CONNTRACK)?)?, HashMap::try_from(map(map_names::CT_NEW)?)?];
             let pin = |name: &str| dir.join("programs").join(name);
             let mut progs = BTreeMap::new();
             for (hook, name) in [
@@ -419,23 +420,38 @@ impl Rig {
     }
 
     pub fn conntrack(&self) -> Result<BTreeMap<Key, CtEntry>> {
+        // CONNTRACK only: what the assertions about confirmed and evicted
+        // connections read. (CT_NEW is emptied with it by clear_conntrack.)
         let mut all = BTreeMap::new();
-        for kv in self.ct.iter() {
+        for kv in self.ct[0].iter() {
             let (k, v) = kv?;
             all.insert(Key(k), v);
         }
         Ok(all)
     }
 
-    /// Empties the conntrack table.
+    /// The unconfirmed connections (CT_NEW): opened, not yet confirmed by
+    /// the originator's second packet.
+    pub fn unconfirmed(&self) -> Result<BTreeMap<Key, CtEntry>> {
+        let mut all = BTreeMap::new();
+        for kv in self.ct[1].iter() {
+            let (k, v) = kv?;
+            all.insert(Key(k), v);
+        }
+        Ok(all)
+    }
+
+    /// Empties both conntrack tables.
     pub fn clear_conntrack(&mut self) -> Result<()> {
         self.last_ct.replace(None);
-        let keys: Vec<FlowKey> = self.ct.keys().collect::<Result<_, _>>()?;
-        for k in keys {
-            match self.ct.remove(&k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(e.into()),
+        for table in &mut self.ct {
+            let keys: Vec<FlowKey> = table.keys().collect::<Result<_, _>>()?;
+            for k in keys {
+                match table.remove(&k) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(())

@@ -234,7 +234,7 @@ fn killed_rm_and_network_commands_are_finished_or_rolled_back() {
 fn populate(lab: &Lab) -> [i32; 2] {
     lab.netpath_ok(&words("network create n1 --subnet 10.43.0.0/24")).unwrap();
     lab.netpath_ok(&words("run -d --name a --network n1 -p 8081:80 -- sleep 600")).unwrap();
-    lab.netpath_ok(&words("run -d --name b -p 8082:80")).unwrap();
+    lab.netpath_ok(&words("run -d --name bob -p 8082:80")).unwrap();
     lab.netpath_ok(&words("run -d --name c --network none")).unwrap();
     let resolver = std::fs::read_to_string(lab.roots.run.join("dns.pid")).unwrap().trim().parse().unwrap();
     [state(lab)["sandboxes"]["a"]["pid"].as_i64().unwrap() as i32, resolver]
@@ -300,13 +300,15 @@ fn rm_f_takes_what_a_lost_record_left() {
     let lab = lab("crash-orphan");
     populate(&lab);
     let before = state(&lab);
-    // The state forgets `b` (as a crash of an older netpath could leave it).
+    // The state forgets `bob` (as a crash of an older netpath could leave it).
+    // (Not a one-letter name: `rm` resolves ID prefixes as Docker does, and
+    // `b` may begin another sandbox's ID.)
     let mut forgotten = before.clone();
-    forgotten["sandboxes"].as_object_mut().unwrap().remove("b");
+    forgotten["sandboxes"].as_object_mut().unwrap().remove("bob");
     std::fs::write(lab.roots.state_file(), serde_json::to_vec(&forgotten).unwrap()).unwrap();
-    let (code, out, stderr) = output(&mut lab.netpath(&["rm", "-f", "b"]).unwrap()).unwrap();
-    assert_eq!((code, out.trim()), (0, "b"), "{stderr}");
-    assert!(!lab.roots.netns_dir().join("b").exists());
+    let (code, out, stderr) = output(&mut lab.netpath(&["rm", "-f", "bob"]).unwrap()).unwrap();
+    assert_eq!((code, out.trim()), (0, "bob"), "{stderr}");
+    assert!(!lab.roots.netns_dir().join("bob").exists());
     let (code, _, stderr) = output(&mut lab.netpath(&["rm", "-f", "nosuch"]).unwrap()).unwrap();
     assert!(code != 0 && stderr.contains("No such container: nosuch"), "{stderr}");
     // What is left of b (its TCX pin, its map entries) goes with check --repair.
@@ -315,6 +317,9 @@ fn rm_f_takes_what_a_lost_record_left() {
     lab.netpath_ok(&["system", "check", "--repair"]).unwrap();
     assert_only_owned(&lab, "after repair");
     // b's address and port work again.
-    let ip = before["sandboxes"]["b"]["attachments"][0]["ip"].as_str().unwrap().to_string();
-    lab.netpath_ok(&["run", "-d", "--name", "b", "--ip", &ip, "-p", "8082:80"]).unwrap();
+    let ip = before["sandboxes"]["bob"]["attachments"][0]["ip"].as_str().unwrap().to_string();
+    // (`--ip` is for user-defined networks only, as in Docker: the default
+    // network hands out its lowest free address, which is b's again.)
+    lab.netpath_ok(&["run", "-d", "--name", "bob", "-p", "8082:80"]).unwrap();
+    assert_eq!(state(&lab)["sandboxes"]["bob"]["attachments"][0]["ip"].as_str().unwrap(), ip);
 }
