@@ -87,38 +87,27 @@ impl Rtnl {
             .with_context(|| format!("link {name} reports no statistics"))
     }
 
-    pub fn link_names(&self) -> Result<Vec<String>> {
+    /// Every link of the namespace, as the kernel describes it.
+    fn links(&self) -> Result<Vec<LinkMessage>> {
         let h = self.handle.clone();
-        let links: Vec<LinkMessage> =
-            self.run(async move { h.link().get().execute().try_collect().await }).context("listing links")?;
-        Ok(links
-            .iter()
-            .filter_map(|l| {
-                l.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n.clone()),
-                    _ => None,
-                })
-            })
-            .collect())
+        self.run(async move { h.link().get().execute().try_collect().await }).context("listing links")
+    }
+
+    pub fn link_names(&self) -> Result<Vec<String>> {
+        Ok(self.links()?.iter().filter_map(ifname).collect())
     }
 
     /// Every link with an alias (`ip link set ... alias`): (index, name, alias).
     pub fn aliased_links(&self) -> Result<Vec<(u32, String, String)>> {
-        let h = self.handle.clone();
-        let links: Vec<LinkMessage> =
-            self.run(async move { h.link().get().execute().try_collect().await }).context("listing links")?;
-        Ok(links
+        Ok(self
+            .links()?
             .iter()
             .filter_map(|l| {
-                let name = l.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n.clone()),
-                    _ => None,
-                })?;
                 let alias = l.attributes.iter().find_map(|a| match a {
                     LinkAttribute::IfAlias(n) if !n.is_empty() => Some(n.clone()),
                     _ => None,
                 })?;
-                Some((l.header.index, name, alias))
+                Some((l.header.index, ifname(l)?, alias))
             })
             .collect())
     }
@@ -358,12 +347,7 @@ impl Rtnl {
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => None,
             Err(e) => return Err(e).with_context(|| format!("looking up link {index}")),
         };
-        Ok(link.and_then(|l| {
-            l.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n),
-                _ => None,
-            })
-        }))
+        Ok(link.as_ref().and_then(ifname))
     }
 
     /// IPv4 neighbours of link `index` whose link-layer address is known
@@ -401,4 +385,12 @@ impl Rtnl {
             })
             .collect())
     }
+}
+
+/// A link's name (IFLA_IFNAME).
+fn ifname(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
 }

@@ -4,7 +4,7 @@
 //! them on purpose, and a reader for what a program handed back.
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-pub use crate::frames::{BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Mac, ethernet};
+pub use crate::frames::{BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Mac, checksum, ethernet};
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
@@ -27,28 +27,6 @@ pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
 /// IPv4 "more fragments" and "don't fragment" bits of the flags/offset word.
 pub const MF: u16 = 0x2000;
 pub const DF: u16 = 0x4000;
-
-/// The Internet checksum of `chunks` laid end to end (each of even length
-/// except possibly the last).
-pub fn checksum(chunks: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut odd: Option<u8> = None;
-    for chunk in chunks {
-        for &b in chunk.iter() {
-            match odd.take() {
-                Some(hi) => sum += u32::from(u16::from_be_bytes([hi, b])),
-                None => odd = Some(b),
-            }
-        }
-    }
-    if let Some(hi) = odd {
-        sum += u32::from(u16::from_be_bytes([hi, 0]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// An IPv4 header as a test wants it; `build` fills total length and
 /// checksum from what follows it.

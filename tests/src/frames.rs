@@ -138,7 +138,7 @@ pub fn ethernet(dst: Mac, src: Mac, ethertype: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn checksum(chunks: &[&[u8]]) -> u16 {
+pub fn checksum(chunks: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
     for chunk in chunks {
         for pair in chunk.chunks(2) {
@@ -166,22 +166,7 @@ pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, payload_len
 
 /// A complete Ethernet + IPv4 + UDP frame with correct checksums.
 pub fn udp(dst_mac: Mac, src_mac: Mac, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-    let len = (8 + payload.len()) as u16;
-    let mut u = Vec::with_capacity(len as usize);
-    u.extend_from_slice(&src.port().to_be_bytes());
-    u.extend_from_slice(&dst.port().to_be_bytes());
-    u.extend_from_slice(&len.to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    let pseudo = [&src.ip().octets()[..], &dst.ip().octets()[..], &[0, 17], &len.to_be_bytes()[..]].concat();
-    let mut c = checksum(&[&pseudo, &u]);
-    if c == 0 {
-        c = 0xffff;
-    }
-    u[6..8].copy_from_slice(&c.to_be_bytes());
-    let mut packet = ipv4_header(*src.ip(), *dst.ip(), 17, 64, u.len());
-    packet.extend_from_slice(&u);
-    ethernet(dst_mac, src_mac, ETH_P_IP, &packet)
+    ethernet(dst_mac, src_mac, ETH_P_IP, &udp_packet(src, dst, payload))
 }
 
 /// ARP for IPv4 over Ethernet; the Ethernet source is `sha` unless a test
