@@ -26,17 +26,7 @@ use crate::{
     stats::{self, Verdict},
 };
 
-type V = Verdict<i32>;
-
-#[inline(always)]
-fn pass(reason: Reason) -> V {
-    stats::pass::<TcContext>(reason)
-}
-
-#[inline(always)]
-fn drop(reason: Reason) -> V {
-    stats::drop::<TcContext>(reason)
-}
+use crate::stats::tc::{V, drop, pass};
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> V {

@@ -29,6 +29,25 @@ pub fn drop<C: Ctx>(reason: Reason) -> Verdict<C::Action> {
     Verdict::new(reason, C::DROP)
 }
 
+/// The TC programs' verdicts, spelled once for the two TC entry programs.
+pub mod tc {
+    use aya_ebpf::programs::TcContext;
+    use netpath_common::Reason;
+
+    /// A TC program's verdict (its action is a `TC_ACT_*` code).
+    pub type V = super::Verdict<i32>;
+
+    #[inline(always)]
+    pub fn pass(reason: Reason) -> V {
+        super::pass::<TcContext>(reason)
+    }
+
+    #[inline(always)]
+    pub fn drop(reason: Reason) -> V {
+        super::drop::<TcContext>(reason)
+    }
+}
+
 /// Why a new connection was refused; the packet is dropped.
 #[inline(always)]
 pub fn refused<C: Ctx>(why: Refused) -> Verdict<C::Action> {

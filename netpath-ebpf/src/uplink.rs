@@ -22,17 +22,7 @@ use crate::{
     stats::{self, Verdict},
 };
 
-type V = Verdict<i32>;
-
-#[inline(always)]
-fn pass(reason: Reason) -> V {
-    stats::pass::<TcContext>(reason)
-}
-
-#[inline(always)]
-fn drop(reason: Reason) -> V {
-    stats::drop::<TcContext>(reason)
-}
+use crate::stats::tc::{V, drop, pass};
 
 /// The parsed packet, or the verdict on one NAT has nothing to do with. A
 /// later fragment whose first piece was not seen is dropped: it may belong
