@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    conntrack,
+    conntrack, external,
     format::{self, Filters, Format},
     host::Host,
     lookup::{Kind, LookupError},
@@ -339,6 +339,67 @@ Examples:
         #[arg(value_name = "SANDBOX")]
         sandbox: String,
     },
+    /// Wire an existing network namespace onto a network, exactly as `run`
+    /// would (bring your own namespace, as pipework does).
+    #[command(after_help = "\
+Examples:
+  ip netns add app1
+  netpath network attach n1 --netns /run/netns/app1 -p 8080:80
+  netpath network attach n1 --netns 4242 --name worker --ip 10.20.0.9 --alias api
+  netpath network detach n1 app1
+
+The namespace stays someone else's: netpath adds one interface to it and
+takes that out again on detach (or rm), and never deletes the namespace.")]
+    Attach(AttachArgs),
+    /// Undo `network attach`: the interface, data path entries and published
+    /// ports go, the namespace stays.
+    #[command(after_help = "\
+Examples:
+  netpath network detach n1 app1
+  netpath network detach n1 --netns /run/netns/app1")]
+    Detach {
+        /// The network: its name, ID or a unique ID prefix.
+        #[arg(value_name = "NETWORK")]
+        network: String,
+        /// The attached sandbox: its name, ID or a unique ID prefix.
+        #[arg(value_name = "SANDBOX", required_unless_present = "netns", conflicts_with = "netns")]
+        sandbox: Option<String>,
+        /// Instead of a name: the namespace that was attached (PATH or PID).
+        #[arg(long, value_name = "PATH|PID")]
+        netns: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AttachArgs {
+    /// The network: its name, ID or a unique ID prefix.
+    #[arg(value_name = "NETWORK")]
+    network: String,
+    /// The namespace to wire: a namespace file (/run/netns/NAME) or the PID
+    /// of a process inside it.
+    #[arg(long, value_name = "PATH|PID", required = true)]
+    netns: String,
+    /// Name of the record (what ps shows and the resolver answers to)
+    /// [default: the namespace file's name, or pidN].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Interface name inside the namespace [default: the first free ethN].
+    #[arg(long, value_name = "IFNAME")]
+    ifname: Option<String>,
+    /// IPv4 address on the network (default: the lowest free one).
+    #[arg(long, value_name = "IPV4")]
+    ip: Option<String>,
+    /// MAC address of the interface (default: 02:42 followed by the IPv4 bytes).
+    #[arg(long, value_name = "MAC")]
+    mac_address: Option<String>,
+    /// A name the namespace answers to on a user-defined network (repeatable).
+    #[arg(long = "alias", alias = "network-alias", value_name = "NAME")]
+    aliases: Vec<String>,
+    /// Publish a port or range to the host (repeatable):
+    /// [IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]; without a
+    /// host port, the lowest free one from 32768 up.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    publish: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -863,6 +924,53 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
             let name = state.find_sandbox(&name)?.name.clone();
             sandbox::connect(&host, &mut state, &network, &name, ip.as_deref(), &aliases)?;
             store.save(&state)?;
+        }
+        NetworkCommand::Attach(a) => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            let network = state.find_network(&a.network)?.name.clone();
+            let netns_path = external::netns_path(&a.netns)?;
+            let ifname = match a.ifname {
+                Some(i) => i,
+                None => external::free_ifname(&netns_path)?,
+            };
+            let req = external::AttachRequest {
+                name: a.name.unwrap_or_else(|| external::default_name(&a.netns)),
+                network,
+                netns: netns_path,
+                ifname,
+                ip: a.ip,
+                mac: a.mac_address,
+                aliases: a.aliases,
+                publish: a.publish,
+                owner: external::OWNER_ATTACH.into(),
+            };
+            let sandbox = external::attach(&host, &store, &mut state, &req)?;
+            store.save(&state)?;
+            println!("{}", sandbox.id);
+        }
+        NetworkCommand::Detach { network, sandbox: name, netns } => {
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            let network = state.find_network(&network)?.name.clone();
+            let name = match (name, netns) {
+                (Some(n), _) => state.find_sandbox(&n)?.name.clone(),
+                (None, Some(spec)) => {
+                    let path = match external::netns_path(&spec) {
+                        Ok(p) => p,
+                        // A namespace already gone is still found by its path.
+                        Err(_) => std::path::PathBuf::from(&spec),
+                    };
+                    external::find(&state, &network, &path)
+                        .with_context(|| format!("no namespace {spec} is attached to network {network}"))?
+                        .name
+                        .clone()
+                }
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let detached = external::detach_from(&host, &store, &mut state, &network, &name);
+            store.save(&state)?;
+            detached?;
         }
         NetworkCommand::Disconnect { network, sandbox: name } => {
             let host = Host::open(roots)?;

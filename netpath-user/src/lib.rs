@@ -2,11 +2,13 @@
 //! The `netpath` CLI calls into this library, and so does the test and
 //! benchmark rig (`netpath-lab`), which depends on it (never the reverse).
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod conntrack;
 pub mod datapath;
 pub mod dns;
 pub mod ethtool;
+pub mod external;
 pub mod format;
 pub mod host;
 pub mod hostfiles;

@@ -209,7 +209,8 @@ pub fn plan(config: &Config, roots: &Roots, state: &State, req: &RunRequest) -> 
             let o = state.sandbox(owner)?;
             (o.netns.clone(), o.uts.clone(), o.hostname.clone())
         }
-        Mode::Attached => (
+        // `external::plan` puts the given namespace in afterwards.
+        Mode::Attached | Mode::External { .. } => (
             roots.netns_dir().join(&req.name),
             roots.uts_dir().join(&req.name),
             req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
@@ -239,6 +240,13 @@ pub fn plan(config: &Config, roots: &Roots, state: &State, req: &RunRequest) -> 
 /// reversals that failed are reported too. A crash instead leaves the intent
 /// for `system::repair` to roll back.
 pub fn apply(host: &Host, store: &Store, state: &mut State, plan: Plan) -> Result<Sandbox> {
+    apply_routed(host, store, state, plan, true)
+}
+
+/// [`apply`], saying whether the interface gets the default route: an
+/// external namespace that has one already (it is on another network too)
+/// keeps it.
+pub fn apply_routed(host: &Host, store: &Store, state: &mut State, plan: Plan, default_route: bool) -> Result<Sandbox> {
     let Plan { mut sandbox, network: new_network } = plan;
     let was_loaded = host.datapath.is_loaded();
     store.begin(Intent::Run {
@@ -267,7 +275,7 @@ pub fn apply(host: &Host, store: &Store, state: &mut State, plan: Plan) -> Resul
             }
             network::prepare_datapath(host, state)?;
             let net = state.network(&att.network)?.clone();
-            network::attach(host, &net, &sandbox.netns, &att, true, rollback)?;
+            network::attach(host, &net, &sandbox.netns, &att, default_route, rollback)?;
             let target = att.ip;
             publish::install(&host.datapath, &mut sandbox.published, target)?;
             let installed = sandbox.published.clone();
@@ -646,7 +654,8 @@ pub fn command(roots: &Roots, state: &State, sandbox: &Sandbox, argv: &[String])
         Mode::Host => netns::Join::default(),
         _ => netns::Join {
             net: Some(sandbox.netns.clone()),
-            uts: Some(sandbox.uts.clone()),
+            // An external namespace comes without a UTS namespace of netpath's.
+            uts: (!sandbox.uts.as_os_str().is_empty()).then(|| sandbox.uts.clone()),
             files: hostfiles::mounts(&roots.sandbox_dir(files_of)),
         },
     };

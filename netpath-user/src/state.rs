@@ -74,6 +74,10 @@ pub enum Mode {
     Host,
     /// Another sandbox's namespaces (`container:NAME`).
     Container(String),
+    /// A namespace someone else made and removes (a container engine, or the user with
+    /// `network attach --netns`): netpath wires interfaces into it and takes them out again,
+    /// never creates, writes files into, or deletes the namespace.
+    External { owner: String },
 }
 
 /// `--link NAME:ALIAS`.

@@ -264,7 +264,9 @@ fn destroy_owned(host: &Host, net: &state::Network) -> Result<()> {
 /// if needed.
 fn restore(host: &Host, state: &mut State, act: bool, report: &mut Vec<String>, teardown: &mut Teardown) {
     let live = |s: &state::Sandbox| match &s.mode {
-        Mode::Attached => netns::is_live(&s.netns),
+        // An engine's namespace that went without a DEL (containerd leaks
+        // them) takes its record with it.
+        Mode::Attached | Mode::External { .. } => netns::is_live(&s.netns),
         Mode::Container(owner) => state.sandboxes.get(owner).is_some_and(|o| netns::is_live(&o.netns)),
         Mode::Host => true,
     };

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod craft;
+pub mod foreign;
 pub mod frames;
 pub mod progtest;
 

@@ -177,9 +177,11 @@ fn build() -> Result<()> {
         "--bin",
         "netpath",
         "--bin",
+        "netpath-cni",
+        "--bin",
         "netpath-lab",
     ]))?;
-    for bin in [netpath_bin(), lab_bin()] {
+    for bin in [netpath_bin(), netpath_bin().with_file_name("netpath-cni"), lab_bin()] {
         if !bin.exists() {
             bail!("build finished but {} is missing", bin.display());
         }
