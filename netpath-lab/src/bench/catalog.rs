@@ -26,6 +26,8 @@ pub enum System {
     DockerNoProxy,
     /// Podman 4.3 with netavark, rootful, in the lab host.
     Podman,
+    /// The same Podman with the CNI backend and netpath's CNI plugin.
+    PodmanNetpath,
     /// Linux bridge and plain routing, no NAT, no rules: the bound.
     Bridge,
     /// Two namespaces joined by one veth pair: the bound for one hop.
@@ -44,12 +46,13 @@ impl System {
             System::Docker => "docker",
             System::DockerNoProxy => "docker-no-proxy",
             System::Podman => "podman",
+            System::PodmanNetpath => "podman-netpath",
             System::Bridge => "bridge",
             System::Veth => "veth",
         }
     }
 
-    pub const ALL: [System; 11] = [
+    pub const ALL: [System; 12] = [
         System::Netpath,
         System::NetpathXdp,
         System::NetpathTcSameWire,
@@ -59,6 +62,7 @@ impl System {
         System::Docker,
         System::DockerNoProxy,
         System::Podman,
+        System::PodmanNetpath,
         System::Bridge,
         System::Veth,
     ];
@@ -73,7 +77,9 @@ impl System {
             System::NetpathXdp | System::NetpathTcSameWire => &[Scenario::Published, Scenario::Masquerade],
             System::DockerProxy => &[Scenario::HostLocal],
             // Podman's sandbox to sandbox is the plain kernel bridge, measured already.
-            System::Podman => &[Scenario::Masquerade, Scenario::Published, Scenario::Hairpin, Scenario::HostLocal],
+            System::Podman | System::PodmanNetpath => {
+                &[Scenario::Masquerade, Scenario::Published, Scenario::Hairpin, Scenario::HostLocal]
+            }
             System::Bridge => {
                 &[Scenario::SandboxToSandbox, Scenario::Masquerade, Scenario::Published, Scenario::HostLocal]
             }
@@ -96,6 +102,7 @@ impl System {
             System::Docker => "docker",
             System::DockerNoProxy => "docker (no userland proxy)",
             System::Podman => "podman + netavark",
+            System::PodmanNetpath => "podman + netpath CNI",
             System::Bridge => "bridge, no NAT (bound)",
             System::Veth => "raw veth (bound)",
         }

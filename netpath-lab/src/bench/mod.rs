@@ -21,7 +21,7 @@ use catalog::{Scenario, System};
 use measure::{Figures, Metric, Summary};
 use netpath::{ethtool, netns, signals};
 pub use plan::{BenchArgs, Plan};
-use systems::{bounds, docker, iptables, netpath as np, podman};
+use systems::{bounds, docker, iptables, netpath as np, podman, podman_netpath};
 use testbed::Testbed;
 
 use crate::fixture::{Binaries, HOST_UPLINK};
@@ -232,6 +232,13 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
                         );
                     }
                     let tb = podman::testbed(bins, &plan.scenarios, LIFETIME)?;
+                    measure_all(&tb, system, &only_plan, &mut results);
+                }
+                System::PodmanNetpath => {
+                    if !podman_netpath::available(bins) {
+                        anyhow::bail!("podman, conmon, runc, busybox-static or netpath-cni missing");
+                    }
+                    let tb = podman_netpath::testbed(bins, &plan.scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
                 }
                 System::DockerProxy => {}

@@ -10,3 +10,4 @@ pub mod engine;
 pub mod iptables;
 pub mod netpath;
 pub mod podman;
+pub mod podman_netpath;

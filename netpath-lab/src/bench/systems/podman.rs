@@ -56,6 +56,12 @@ pub struct Podman {
 
 impl Podman {
     pub fn new(lab: &Lab) -> Result<Podman> {
+        Self::with_network(lab, &format!("network_backend = \"netavark\"\ndefault_subnet = \"{SUBNET}\"\n"))
+    }
+
+    /// An installation whose containers.conf `[network]` table holds
+    /// `network` (the backend and its settings) and its own config directory.
+    pub fn with_network(lab: &Lab, network: &str) -> Result<Podman> {
         let dir = lab.roots.state.parent().context("lab base")?.join("podman");
         for d in ["root", "run", "tmp", "net"] {
             std::fs::create_dir_all(dir.join(d))?;
@@ -72,9 +78,7 @@ events_logfile_path = "{dir}/events.log"
 tmp_dir = "{dir}/tmp"
 
 [network]
-network_backend = "netavark"
-default_subnet = "{SUBNET}"
-network_config_dir = "{dir}/net"
+{network}network_config_dir = "{dir}/net"
 "#,
             dir = dir.display()
         );
@@ -95,6 +99,11 @@ network_config_dir = "{dir}/net"
         c.env("CONTAINERS_CONF", self.dir.join("containers.conf"));
         c.env("TMPDIR", self.dir.join("tmp"));
         Ok(c)
+    }
+
+    /// Its private directory (roots, containers.conf, network configs in `net/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn podman(&self, args: &[&str]) -> Result<String> {
