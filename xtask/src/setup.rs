@@ -49,6 +49,8 @@ const BENCH_PACKAGES: &[&str] = &[
     "netavark",
     "aardvark-dns",
     "conmon",
+    // The reference CNI plugins: `loopback`, which `ctr run --cni` calls next to netpath's.
+    "containernetworking-plugins",
 ];
 
 /// Installs the bench's peers. Package scripts must not start dockerd or
