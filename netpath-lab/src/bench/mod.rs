@@ -14,7 +14,7 @@ pub mod topology;
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use catalog::{Scenario, System};
@@ -231,15 +231,17 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
                             "podman, netavark, conmon, runc or busybox-static missing (cargo xtask bench installs them)"
                         );
                     }
-                    let tb = podman::testbed(bins, &plan.scenarios, LIFETIME)?;
+                    let tb = podman::testbed(bins, &scaling_scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
+                    engine_scaling(&tb, system, plan, &mut ports, &mut docker_control)?;
                 }
                 System::PodmanNetpath => {
                     if !podman_netpath::available(bins) {
                         anyhow::bail!("podman, conmon, runc, busybox-static or netpath-cni missing");
                     }
-                    let tb = podman_netpath::testbed(bins, &plan.scenarios, LIFETIME)?;
+                    let tb = podman_netpath::testbed(bins, &scaling_scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
+                    engine_scaling(&tb, system, plan, &mut ports, &mut docker_control)?;
                 }
                 System::DockerProxy => {}
             }
@@ -284,6 +286,25 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
         crowded,
         errors,
     })
+}
+
+/// A Podman testbed's published-port scaling and control plane (the
+/// engine's `run -p`/`rm` with containers present).
+fn engine_scaling(
+    tb: &testbed::Testbed,
+    system: System,
+    plan: &Plan,
+    ports: &mut Vec<scaling::Point>,
+    control: &mut Vec<scaling::Point>,
+) -> Result<()> {
+    if !plan.scaling {
+        return Ok(());
+    }
+    let engine = podman_netpath::engine_of(tb).context("the testbed has no engine")?;
+    let sizes = podman_netpath::engine_port_sizes(&plan.port_sizes);
+    ports.extend(scaling::engine_ports(tb, system, engine, &sizes, plan.reps, &plan.durations)?);
+    control.extend(scaling::engine_control_plane(system, engine, &plan.docker_sandbox_sizes, plan.reps.max(5))?);
+    Ok(())
 }
 
 /// `netpath-lab bench`: runs the plan and writes the report files.

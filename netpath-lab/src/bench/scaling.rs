@@ -13,7 +13,7 @@ use netpath::publish::{self, Proto, Published};
 use super::{
     catalog::{Scenario, System},
     measure::{Durations, Metric, Summary, conn_rate, measure},
-    systems::{docker::Dockerd, iptables},
+    systems::{docker::Dockerd, engine::Engine, iptables},
     testbed::Testbed,
     topology::{FILLER_FIRST, FILLER_IP, GATEWAY},
 };
@@ -270,4 +270,57 @@ fn timed_add_remove(
         });
     }
     Ok(points)
+}
+
+/// A container engine (Podman with netavark or with netpath's CNI plugin)
+/// with 0..=max published ports: at each size one filler container
+/// publishes all of them with a single `run -d -p ... -p ...` (the previous
+/// filler removed first), timed as the load; then the published-port
+/// connection rate through the testbed's `srv`.
+pub fn engine_ports(
+    tb: &Testbed,
+    system: System,
+    engine: &dyn Engine,
+    sizes: &[usize],
+    reps: usize,
+    d: &Durations,
+) -> Result<Vec<Point>> {
+    let mut points = Vec::new();
+    let mut filler: Option<String> = None;
+    for &size in sizes {
+        if let Some(name) = filler.take() {
+            engine.cli(&["rm", "-f", "-t", "0", &name])?;
+        }
+        let mut load = None;
+        if size > 0 {
+            let name = format!("fill{size}");
+            let ports: Vec<String> = (0..size).map(|i| format!("{}:80", FILLER_FIRST as usize + i)).collect();
+            let t = Instant::now();
+            engine.run_sleeper(&name, &ports)?;
+            load = Some(t.elapsed());
+            filler = Some(name);
+        }
+        let mut p = conn_point(tb, system, reps, d, size)?;
+        p.load_ms = load.map(|l| l.as_secs_f64() * 1e3);
+        p.note = format!("load = wall time of one `run -d` of a container with {size} `-p`");
+        points.push(p);
+    }
+    if let Some(name) = filler {
+        engine.cli(&["rm", "-f", "-t", "0", &name])?;
+    }
+    Ok(points)
+}
+
+/// `run -d -p 18080:80` and `rm -f` of a container engine with `sizes`
+/// containers present.
+pub fn engine_control_plane(system: System, engine: &dyn Engine, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
+    timed_add_remove(
+        system,
+        sizes,
+        reps,
+        "add = `podman run -d -p 18080:80 bb sleep`, remove = `podman rm -f -t 0`",
+        |n| engine.run_sleeper(&format!("bg{n}"), &[]),
+        || engine.run_sleeper("cp", &["18080:80".to_string()]),
+        || engine.cli(&["rm", "-f", "-t", "0", "cp"]).map(drop),
+    )
 }

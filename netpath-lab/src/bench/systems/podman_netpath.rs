@@ -103,10 +103,12 @@ impl Engine for PodmanNetpath {
 /// the netpath network, servers in `srv` and outside.
 pub fn testbed(bins: &Binaries, scenarios: &[Scenario], lifetime: Duration) -> Result<Testbed> {
     let lab = Lab::create("bench-pmnp", bins)?;
-    let podman = PodmanNetpath::new(&lab, bins, &SUBNET.to_string())?;
+    let podman = PodmanNetpath::new(&lab, bins, SUBNET)?;
     let (server, client, srv_ip) = engine::server_and_client(&podman)?;
     let outside = Place::ns(&lab.outside_ns);
-    let host = Place::ns(&lab.host_ns);
+    // Host-local access is netpath's socket programs, which act for
+    // sockets in the instance's cgroup.
+    let host = Place { ns: lab.host_ns.clone(), cgroup: Some(lab.roots.cgroup.clone()) };
     let mut procs = Procs::default();
     start_servers(&mut procs, &lab, &server, lifetime)?;
     start_servers(&mut procs, &lab, &outside, lifetime)?;
@@ -114,4 +116,23 @@ pub fn testbed(bins: &Binaries, scenarios: &[Scenario], lifetime: Duration) -> R
     let mut tb = Testbed::new(System::PodmanNetpath, lab, routes, procs);
     tb.guards.push(Box::new(podman));
     Ok(tb)
+}
+
+/// The engine of a Podman testbed (netavark or netpath CNI), for the
+/// scaling runs.
+pub fn engine_of(tb: &Testbed) -> Option<&dyn Engine> {
+    tb.guards.iter().find_map(|g| {
+        g.downcast_ref::<Podman>()
+            .map(|p| p as &dyn Engine)
+            .or_else(|| g.downcast_ref::<PodmanNetpath>().map(|p| p as &dyn Engine))
+    })
+}
+
+/// The port counts the engines are measured at: none and 10,000 (or the
+/// largest size of a smaller plan); each `-p` costs the engine a socket
+/// and, on netavark, iptables rules, so the sizes between are skipped.
+pub fn engine_port_sizes(sizes: &[usize]) -> Vec<usize> {
+    let first = sizes.iter().copied().min().unwrap_or(0);
+    let top = sizes.iter().copied().filter(|&s| s <= 10_000).max().unwrap_or(first);
+    if top == first { vec![first] } else { vec![first, top] }
 }
