@@ -208,7 +208,7 @@ fn add_check_del_status_gc_as_libcni_calls_them() {
     gc["cni.dev/valid-attachments"] = json!([{"containerID": id1, "ifname": "eth0"}]);
     assert_eq!(ok(&lab, &Call::new("GC", "", ""), &gc), "");
     let names: Vec<String> = sandboxes(&lab).unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
-    assert_eq!(names, [format!("cni-{}-eth0", &id1[..12])], "GC removed the unlisted attachment only");
+    assert_eq!(names, [netpath::cni::record_name(id1, "eth0")], "GC removed the unlisted attachment only");
     assert_eq!(c2.links().unwrap(), ["lo"]);
     assert_eq!(datapath_entries(&lab, [10, 64, 0, 50]), 0);
 

@@ -301,7 +301,7 @@ fn engine_scaling(
         return Ok(());
     }
     let engine = podman_netpath::engine_of(tb).context("the testbed has no engine")?;
-    let sizes = podman_netpath::engine_port_sizes(&plan.port_sizes);
+    let sizes = podman_netpath::engine_port_sizes(system, plan.mode, &plan.port_sizes);
     ports.extend(scaling::engine_ports(tb, system, engine, &sizes, plan.reps, &plan.durations)?);
     control.extend(scaling::engine_control_plane(system, engine, &plan.docker_sandbox_sizes, plan.reps.max(5))?);
     Ok(())

@@ -416,6 +416,23 @@ pub fn targets(r: &Report) -> Vec<(String, String, Option<bool>)> {
     let at = |n: usize| np_ports.iter().find(|p| p.size == n).and_then(|p| p.conn_per_s.as_ref()).map(|s| s.median);
     let largest = np_ports.iter().map(|p| p.size).max().unwrap_or(0);
     ratio(&mut t, &format!("conn/s with {largest} ports ≥ 0.9x netpath at 0"), at(largest), at(0), 0.9, true);
+    // The engines: on netpath's CNI plugin Podman should keep netpath's flat
+    // scaling, where its own networking (netavark's rules) falls.
+    for engine in [PodmanNetpath, Podman] {
+        let pts: Vec<&Point> = r.ports.iter().filter(|p| p.system == engine).collect();
+        let at = |n: usize| pts.iter().find(|p| p.size == n).and_then(|p| p.conn_per_s.as_ref()).map(|s| s.median);
+        let top = pts.iter().map(|p| p.size).max().unwrap_or(0);
+        if top > 0 {
+            ratio(
+                &mut t,
+                &format!("{}: conn/s with {top} ports ≥ 0.9x its own at 0", engine.label()),
+                at(top),
+                at(0),
+                0.9,
+                true,
+            );
+        }
+    }
     let worst = |f: fn(&Point) -> Option<&Summary>| {
         np_ports
             .iter()

@@ -4,8 +4,8 @@
 //! error object with a spec code) and exits non-zero on error.
 //!
 //! One attachment (container ID, interface) is one external sandbox record
-//! named `cni-<first 12 characters of the ID>-<ifname>`, so DEL, CHECK and
-//! GC find it from the runtime's arguments alone. The network is the
+//! named after both ([`record_name`]), so DEL, CHECK and GC find it from the
+//! runtime's arguments alone. The network is the
 //! conflist's `name`, created on the first ADD from the Docker-like options
 //! when netpath does not have it yet. netpath's roots come from the
 //! plugin entry's `netpath` object, else the `NETPATH_*` environment (libcni
@@ -158,10 +158,19 @@ pub fn roots(conf: &wire::RootsConf) -> Roots {
     }
 }
 
-/// The record of one attachment.
+/// The record of one attachment: `cni-ID-IFNAME`, or for an ID longer than
+/// 32 characters (Podman's and Kubernetes' are 64) its first 12 and 8 hex
+/// digits of its SHA-256, which keeps the name readable, unique and a
+/// valid DNS label (containerd's `NAMESPACE-ID` share their first 12).
 pub fn record_name(container_id: &str, ifname: &str) -> String {
+    use sha2::Digest;
+    if container_id.chars().count() <= 32 {
+        return format!("cni-{container_id}-{ifname}");
+    }
     let short: String = container_id.chars().take(12).collect();
-    format!("cni-{short}-{ifname}")
+    let digest = sha2::Sha256::digest(container_id.as_bytes());
+    let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("cni-{short}-{tag}-{ifname}")
 }
 
 /// CNI_CONTAINERID and CNI_IFNAME, checked as the spec's libraries check them.
@@ -549,7 +558,12 @@ mod tests {
 
     #[test]
     fn record_names_are_valid_sandbox_names() {
-        assert_eq!(record_name("0123456789abcdef0123", "eth0"), "cni-0123456789ab-eth0");
+        assert_eq!(record_name("default-c1", "eth0"), "cni-default-c1-eth0");
+        let podman = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let long = record_name(podman, "eth0");
+        assert!(long.starts_with("cni-0123456789ab-") && long.ends_with("-eth0") && long.len() == 30, "{long}");
+        let other = format!("{}0", &podman[..63]);
+        assert_ne!(record_name(&other, "eth0"), long, "IDs sharing their first 12 characters stay apart");
         assert!(validate::name(&record_name("a", "net1")).is_ok());
     }
 }
