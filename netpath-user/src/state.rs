@@ -77,7 +77,7 @@ pub enum Mode {
     /// A namespace someone else made and removes (a container engine, or the user with
     /// `network attach --netns`): netpath wires interfaces into it and takes them out again,
     /// never creates, writes files into, or deletes the namespace.
-    External { owner: String },
+    External { owner: String }, // owner: "docker", "cni" or "attach"
 }
 
 /// `--link NAME:ALIAS`.
