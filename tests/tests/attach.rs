@@ -141,6 +141,13 @@ fn an_attached_namespace_works_as_run_and_detach_leaves_nothing() {
     lab.netpath_ok(&["rm", "-f", &app.name]).unwrap();
     assert_eq!(app.links().unwrap(), ["lo"]);
     assert!(app.is_live(), "rm of an attached namespace leaves the namespace");
+
+    // `system reset` unwires it too, and leaves the namespace alone.
+    lab.netpath_ok(&["network", "attach", "n1", "--netns", &netns, "-p", "8081:81"]).unwrap();
+    lab.netpath_ok(&["system", "reset"]).unwrap();
+    assert!(sandboxes(&lab).unwrap().is_empty());
+    assert_eq!(app.links().unwrap(), ["lo"]);
+    assert!(app.is_live(), "system reset leaves an attached namespace");
 }
 
 #[test]

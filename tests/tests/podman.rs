@@ -81,6 +81,12 @@ fn podman_containers_on_netpath_cni() {
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["answers"], serde_json::json!([web_ip.to_string()]), "{v}");
+    // Podman puts the result's nameserver (netpath's resolver) first in the
+    // container's resolv.conf: the container's own lookup finds its peer.
+    let resolv = pm.podman(&["exec", "cli", "cat", "/etc/resolv.conf"]).unwrap();
+    assert_eq!(resolv.lines().next(), Some(format!("nameserver {GATEWAY}").as_str()), "{resolv}");
+    let looked = pm.podman(&["exec", "cli", "nslookup", "web"]).unwrap();
+    assert!(looked.contains(&format!("Address: {web_ip}")), "{looked}");
     // And the outside, masqueraded.
     let (r, _) = tcp(probe(&lab, At::Outside, &words(&sink(7401))), in_ns(&lab, &cli_ns, &send("198.18.0.1:7401")));
     assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.2:"), "masqueraded: {r}");
