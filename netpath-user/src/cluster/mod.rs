@@ -7,7 +7,9 @@
 //!   its subnet lease), block leases and endpoint registration;
 //! - `Sink`: where the watch's view of the cluster goes on this host (the
 //!   overlay data path implements it; the agent calls it).
+pub mod agent;
 pub mod lease;
+pub mod process;
 pub mod records;
 pub mod store;
 
@@ -16,7 +18,7 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 
 pub use ipnetwork::Ipv4Network;
-pub use lease::{AddressTaken, DEFAULT_TTL, Membership};
+pub use lease::{AddressTaken, DEFAULT_TTL, LeaseExpired, Membership};
 pub use records::{BlockRecord, EndpointRecord, HostRecord, OverlayNetwork};
 pub use store::{Change, Cluster, Watch, WatchStep};
 
