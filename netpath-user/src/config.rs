@@ -261,6 +261,26 @@ impl Config {
     }
 }
 
+/// Only the cluster keys of the daemon.json at `path`, without a word
+/// about the others (every command asks, see `cluster::process::ensure`;
+/// the command itself reports the rest). Missing file: none.
+pub fn load_cluster(path: &Path) -> Result<Option<ClusterConfig>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    struct ClusterKeys {
+        cluster_store: Option<StoreUrls>,
+        cluster_advertise: Option<String>,
+        cluster_lease_ttl: Option<u64>,
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let keys: ClusterKeys = serde_json::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+    cluster(keys.cluster_store, keys.cluster_advertise, keys.cluster_lease_ttl)
+}
+
 /// The cluster keys go together: a store without this host's address (or
 /// the reverse) is a mistake, not a half-configured cluster.
 fn cluster(store: Option<StoreUrls>, advertise: Option<String>, ttl: Option<u64>) -> Result<Option<ClusterConfig>> {

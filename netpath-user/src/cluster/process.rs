@@ -67,7 +67,7 @@ pub fn running(roots: &Roots) -> Option<i32> {
 /// Starts or stops the agent to match the config. Cheap when nothing is
 /// to do: no lock, no store access.
 pub fn ensure(roots: &Roots) -> Result<()> {
-    let wanted = Config::load(&roots.config).map(|c| c.cluster.is_some()).unwrap_or(false);
+    let wanted = crate::config::load_cluster(&roots.config).is_ok_and(|c| c.is_some());
     if wanted == running(roots).is_some() {
         return Ok(());
     }
@@ -141,7 +141,7 @@ pub fn stop(roots: &Roots, leave: bool) -> Result<()> {
     let _ = std::fs::remove_file(&files.status);
     let Some(m) = saved_membership(&files) else { return Ok(()) };
     let _ = std::fs::remove_file(&files.membership);
-    let store = Config::load(&roots.config).ok().and_then(|c| c.cluster).map(|c| c.store);
+    let store = crate::config::load_cluster(&roots.config).ok().flatten().map(|c| c.store);
     let Some(store) = store else { return Ok(()) };
     Cluster::connect(&store).and_then(|c| c.leave(&m)).context("leaving the cluster")
 }
@@ -165,8 +165,7 @@ pub fn serve(roots: Roots) -> Result<i32> {
         // SAFETY: the handler only stores to an atomic.
         unsafe { sigaction(sig, &action) }.context("installing the stop handler")?;
     }
-    let config = Config::load(&roots.config)?;
-    let Some(cluster) = config.cluster else {
+    let Some(cluster) = crate::config::load_cluster(&roots.config)? else {
         eprintln!("agent: no cluster-store in {}; nothing to do", roots.config.display());
         return Ok(0);
     };
