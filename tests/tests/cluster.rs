@@ -442,3 +442,29 @@ fn netpath_runs_the_agent_and_local_networks_survive_a_dead_store() {
     lab.host(0).netpath_ok(&["system", "reset"]).unwrap();
     assert!(!on_host(&lab, 1, |c| c.hosts()).unwrap().iter().any(|h| h.id == host_id), "reset revoked the lease");
 }
+
+/// The cross-host bench's kernel baselines carry traffic: Flannel-style
+/// VXLAN (through its tunnel device) and the underlay bound, every metric.
+#[test]
+fn cross_host_bench_smoke() {
+    let out = std::env::temp_dir().join(format!("npmh-xh-{}", std::process::id()));
+    let bins = bins();
+    let status = std::process::Command::new(&bins.lab)
+        .args(["bench-cross-host", "--smoke", "--out"])
+        .arg(&out)
+        .env(netpath_lab::Binaries::NETPATH_ENV, &bins.netpath)
+        .status()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("crosshost.json")).unwrap()).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    assert!(status.success(), "{rows}");
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        for key in ["tput1_gbps", "tput4_gbps", "udp_pps", "tcp_rr_p99_us", "conn_per_s"] {
+            assert!(row["figures"][key].as_f64().is_some_and(|v| v > 0.0), "{key}: {row}");
+        }
+    }
+    let vxlan = rows.iter().find(|r| r["system"] == "kernel-vxlan").unwrap();
+    assert!(vxlan["encapsulated_packets"].as_u64().unwrap() > 1000, "{vxlan}");
+}

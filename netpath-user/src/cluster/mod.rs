@@ -29,3 +29,15 @@ pub trait Sink {
     fn upsert(&mut self, ep: &EndpointRecord) -> Result<()>;
     fn remove(&mut self, network: &str, vni: u32, ip: Ipv4Addr) -> Result<()>;
 }
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn resync(&mut self, all: &[EndpointRecord]) -> Result<()> {
+        (**self).resync(all)
+    }
+    fn upsert(&mut self, ep: &EndpointRecord) -> Result<()> {
+        (**self).upsert(ep)
+    }
+    fn remove(&mut self, network: &str, vni: u32, ip: Ipv4Addr) -> Result<()> {
+        (**self).remove(network, vni, ip)
+    }
+}

@@ -173,18 +173,20 @@ pub fn serve(roots: Roots) -> Result<i32> {
     let host = HostRecord { id: host_id(&files.host_id)?, vtep: cluster.advertise };
     eprintln!("agent: host {} (VTEP {}) following {}", host.id, host.vtep, cluster.store.join(","));
     let config = AgentConfig { store: cluster.store, host, ttl: cluster.lease_ttl, files };
-    let mut agent = Agent::new(config, datapath_sink(&roots), StateEndpoints(roots.state_file()));
+    let sink = datapath_sink(&roots, &config.host);
+    let mut agent = Agent::new(config, sink, StateEndpoints(roots.state_file()));
     agent.run(&STOP);
     eprintln!("agent: stopped");
     Ok(0)
 }
 
-/// The data path's side of the agent: the overlay's maps of remote
-/// endpoints. The overlay data path (network/overlay.rs) provides the real
-/// one; until it is wired here, remote endpoints reach the resolver only
-/// (which the agent feeds itself, whatever the sink).
-pub fn datapath_sink(_roots: &Roots) -> impl Sink {
-    NoDatapath
+/// The data path's side of the agent: the overlay's map of remote
+/// endpoints, in this instance's pins, for host `host` (its own VTEP). The
+/// overlay data path provides it (one line here when it lands); until then
+/// remote endpoints reach the resolver only, which the agent feeds itself
+/// whatever the sink.
+pub fn datapath_sink(_roots: &Roots, _host: &HostRecord) -> Box<dyn Sink> {
+    Box::new(NoDatapath)
 }
 
 /// A sink that programs nothing (no overlay data path on this build).
