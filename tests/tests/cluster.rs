@@ -450,7 +450,7 @@ fn cross_host_bench_smoke() {
     let out = std::env::temp_dir().join(format!("npmh-xh-{}", std::process::id()));
     let bins = bins();
     let status = std::process::Command::new(&bins.lab)
-        .args(["bench-cross-host", "--smoke", "--out"])
+        .args(["bench-cross-host", "--smoke", "--system", "kernel-vxlan", "--system", "underlay", "--out"])
         .arg(&out)
         .env(netpath_lab::Binaries::NETPATH_ENV, &bins.netpath)
         .status()

@@ -36,6 +36,8 @@ pub enum System {
     KernelVxlan,
     /// Across hosts: host to host over the underlay, no encapsulation (the bound).
     Underlay,
+    /// Across hosts: Docker swarm's overlay (two hermetic dockerds in a swarm).
+    DockerSwarm,
 }
 
 impl System {
@@ -54,6 +56,7 @@ impl System {
             System::Veth => "veth",
             System::KernelVxlan => "kernel-vxlan",
             System::Underlay => "underlay",
+            System::DockerSwarm => "docker-swarm",
         }
     }
 
@@ -87,7 +90,7 @@ impl System {
             }
             System::Veth => &[Scenario::SandboxToSandbox],
             // Measured by the cross-host bench only (`crosshost`), between two hosts' sandboxes.
-            System::KernelVxlan | System::Underlay => &[Scenario::SandboxToSandbox],
+            System::KernelVxlan | System::Underlay | System::DockerSwarm => &[Scenario::SandboxToSandbox],
         }
     }
 
@@ -110,6 +113,7 @@ impl System {
             System::Veth => "raw veth (bound)",
             System::KernelVxlan => "kernel VXLAN, Flannel-style (no eBPF)",
             System::Underlay => "underlay, no encapsulation (bound)",
+            System::DockerSwarm => "docker swarm overlay (20.10)",
         }
     }
 }

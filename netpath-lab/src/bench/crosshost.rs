@@ -21,6 +21,10 @@ use std::{
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::systems::{
+    docker::{self, Dockerd},
+    engine::Engine,
+};
 use super::{
     catalog::{Scenario, System},
     measure::{self, Durations, Figures, Metric},
@@ -53,6 +57,9 @@ pub struct CrossHostArgs {
     /// A few packets per metric only: proves every system carries traffic.
     #[arg(long)]
     pub smoke: bool,
+    /// Only these systems (kernel-vxlan, docker-swarm, underlay).
+    #[arg(long = "system")]
+    pub systems: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,6 +172,66 @@ fn flannel(lab: &MultiHost, sandboxes: &mut Sandboxes) -> Result<Vec<(Place, Ipv
     Ok(places)
 }
 
+/// The swarm's daemons: on drop each leaves the swarm, removes its
+/// containers and stops (`Dockerd`'s drop), and its root goes, whatever
+/// failed on the way.
+struct SwarmDaemons(Vec<Dockerd>);
+
+impl Drop for SwarmDaemons {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let mut leave = d.cmd();
+            leave.args(["swarm", "leave", "--force"]);
+            let _ = measure::run_bounded(leave, Duration::from_secs(30));
+        }
+        let roots: Vec<PathBuf> = self.0.iter().map(|d| d.dir.clone()).collect();
+        self.0.clear();
+        for dir in roots {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                eprintln!("warning: removing {}: {e}", dir.display());
+            }
+        }
+    }
+}
+
+/// Docker swarm across the lab's first two hosts, as PEERS.md verified it:
+/// a hermetic dockerd in each host namespace, `swarm init` on host 1,
+/// `swarm join` from host 2, an attachable overlay network, a busybox
+/// container on each host. Returns (client place, server place, server
+/// address on the overlay).
+fn swarm(lab: &MultiHost, daemons: &mut Vec<Dockerd>) -> Result<(Place, Place, Ipv4Addr)> {
+    if !docker::available() {
+        anyhow::bail!("dockerd, runc or busybox-static missing (cargo xtask bench installs them)");
+    }
+    for (i, h) in lab.hosts.iter().take(2).enumerate() {
+        let dir = std::env::temp_dir().join(format!("{}-docker{}", lab.id, i + 1));
+        daemons.push(Dockerd::start_in(&h.ns, dir, format!("{}-docker{}", lab.id, i + 1), false)?);
+    }
+    let (h1, h2) = (lab.host(0).ip.to_string(), lab.host(1).ip.to_string());
+    let bounded = |d: &Dockerd, args: &[&str]| -> Result<String> {
+        let mut cmd = d.cmd();
+        cmd.args(args);
+        measure::run_bounded(cmd, Duration::from_secs(60))
+    };
+    bounded(&daemons[0], &["swarm", "init", "--advertise-addr", &h1])?;
+    let token = bounded(&daemons[0], &["swarm", "join-token", "-q", "worker"])?;
+    bounded(&daemons[1], &["swarm", "join", "--token", token.trim(), "--advertise-addr", &h2, &format!("{h1}:2377")])?;
+    bounded(&daemons[0], &["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.0.20.0/24", "xhov"])?;
+    for d in daemons.iter() {
+        d.import_busybox()?;
+    }
+    let run = |d: &Dockerd, name: &str| {
+        bounded(d, &["run", "-d", "--pull", "never", "--name", name, "--network", "xhov", "bb", "sleep", "1000000"])
+    };
+    run(&daemons[1], "srv")?;
+    run(&daemons[0], "cli")?;
+    let server = Place::ns(daemons[1].netns_of("srv")?);
+    let client = Place::ns(daemons[0].netns_of("cli")?);
+    let ip = daemons[1].cli(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "srv"])?;
+    let ip = ip.trim().parse().with_context(|| format!("srv's overlay address: {ip:?}"))?;
+    Ok((client, server, ip))
+}
+
 /// iperf3 and the echo servers at `server`, for `lifetime` at most.
 fn start_servers(procs: &mut Procs, lab_bin: &Path, server: &Place, lifetime: Duration) -> Result<()> {
     let mut iperf = server.cmd("iperf3")?;
@@ -195,11 +262,17 @@ fn route(system: System, client: Place, server: Place, addr: Ipv4Addr) -> Route 
 fn measure_system(system: System, bins: &Binaries, d: &Durations) -> Result<Row> {
     let lab = MultiHost::create("xh", 2, bins)?;
     let mut sandboxes = Sandboxes(Vec::new());
+    // Dropped (containers removed, daemons stopped) before the lab goes.
+    let mut swarm_daemons = SwarmDaemons(Vec::new());
     let route = match system {
         System::Underlay => route(system, Place::ns(&lab.host(0).ns), Place::ns(&lab.host(1).ns), lab.host(1).ip),
         System::KernelVxlan => {
             let places = flannel(&lab, &mut sandboxes)?;
             route(system, places[0].0.clone(), places[1].0.clone(), places[1].1)
+        }
+        System::DockerSwarm => {
+            let (client, server, addr) = swarm(&lab, &mut swarm_daemons.0)?;
+            route(system, client, server, addr)
         }
         other => anyhow::bail!("{} is not a cross-host system", other.key()),
     };
@@ -220,10 +293,11 @@ fn measure_system(system: System, bins: &Binaries, d: &Durations) -> Result<Row>
     }
     drop(procs);
     drop(sandboxes);
+    drop(swarm_daemons);
     Ok(row)
 }
 
-pub const SYSTEMS: [System; 2] = [System::KernelVxlan, System::Underlay];
+pub const SYSTEMS: [System; 3] = [System::KernelVxlan, System::DockerSwarm, System::Underlay];
 
 pub fn run(bins: &Binaries, args: CrossHostArgs) -> Result<i32> {
     let d = if args.smoke {
@@ -233,10 +307,30 @@ pub fn run(bins: &Binaries, args: CrossHostArgs) -> Result<i32> {
     } else {
         Durations { iperf_secs: Some(3), iperf_bytes: "", rr_ms: 1000, conn_ms: 1000, wire_frames: 0 }
     };
+    let systems: Vec<System> = if args.systems.is_empty() {
+        SYSTEMS.to_vec()
+    } else {
+        args.systems
+            .iter()
+            .map(|s| {
+                SYSTEMS.into_iter().find(|x| x.key() == s).with_context(|| {
+                    let known: Vec<&str> = SYSTEMS.iter().map(|x| x.key()).collect();
+                    format!("unknown cross-host system {s:?} (known: {})", known.join(", "))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
     let mut rows = Vec::new();
-    for system in SYSTEMS {
+    for system in systems {
         eprintln!("cross-host: {}", system.label());
-        rows.push(measure_system(system, bins, &d)?);
+        // A system that cannot be built is reported as such, with why.
+        rows.push(measure_system(system, bins, &d).unwrap_or_else(|e| Row {
+            system,
+            label: system.label(),
+            figures: Figures::new(),
+            encapsulated_packets: None,
+            errors: vec![format!("{e:#}")],
+        }));
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     std::fs::write(args.out.join("crosshost.json"), serde_json::to_vec_pretty(&rows)?)?;
