@@ -98,7 +98,7 @@ pub fn document(state: &State, s: &Sandbox) -> Value {
         Mode::Container(owner) => {
             format!("container:{}", state.sandboxes.get(owner).map_or(owner.as_str(), |o| o.id.as_str()))
         }
-        Mode::Attached => match s.attachments.first() {
+        Mode::Attached | Mode::External { .. } => match s.attachments.first() {
             None => "none".to_string(),
             Some(a) if a.network == DEFAULT_NETWORK_NAME => "default".to_string(),
             Some(a) => a.network.clone(),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod conntrack;
 pub mod datapath;
 pub mod dns;
+pub mod docker_plugin;
 pub mod ethtool;
 pub mod format;
 pub mod host;

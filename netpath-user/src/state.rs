@@ -74,6 +74,10 @@ pub enum Mode {
     Host,
     /// Another sandbox's namespaces (`container:NAME`).
     Container(String),
+    /// A namespace someone else made and removes (a container engine, or the user with
+    /// `network attach --netns`): netpath wires interfaces into it and takes them out again,
+    /// never creates, writes files into, or deletes the namespace.
+    External { owner: String }, // owner: "docker", "cni" or "attach"
 }
 
 /// `--link NAME:ALIAS`.
@@ -149,7 +153,9 @@ impl Network {
     /// networks whose gateway address sits on a host device netpath made
     /// (a macvlan's gateway is a router elsewhere).
     pub fn has_resolver(&self) -> bool {
-        !self.is_default && !self.bridge.is_empty()
+        // A container engine's network has the engine's own resolver
+        // (Docker's embedded DNS at 127.0.0.11).
+        !self.is_default && !self.bridge.is_empty() && !self.labels.contains_key(crate::network::LABEL_ENGINE_NETWORK)
     }
 }
 

@@ -267,6 +267,8 @@ fn restore(host: &Host, state: &mut State, act: bool, report: &mut Vec<String>, 
         Mode::Attached => netns::is_live(&s.netns),
         Mode::Container(owner) => state.sandboxes.get(owner).is_some_and(|o| netns::is_live(&o.netns)),
         Mode::Host => true,
+        // The engine's namespace; before its container joins there is none.
+        Mode::External { .. } => s.netns.as_os_str().is_empty() || netns::is_live(&s.netns),
     };
     let lost: Vec<state::Sandbox> = state.sandboxes.values().filter(|s| !live(s)).cloned().collect();
     for sandbox in lost {
