@@ -267,8 +267,11 @@ fn restore(host: &Host, state: &mut State, act: bool, report: &mut Vec<String>, 
         Mode::Attached => netns::is_live(&s.netns),
         Mode::Container(owner) => state.sandboxes.get(owner).is_some_and(|o| netns::is_live(&o.netns)),
         Mode::Host => true,
-        // The engine's namespace; before its container joins there is none.
-        Mode::External { .. } => s.netns.as_os_str().is_empty() || netns::is_live(&s.netns),
+        // The namespace is someone else's (and maybe in another mount
+        // namespace): the wiring lives while its host-side devices do.
+        Mode::External { .. } => {
+            s.attachments.iter().all(|a| host.rtnl.index(&a.host_ifname).ok().flatten().is_some())
+        }
     };
     let lost: Vec<state::Sandbox> = state.sandboxes.values().filter(|s| !live(s)).cloned().collect();
     for sandbox in lost {

@@ -192,12 +192,21 @@ pub fn create_request(req: &CreateNetworkRequest) -> Result<network::CreateReque
 }
 
 fn create_network(host: &Host, store: &Store, state: &mut State, req: CreateNetworkRequest) -> Result<Empty> {
-    if find_network(state, &req.network_id).is_some() {
+    if let Some(net) = find_network(state, &req.network_id) {
+        super::forward::allow(net)?;
         return Ok(Empty {});
     }
     let create = create_request(&req)?;
-    network::create(host, store, state, &create)?;
+    let net = network::create(host, store, state, &create)?;
     store.save(state)?;
+    if let Err(cause) = super::forward::allow(&net) {
+        let undone = super::forward::revoke(&net).and(network::remove(host, store, state, &net.name, false));
+        store.save(state)?;
+        return Err(match undone {
+            Ok(()) => cause,
+            Err(rollback) => crate::teardown::RolledBackBadly { cause, rollback }.into(),
+        });
+    }
     Ok(Empty {})
 }
 
@@ -213,6 +222,7 @@ fn delete_network(host: &Host, store: &Store, state: &mut State, req: NetworkReq
     for name in leftovers {
         sandbox::remove(host, store, state, &name, true)?;
     }
+    super::forward::revoke(&net)?;
     let removed = network::remove(host, store, state, &net.name, false);
     store.save(state)?;
     removed.map(|()| Empty {})

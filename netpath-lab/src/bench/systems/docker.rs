@@ -53,12 +53,32 @@ const STRAY_PATHS: &[&str] = &["/etc/docker/key.json", "/etc/docker", "/run/dock
 
 impl Dockerd {
     pub fn start(lab: &Lab, userland_proxy: bool) -> Result<Dockerd> {
+        Self::start_with(lab, userland_proxy, None)
+    }
+
+    /// With `plugins`, dockerd runs in a private mount namespace whose
+    /// `/run/docker/plugins` is that directory (bind-mounted): it finds the
+    /// network plugins whose sockets are there, and the machine's own
+    /// plugin directory stays out of reach both ways.
+    pub fn start_with(lab: &Lab, userland_proxy: bool, plugins: Option<&Path>) -> Result<Dockerd> {
         let dir = lab.roots.state.parent().context("lab base")?.join("docker");
         std::fs::create_dir_all(dir.join("root"))?;
         std::fs::create_dir_all(dir.join("exec"))?;
         let host = Place::ns(&lab.host_ns);
         let cgroup_parent = format!("{}-docker", lab.id);
-        let mut cmd = host.cmd(DOCKERD)?;
+        let mut cmd = match plugins {
+            None => host.cmd(DOCKERD)?,
+            Some(plugins) => {
+                let mut cmd = host.cmd("unshare")?;
+                cmd.args(["-m", "--propagation", "private", "sh", "-c"]);
+                cmd.arg(format!(
+                    "mkdir -p /run/docker/plugins && mount --bind '{}' /run/docker/plugins && exec \"$0\" \"$@\"",
+                    plugins.display()
+                ));
+                cmd.arg(DOCKERD);
+                cmd
+            }
+        };
         cmd.arg("--data-root").arg(dir.join("root"));
         cmd.arg("--exec-root").arg(dir.join("exec"));
         cmd.arg("--pidfile").arg(dir.join("dockerd.pid"));
