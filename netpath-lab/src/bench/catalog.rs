@@ -24,6 +24,9 @@ pub enum System {
     Docker,
     /// Docker Engine with --userland-proxy=false.
     DockerNoProxy,
+    /// Docker Engine with its containers on a `docker network create -d
+    /// netpath` network (`netpath docker-plugin`).
+    DockerNetpath,
     /// Podman 4.3 with netavark, rootful, in the lab host.
     Podman,
     /// Linux bridge and plain routing, no NAT, no rules: the bound.
@@ -43,13 +46,14 @@ impl System {
             System::DockerProxy => "docker-proxy",
             System::Docker => "docker",
             System::DockerNoProxy => "docker-no-proxy",
+            System::DockerNetpath => "docker-netpath",
             System::Podman => "podman",
             System::Bridge => "bridge",
             System::Veth => "veth",
         }
     }
 
-    pub const ALL: [System; 11] = [
+    pub const ALL: [System; 12] = [
         System::Netpath,
         System::NetpathXdp,
         System::NetpathTcSameWire,
@@ -58,6 +62,7 @@ impl System {
         System::DockerProxy,
         System::Docker,
         System::DockerNoProxy,
+        System::DockerNetpath,
         System::Podman,
         System::Bridge,
         System::Veth,
@@ -66,9 +71,12 @@ impl System {
     /// The scenarios this system is measured in.
     pub fn scenarios(self) -> &'static [Scenario] {
         match self {
-            System::Netpath | System::IptablesNft | System::IptablesLegacy | System::Docker | System::DockerNoProxy => {
-                &Scenario::ALL
-            }
+            System::Netpath
+            | System::IptablesNft
+            | System::IptablesLegacy
+            | System::Docker
+            | System::DockerNoProxy
+            | System::DockerNetpath => &Scenario::ALL,
             // XDP on the uplink changes only what arrives from the outside.
             System::NetpathXdp | System::NetpathTcSameWire => &[Scenario::Published, Scenario::Masquerade],
             System::DockerProxy => &[Scenario::HostLocal],
@@ -95,6 +103,7 @@ impl System {
             System::DockerProxy => "docker-proxy",
             System::Docker => "docker",
             System::DockerNoProxy => "docker (no userland proxy)",
+            System::DockerNetpath => "docker with netpath driver",
             System::Podman => "podman + netavark",
             System::Bridge => "bridge, no NAT (bound)",
             System::Veth => "raw veth (bound)",

@@ -72,7 +72,7 @@ pub fn xdp_testbed(bins: &Binaries, scenarios: &[Scenario], lifetime: Duration) 
 }
 
 /// The TC and socket programs' counters of the scenario's path.
-struct TcCounters(Datapath);
+pub(super) struct TcCounters(pub(super) Datapath);
 
 impl Evidence for TcCounters {
     fn count(&self, scenario: Scenario, _: &Route) -> Result<u64> {
