@@ -269,9 +269,7 @@ fn restore(host: &Host, state: &mut State, act: bool, report: &mut Vec<String>, 
         Mode::Host => true,
         // The namespace is someone else's (and maybe in another mount
         // namespace): the wiring lives while its host-side devices do.
-        Mode::External { .. } => {
-            s.attachments.iter().all(|a| host.rtnl.index(&a.host_ifname).ok().flatten().is_some())
-        }
+        Mode::External { .. } => s.attachments.iter().all(|a| host.rtnl.index(&a.host_ifname).ok().flatten().is_some()),
     };
     let lost: Vec<state::Sandbox> = state.sandboxes.values().filter(|s| !live(s)).cloned().collect();
     for sandbox in lost {

@@ -30,11 +30,8 @@ struct Plugin {
 
 impl Plugin {
     fn start(lab: &netpath_tests::Lab, socket: &Path) -> Plugin {
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(socket.with_extension("log"))
-            .expect("plugin log");
+        let log =
+            std::fs::File::options().create(true).append(true).open(socket.with_extension("log")).expect("plugin log");
         let mut cmd = lab.netpath(&["docker-plugin", "--socket", socket.to_str().unwrap()]).unwrap();
         cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         let child = cmd.spawn().expect("starting the plugin");
@@ -130,7 +127,9 @@ fn docker_containers_on_a_netpath_network() {
 
     // A network: Docker's IPAM, netpath's bridge, the Docker ID kept.
     let n1 = docker(&d, "network create -d netpath --subnet 10.88.0.0/24 n1");
-    let nets: Value = serde_json::from_str(&lab.netpath_ok(&["network", "inspect", &format!("docker-{}", &n1[..12])]).unwrap()).unwrap();
+    let nets: Value =
+        serde_json::from_str(&lab.netpath_ok(&["network", "inspect", &format!("docker-{}", &n1[..12])]).unwrap())
+            .unwrap();
     assert_eq!(nets[0]["Labels"]["io.netpath.engine.network-id"], n1.as_str(), "{nets}");
     assert_eq!(nets[0]["IPAM"]["Config"][0]["Subnet"], "10.88.0.0/24");
 
@@ -156,7 +155,10 @@ fn docker_containers_on_a_netpath_network() {
         let (_, shown, _) = output(in_container(&d, at, "ip").args(["neigh", "show", &peer.to_string()])).unwrap();
         let mac = match shown.split_whitespace().skip_while(|w| *w != "lladdr").nth(1) {
             Some(mac) => mac.to_string(),
-            None => docker(&d, &format!("exec {} cat /sys/class/net/eth0/address", if at == "alpha" { "beta" } else { "alpha" })),
+            None => docker(
+                &d,
+                &format!("exec {} cat /sys/class/net/eth0/address", if at == "alpha" { "beta" } else { "alpha" }),
+            ),
         };
         let pin = ["neigh", "replace", &peer.to_string(), "lladdr", &mac, "dev", "eth0", "nud", "permanent"];
         assert_eq!(output(in_container(&d, at, "ip").args(pin)).unwrap().0, 0);
@@ -205,7 +207,10 @@ fn docker_containers_on_a_netpath_network() {
             let mut cmd = lab.outside_cmd("timeout").unwrap();
             cmd.args(["5", "busybox", "wget", "-O-", &url]);
             eprintln!("wget: {:?}", output(&mut cmd));
-            eprintln!("web: {:?}", d.docker(&["exec", "web", "sh", "-c", "ps; ip addr; ip route; wget -O- http://127.0.0.1/cgi-bin/peer"]));
+            eprintln!(
+                "web: {:?}",
+                d.docker(&["exec", "web", "sh", "-c", "ps; ip addr; ip route; wget -O- http://127.0.0.1/cgi-bin/peer"])
+            );
             eprintln!("ps: {}", lab.netpath_ok(&["ps", "--json"]).unwrap());
             eprintln!("stats: {}", lab.netpath_ok(&["stats"]).unwrap());
         }
@@ -294,4 +299,112 @@ fn docker_containers_on_a_netpath_network() {
     assert!(check.trim().is_empty(), "netpath finds nothing to repair: {check}");
     plugin.kill();
     drop(d);
+}
+
+/// One plugin call the way dockerd makes it (HTTP/1.1 POST on the socket);
+/// the status and JSON body, or the error of a connection the plugin died on.
+fn call(socket: &Path, method: &str, body: &Value) -> Result<(u16, Value), String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = body.to_string();
+    let req = format!(
+        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    let (head, json) = answer.split_once("\r\n\r\n").ok_or("no answer")?;
+    assert!(head.contains("application/vnd.docker.plugins.v1+json"), "{head}");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status")?;
+    Ok((status, serde_json::from_str(json).map_err(|e| format!("{e}: {json}"))?))
+}
+
+/// A Docker-style ID whose first 12 digits say `n`.
+fn docker_id(n: u32) -> String {
+    format!("{n:012x}{}", "ab".repeat(26))
+}
+
+#[test]
+fn a_plugin_killed_in_the_middle_of_a_call_leaves_nothing_a_restart_cannot_finish() {
+    let lab = lab("dkcrash");
+    let dir = lab.roots.state.parent().unwrap().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("netpath.sock");
+    let mut plugin = Plugin::start(&lab, &socket);
+    let (status, caps) = call(&socket, "NetworkDriver.GetCapabilities", &serde_json::json!({})).unwrap();
+    assert_eq!((status, caps["Scope"].as_str()), (200, Some("local")));
+    let net = docker_id(0xfeed);
+    let create = serde_json::json!({"NetworkID": net, "Options": {"com.docker.network.generic": {}},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.90.0.0/24", "Gateway": "10.90.0.1/24"}]});
+    assert_eq!(call(&socket, "NetworkDriver.CreateNetwork", &create).unwrap().0, 200);
+    let endpoint = |n: u32| {
+        serde_json::json!({"NetworkID": net, "EndpointID": docker_id(n),
+            "Interface": {"Address": format!("10.90.0.{}/24", 10 + n), "MacAddress": ""}})
+    };
+    let delete = |n: u32| serde_json::json!({"NetworkID": net, "EndpointID": docker_id(n)});
+    // A bad call changes nothing and says why, in Docker's shape.
+    let (status, err) = call(
+        &socket,
+        "NetworkDriver.CreateEndpoint",
+        &serde_json::json!({"NetworkID": net,
+        "EndpointID": docker_id(99), "Interface": {"Address": "10.91.0.5/24"}}),
+    )
+    .unwrap();
+    assert_eq!(status, 500);
+    assert!(err["Err"].as_str().unwrap().contains("not a usable address"), "{err}");
+    // How long one create takes, the data path loaded: the kills spread over it.
+    let (_, first) = call(&socket, "NetworkDriver.CreateEndpoint", &endpoint(0)).unwrap();
+    assert_eq!(first["Interface"]["MacAddress"], "02:42:0a:5a:00:0a", "Docker's MAC rule for the address");
+    call(&socket, "NetworkDriver.DeleteEndpoint", &delete(0)).unwrap();
+    let t = Instant::now();
+    call(&socket, "NetworkDriver.CreateEndpoint", &endpoint(0)).unwrap();
+    let took = t.elapsed();
+    call(&socket, "NetworkDriver.DeleteEndpoint", &delete(0)).unwrap();
+
+    let moments = 12u32;
+    let (mut kept, mut rolled_back) = (0, 0);
+    for k in 1..=moments {
+        let sock = socket.clone();
+        let body = endpoint(k);
+        let caller = std::thread::spawn(move || call(&sock, "NetworkDriver.CreateEndpoint", &body));
+        std::thread::sleep(took * k / moments);
+        plugin.kill();
+        let _ = caller.join().unwrap();
+        plugin = Plugin::start(&lab, &socket);
+        // What the kernel holds matches the record: all of it or nothing.
+        let name = format!("docker-{}", &docker_id(k)[..12]);
+        let recorded =
+            serde_json::from_slice::<Value>(&std::fs::read(lab.roots.state_file()).unwrap()).unwrap()["sandboxes"]
+                .get(&name)
+                .is_some();
+        let links = lab.in_host(|r| r.link_names()).unwrap();
+        let veth = format!("veth{}", &docker_id(k)[..7]);
+        let ip = Ipv4Addr::new(10, 90, 0, 10 + k as u8);
+        let in_map =
+            lab.datapath().endpoints().unwrap().get(&netpath_common::EndpointKey { ipv4: ip.octets() }, 0).is_ok();
+        assert_eq!(
+            (links.contains(&veth), in_map),
+            (recorded, recorded),
+            "kill {k}: record {recorded}, link, map entry"
+        );
+        assert!(!links.iter().any(|l| l.starts_with("vnp") && !recorded), "kill {k}: a sandbox end left: {links:?}");
+        if recorded {
+            kept += 1
+        } else {
+            rolled_back += 1
+        }
+        // Docker's retry, then its cleanup: both work from either outcome.
+        assert_eq!(call(&socket, "NetworkDriver.CreateEndpoint", &endpoint(k)).unwrap().0, 200);
+        assert_eq!(call(&socket, "NetworkDriver.DeleteEndpoint", &delete(k)).unwrap().0, 200);
+    }
+    eprintln!("{moments} kills: {kept} creates complete, {rolled_back} rolled back");
+    assert_eq!(call(&socket, "NetworkDriver.DeleteNetwork", &serde_json::json!({"NetworkID": net})).unwrap().0, 200);
+    let check = lab.netpath_ok(&["system", "check"]).unwrap();
+    assert!(check.trim().is_empty(), "nothing left to repair: {check}");
+    assert!(lab.datapath().endpoints().unwrap().keys().next().is_none(), "no endpoint entry left");
+    let rules = firewall(&lab);
+    assert!(!rules.contains("netpath network"), "the network's FORWARD rules went with it:\n{rules}");
 }

@@ -221,8 +221,11 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
                     measure_all(&tb, system, &only_plan, &mut results);
                     if plan.scaling && system == System::Docker {
                         let d = docker::dockerd_of(&tb).expect("docker testbed has a dockerd");
-                        docker_control
-                            .extend(scaling::docker_control_plane(d, &plan.docker_sandbox_sizes, plan.reps.max(5))?);
+                        docker_control.extend(scaling::docker_control_plane(
+                            d,
+                            &plan.docker_sandbox_sizes,
+                            plan.reps.max(5),
+                        )?);
                     }
                 }
                 System::DockerNetpath => {

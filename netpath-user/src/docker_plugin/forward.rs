@@ -24,7 +24,16 @@ fn mark(net: &Network) -> String {
 
 fn rules(net: &Network) -> [Vec<String>; 2] {
     let rule = |dir: &str| {
-        vec![dir.into(), net.bridge.clone(), "-m".into(), "comment".into(), "--comment".into(), mark(net), "-j".into(), "ACCEPT".into()]
+        vec![
+            dir.into(),
+            net.bridge.clone(),
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            mark(net),
+            "-j".into(),
+            "ACCEPT".into(),
+        ]
     };
     [rule("-i"), rule("-o")]
 }
@@ -82,7 +91,8 @@ pub fn reconcile(state: &State) -> Result<()> {
     let out = Command::new(IPTABLES).args(["-w", "-S", "FORWARD"]).output().context("listing FORWARD")?;
     let listed = String::from_utf8_lossy(&out.stdout).into_owned();
     for line in listed.lines().filter(|l| l.contains("\"netpath network ")) {
-        let known = state.networks.values().filter(|n| is_docker(n)).any(|n| line.contains(&format!("\"{}\"", mark(n))));
+        let known =
+            state.networks.values().filter(|n| is_docker(n)).any(|n| line.contains(&format!("\"{}\"", mark(n))));
         if !known {
             let rule: Vec<String> = line.split_whitespace().skip(2).map(|w| w.trim_matches('"').to_string()).collect();
             // The comment has spaces: re-join what -S split.

@@ -73,7 +73,9 @@ pub fn handle(roots: &Roots, method: &str, body: &[u8]) -> Reply {
     };
     match result {
         Ok(value) => Reply::ok(&value),
-        Err(e) => Reply::err(500, format!("netpath: {}", e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": "))),
+        Err(e) => {
+            Reply::err(500, format!("netpath: {}", e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")))
+        }
     }
 }
 
@@ -133,7 +135,8 @@ fn find_network<'a>(state: &'a State, docker_id: &str) -> Option<&'a Network> {
 }
 
 fn require_network<'a>(state: &'a State, docker_id: &str) -> Result<&'a Network> {
-    find_network(state, docker_id).with_context(|| format!("network {docker_id} not found (created without the plugin?)"))
+    find_network(state, docker_id)
+        .with_context(|| format!("network {docker_id} not found (created without the plugin?)"))
 }
 
 /// An option value as `-o` gave it (Docker passes strings; anything else
@@ -356,12 +359,7 @@ fn program_external_connectivity(
     Ok(Empty {})
 }
 
-fn revoke_external_connectivity(
-    host: &Host,
-    store: &Store,
-    state: &mut State,
-    req: EndpointRequest,
-) -> Result<Empty> {
+fn revoke_external_connectivity(host: &Host, store: &Store, state: &mut State, req: EndpointRequest) -> Result<Empty> {
     let name = sandbox_name(&req.endpoint_id)?;
     if state.sandboxes.contains_key(&name) {
         let result = sandbox::unpublish_external(host, state, &name);

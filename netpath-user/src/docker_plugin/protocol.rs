@@ -203,10 +203,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ep.interface.unwrap().address, "10.88.0.2/24");
-        let ports: Vec<PortBinding> = serde_json::from_str(
-            r#"[{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":0,"HostPortEnd":0}]"#,
-        )
-        .unwrap();
+        let ports: Vec<PortBinding> =
+            serde_json::from_str(r#"[{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":0,"HostPortEnd":0}]"#)
+                .unwrap();
         assert_eq!((ports[0].proto, ports[0].port, ports[0].host_port), (6, 80, 0));
     }
 

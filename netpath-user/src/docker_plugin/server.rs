@@ -89,16 +89,17 @@ fn bind(socket: &Path) -> Result<UnixListener> {
 
 async fn answer(roots: Roots, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.uri().path().trim_start_matches('/').to_string();
-    let reply = match read_body(req).await {
-        Ok(body) => tokio::task::spawn_blocking(move || handlers::handle(&roots, &method, &body))
-            .await
-            .unwrap_or_else(|e| handlers::Reply {
-                status: 500,
-                body: format!(r#"{{"Err":"netpath: the call failed: {}"}}"#, e.to_string().replace('"', "'"))
-                    .into_bytes(),
-            }),
-        Err(e) => handlers::Reply { status: 400, body: format!(r#"{{"Err":"netpath: {e}"}}"#).into_bytes() },
-    };
+    let reply =
+        match read_body(req).await {
+            Ok(body) => tokio::task::spawn_blocking(move || handlers::handle(&roots, &method, &body))
+                .await
+                .unwrap_or_else(|e| handlers::Reply {
+                    status: 500,
+                    body: format!(r#"{{"Err":"netpath: the call failed: {}"}}"#, e.to_string().replace('"', "'"))
+                        .into_bytes(),
+                }),
+            Err(e) => handlers::Reply { status: 400, body: format!(r#"{{"Err":"netpath: {e}"}}"#).into_bytes() },
+        };
     let response = Response::builder()
         .status(reply.status)
         .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)

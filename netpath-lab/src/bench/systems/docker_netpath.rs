@@ -135,8 +135,7 @@ pub fn ports(tb: &Testbed, d: &Dockerd, sizes: &[usize], reps: usize, durations:
         let mut load = None;
         if size > 0 {
             let name = format!("fill{size}");
-            let mut args: Vec<String> =
-                ["run", "-d", "--name", &name, "--network", NETWORK].map(String::from).to_vec();
+            let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", NETWORK].map(String::from).to_vec();
             for i in 0..size {
                 args.push("-p".into());
                 args.push(format!("{}:80", FILLER_FIRST as usize + i));
@@ -171,7 +170,10 @@ pub fn control_plane(d: &Dockerd, sizes: &[usize], reps: usize) -> Result<Vec<Po
             let name = format!("bg{n}");
             d.docker(&["run", "-d", "--name", &name, "--network", NETWORK, "bb", "sleep", "1000000"]).map(drop)
         },
-        || d.docker(&["run", "-d", "--name", "cp", "--network", NETWORK, "-p", "18080:80", "bb", "sleep", "1000000"]).map(drop),
+        || {
+            d.docker(&["run", "-d", "--name", "cp", "--network", NETWORK, "-p", "18080:80", "bb", "sleep", "1000000"])
+                .map(drop)
+        },
         || d.docker(&["rm", "-f", "cp"]).map(drop),
     )
 }
