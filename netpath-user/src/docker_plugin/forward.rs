@@ -84,7 +84,7 @@ pub fn revoke(net: &Network) -> Result<()> {
 /// At plugin start: every Docker network's rules in place, and rules of
 /// networks no longer in the state (a killed plugin's) removed.
 pub fn reconcile(state: &State) -> Result<()> {
-    let is_docker = |n: &Network| n.labels.contains_key(crate::network::LABEL_ENGINE_NETWORK);
+    let is_docker = |n: &Network| n.labels.contains_key(crate::state::LABEL_ENGINE_NETWORK);
     if !available() {
         return Ok(());
     }

@@ -21,11 +21,11 @@ use serde_json::{Map, Value};
 use super::{OWNER, protocol::*};
 use crate::{
     host::Host,
-    network::{self, LABEL_ENGINE_NETWORK, bridge},
+    network::{self, bridge},
     paths::Roots,
     publish::{self, Proto, Spec},
     sandbox::{self, ExternalRequest},
-    state::{Mode, Network, State, Store},
+    state::{LABEL_ENGINE_NETWORK, Mode, Network, State, Store},
     system, validate,
 };
 

@@ -27,10 +27,6 @@ pub const DEFAULT_NETWORK_NAME: &str = "bridge";
 /// Names Docker reserves for its predefined networks and modes.
 pub const RESERVED_NAMES: &[&str] = &[DEFAULT_NETWORK_NAME, "host", "none", "default"];
 
-/// The label a network made for a container engine carries: the engine's
-/// own ID of the network (Docker's NetworkID), which the engine names it by.
-pub const LABEL_ENGINE_NETWORK: &str = "io.netpath.engine.network-id";
-
 /// Docker's generic network option, understood by every driver.
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 

@@ -43,6 +43,9 @@ pub struct Dockerd {
     pub dir: PathBuf,
     pub host: Place,
     pid: Option<u32>,
+    /// A file keeping the machine's `/run/docker/plugins` non-empty while
+    /// this dockerd's private mount sits on it (see `start_with`).
+    keep: Option<PathBuf>,
     child: Option<std::process::Child>,
     footprint: Footprint,
 }
@@ -98,8 +101,30 @@ impl Dockerd {
             });
         }
         let footprint = Footprint::new(dir.clone(), cgroup_parent, STRAY_PATHS);
-        let child = cmd.spawn().context("starting dockerd")?;
-        let mut d = Dockerd { dir, host, pid: Some(child.id()), child: Some(child), footprint };
+        // The private mount sits on the machine's /run/docker/plugins, and
+        // the kernel lets another namespace remove a directory that is only
+        // a mount point here (detaching the mount): another lab's dockerd
+        // removing what it thinks it created would take the plugin away.
+        // A file there keeps the directory non-empty until this one stops.
+        let keep = match plugins {
+            Some(_) => {
+                let keep = PathBuf::from("/run/docker/plugins").join(format!(".in-use-by-{}", lab.id));
+                std::fs::create_dir_all("/run/docker/plugins")?;
+                std::fs::write(&keep, b"")?;
+                Some(keep)
+            }
+            None => None,
+        };
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(keep) = &keep {
+                    let _ = std::fs::remove_file(keep);
+                }
+                return Err(e).context("starting dockerd");
+            }
+        };
+        let mut d = Dockerd { dir, host, pid: Some(child.id()), keep, child: Some(child), footprint };
         let deadline = Instant::now() + Duration::from_secs(30);
         while d.docker(&["version", "--format", "{{.Server.Version}}"]).is_err() {
             if Instant::now() > deadline {
@@ -170,6 +195,9 @@ impl Dockerd {
         }
         // containerd (dockerd's child) and the shims (under init) name our
         // exec root: ended by PID if dockerd did not end them.
+        if let Some(keep) = self.keep.take() {
+            let _ = std::fs::remove_file(keep);
+        }
         self.footprint.release();
     }
 }
