@@ -136,12 +136,37 @@ Examples:
   netpath port web
   netpath port web 80/tcp")]
     Port {
-        /// The sandbox: its name, ID or a unique ID prefix.
-        #[arg(value_name = "SANDBOX")]
+        /// The sandbox: its name, ID or a unique ID prefix; or a Docker
+        /// container's name or ID on a netpath network (asked of Docker,
+        /// whose own `docker port` shows nothing for a plugin's ports).
+        #[arg(value_name = "SANDBOX|CONTAINER")]
         name: String,
         /// Only this container port: PORT[/PROTO] (tcp when no protocol is given).
         #[arg(value_name = "PORT[/PROTO]")]
         port: Option<String>,
+        /// Docker's API socket, asked when SANDBOX names no sandbox.
+        #[arg(long, env = "DOCKER_HOST", default_value = crate::docker_plugin::engine_api::DEFAULT_HOST,
+              value_name = "unix://PATH")]
+        docker_host: String,
+    },
+    /// Serve Docker's network plugin protocol (`docker network create -d netpath`).
+    #[command(after_help = "\
+Examples:
+  netpath docker-plugin &
+  docker network create -d netpath --subnet 10.88.0.0/24 n1
+  docker run -d --network n1 -p 8080:80 --name web IMAGE
+  netpath port web
+
+Docker finds the plugin by its socket in /run/docker/plugins (the driver is
+named after the socket file). Docker's IPAM chooses the addresses; netpath
+wires, forwards, masquerades and publishes. Options as Docker's bridge driver
+spells them: -o com.docker.network.bridge.enable_icc=false,
+-o com.docker.network.bridge.enable_ip_masquerade=false,
+-o com.docker.network.driver.mtu=N, --internal.")]
+    DockerPlugin {
+        /// The Unix socket to serve on (created mode 0600).
+        #[arg(long, default_value = crate::docker_plugin::DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
     },
     /// Inspect and clean the connection tracking table.
     #[command(subcommand)]
@@ -625,6 +650,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::DnsServe => crate::dns::server::serve(roots),
         Command::Agent => crate::cluster::process::serve(roots),
+        Command::DockerPlugin { socket } => {
+            crate::docker_plugin::server::serve(roots, &crate::docker_plugin::server::socket_path(&socket))?;
+            Ok(0)
+        }
         Command::Ps(args) => {
             let (_store, state) = Store::open(&roots)?;
             print_ps(&state, &args)?;
@@ -664,14 +693,23 @@ fn dispatch(cli: Cli) -> Result<i32> {
             store.save(&state)?;
             with_misses(teardown.finish(), missing).map(|()| 0)
         }
-        Command::Port { name, port } => {
+        Command::Port { name, port, docker_host } => {
             let (_store, state) = Store::open(&roots)?;
-            let sandbox = state.find_sandbox(&name)?;
             let filter = port.as_deref().map(publish::parse_filter).transpose()?;
-            let lines = publish::describe(&sandbox.published, filter);
+            let (shown, lines) = match state.find_sandbox(&name) {
+                Ok(sandbox) => (sandbox.name.clone(), publish::describe(&sandbox.published, filter)),
+                // Not a sandbox: perhaps a Docker container on a netpath network.
+                Err(not_found) => match crate::docker_plugin::engine_api::container(&docker_host, &name) {
+                    Ok(c) => {
+                        let lines = crate::docker_plugin::handlers::describe_ports(&state, &c.endpoint_ids, filter);
+                        (c.name, lines)
+                    }
+                    Err(_) => return Err(not_found),
+                },
+            };
             if lines.is_empty() {
                 if let Some(p) = port {
-                    anyhow::bail!("no public port '{p}' published for {}", sandbox.name);
+                    anyhow::bail!("no public port '{p}' published for {shown}");
                 }
             }
             for l in lines {
@@ -872,6 +910,7 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
                 internal: a.internal,
                 options: a.opts,
                 labels: a.labels,
+                engine_ipam: false,
             };
             let net = network::create(&host, &store, &mut state, &req)?;
             store.save(&state)?;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod conntrack;
 pub mod datapath;
 pub mod dns;
+pub mod docker_plugin;
 pub mod ethtool;
 pub mod external;
 pub mod format;

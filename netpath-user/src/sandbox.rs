@@ -394,6 +394,146 @@ pub fn disconnect(host: &Host, state: &mut State, net_name: &str, name: &str) ->
     teardown.finish()
 }
 
+/// A sandbox in a namespace a container engine owns ([`Mode::External`]):
+/// what the engine decided (the address its IPAM chose, maybe a MAC) and
+/// the names netpath gives the record and the devices.
+#[derive(Clone, Debug)]
+pub struct ExternalRequest {
+    /// The sandbox's name and ID in netpath's records.
+    pub name: String,
+    pub id: String,
+    /// Who owns the namespace ("docker", "cni", "attach").
+    pub owner: String,
+    /// The netpath network (its stored name).
+    pub network: String,
+    /// The engine's interface ID for it (Docker's EndpointID).
+    pub endpoint_id: String,
+    pub ip: Ipv4Addr,
+    /// The engine's MAC, if it chose one; else Docker's rule for the address.
+    pub mac: Option<crate::link::Mac>,
+    pub host_ifname: String,
+    /// The sandbox end's name while it waits in the host namespace.
+    pub peer_ifname: String,
+}
+
+/// The record [`create_external`] will make, checked against `state`:
+/// a free name, an existing network, an address of its subnet nobody holds,
+/// a MAC nobody has. Changes nothing.
+pub fn plan_external(state: &State, req: &ExternalRequest) -> Result<Sandbox> {
+    validate::name(&req.name)?;
+    validate::ifname(&req.host_ifname)?;
+    validate::ifname(&req.peer_ifname)?;
+    if state.sandboxes.contains_key(&req.name) {
+        bail!("the sandbox name {} is already in use", req.name);
+    }
+    let net = state.network(&req.network)?;
+    let ip = ipam::allocate(net, state.addresses_on(&net.name), Some(req.ip))?;
+    let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
+    if state.sandboxes.values().flat_map(|s| &s.attachments).any(|a| a.mac == mac) {
+        bail!("MAC address {} is already in use", validate::format_mac(&mac));
+    }
+    Ok(Sandbox {
+        name: req.name.clone(),
+        id: req.id.clone(),
+        created: state::now(),
+        hostname: String::new(),
+        // Known when the engine's container joins (and only until it leaves).
+        netns: PathBuf::new(),
+        uts: PathBuf::new(),
+        attachments: vec![Attachment {
+            network: net.name.clone(),
+            endpoint_id: req.endpoint_id.clone(),
+            ifname: "eth0".into(),
+            host_ifname: req.host_ifname.clone(),
+            ip,
+            mac,
+            aliases: Vec::new(),
+        }],
+        pid: None,
+        command: Vec::new(),
+        published: Vec::new(),
+        mode: Mode::External { owner: req.owner.clone() },
+        host_config: HostConfig::default(),
+        links: Vec::new(),
+        expose: Vec::new(),
+    })
+}
+
+/// Wires an interface for a container engine that moves it into its
+/// container itself (Docker's remote driver): the veth pair is made in the
+/// host namespace, the host end on the network and the data path, the
+/// sandbox end left for the engine. Recorded as a `run` intent first, so a
+/// crash is rolled back by the next command; on failure every step is
+/// reversed. `rm` of the record unwires it ([`take_down`]).
+pub fn create_external(host: &Host, store: &Store, state: &mut State, req: &ExternalRequest) -> Result<Sandbox> {
+    let sandbox = plan_external(state, req)?;
+    let net = state.network(&req.network)?.clone();
+    let driver = network::driver::of(&net)?;
+    let was_loaded = host.datapath.is_loaded();
+    store.begin(Intent::Run { sandbox: sandbox.clone(), network: None, datapath_was_loaded: was_loaded })?;
+    Rollback::new().run(|rollback| {
+        if !was_loaded {
+            rollback.push("data path", || host.datapath.unload());
+        }
+        network::prepare_datapath(host, state)?;
+        driver.attach_external(host, &net, &sandbox.attachments[0], &req.peer_ifname)
+    })?;
+    state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
+    Ok(sandbox)
+}
+
+/// Publishes `specs` to the external sandbox `name`'s address, replacing
+/// what it published before (an engine programs a container's ports as a
+/// whole). Host ports are chosen against every other sandbox's, the record
+/// is saved with them before the data path gets them (so a crash leaves
+/// nothing its removal would not take away), and saved again with the
+/// range slots they got.
+pub fn publish_external(
+    host: &Host,
+    store: &Store,
+    state: &mut State,
+    name: &str,
+    specs: &[publish::Spec],
+) -> Result<Vec<publish::Published>> {
+    let mut sandbox = state.sandbox(name)?.clone();
+    let att = sandbox.attachments.first().with_context(|| format!("sandbox {name} has no interface"))?.clone();
+    let net = state.network(&att.network)?;
+    let bind_ip = network::driver::of(net)?.host_binding().unwrap_or(host.config.default_bind_ip);
+    let others = state.sandboxes.values().filter(|s| s.name != name).flat_map(|s| &s.published);
+    let mut published = publish::allocate(others, specs, bind_ip)?;
+    let host_addrs: Vec<Ipv4Addr> = host.rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).collect();
+    publish::check_host_addresses(&published, &host_addrs)?;
+    unpublish_external(host, state, name)?;
+    sandbox.published = published.clone();
+    state.sandboxes.insert(name.to_string(), sandbox.clone());
+    store.save(state)?;
+    network::prepare_datapath(host, state)?;
+    publish::install(&host.datapath, &mut published, att.ip)?;
+    sandbox.published = published.clone();
+    state.sandboxes.insert(name.to_string(), sandbox);
+    store.save(state)?;
+    Ok(published)
+}
+
+/// Takes the external sandbox `name`'s published ports out of the data
+/// path and its record (the caller saves).
+pub fn unpublish_external(host: &Host, state: &mut State, name: &str) -> Result<()> {
+    let mut sandbox = state.sandbox(name)?.clone();
+    if sandbox.published.is_empty() {
+        return Ok(());
+    }
+    let addresses: Vec<Ipv4Addr> = sandbox.attachments.iter().map(|a| a.ip).collect();
+    if host.datapath.is_loaded() {
+        let mut teardown = Teardown::new();
+        teardown.step("published ports", publish::uninstall(&host.datapath, &sandbox.published));
+        teardown.step("published ranges", clear_ranges_to(host, &addresses));
+        teardown.finish()?;
+    }
+    sandbox.published.clear();
+    state.sandboxes.insert(name.to_string(), sandbox);
+    Ok(())
+}
+
 /// Drops conntrack entries of connections that involve `ips`.
 fn forget_flows(host: &Host, ips: &[Ipv4Addr]) -> Result<()> {
     if !host.datapath.is_loaded() {

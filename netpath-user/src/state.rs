@@ -29,6 +29,10 @@ use crate::{
     paths::Roots,
 };
 
+/// The label a network made for a container engine carries: the engine's
+/// own ID of the network (Docker's NetworkID), which the engine names it by.
+pub const LABEL_ENGINE_NETWORK: &str = "io.netpath.engine.network-id";
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
     pub networks: BTreeMap<String, Network>,
@@ -153,7 +157,9 @@ impl Network {
     /// networks whose gateway address sits on a host device netpath made
     /// (a macvlan's gateway is a router elsewhere).
     pub fn has_resolver(&self) -> bool {
-        !self.is_default && !self.bridge.is_empty()
+        // A container engine's network has the engine's own resolver
+        // (Docker's embedded DNS at 127.0.0.11).
+        !self.is_default && !self.bridge.is_empty() && !self.labels.contains_key(LABEL_ENGINE_NETWORK)
     }
 }
 

@@ -270,11 +270,15 @@ fn destroy_owned(host: &Host, net: &state::Network) -> Result<()> {
 /// if needed.
 fn restore(host: &Host, state: &mut State, act: bool, report: &mut Vec<String>, teardown: &mut Teardown) {
     let live = |s: &state::Sandbox| match &s.mode {
-        // An engine's namespace that went without a DEL (containerd leaks
-        // them) takes its record with it.
-        Mode::Attached | Mode::External { .. } => netns::is_live(&s.netns),
+        Mode::Attached => netns::is_live(&s.netns),
         Mode::Container(owner) => state.sandboxes.get(owner).is_some_and(|o| netns::is_live(&o.netns)),
         Mode::Host => true,
+        // The namespace is someone else's (and maybe in another mount
+        // namespace, as Docker's are): the wiring lives while its host-side
+        // devices do, and a veth pair dies with the namespace holding its
+        // other end. So an engine's namespace that went without a DEL
+        // (containerd leaks them) takes its record with it.
+        Mode::External { .. } => s.attachments.iter().all(|a| host.rtnl.index(&a.host_ifname).ok().flatten().is_some()),
     };
     let lost: Vec<state::Sandbox> = state.sandboxes.values().filter(|s| !live(s)).cloned().collect();
     for sandbox in lost {

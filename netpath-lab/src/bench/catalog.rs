@@ -24,6 +24,9 @@ pub enum System {
     Docker,
     /// Docker Engine with --userland-proxy=false.
     DockerNoProxy,
+    /// Docker Engine with its containers on a `docker network create -d
+    /// netpath` network (`netpath docker-plugin`).
+    DockerNetpath,
     /// Podman 4.3 with netavark, rootful, in the lab host.
     Podman,
     /// The same Podman with the CNI backend and netpath's CNI plugin.
@@ -53,6 +56,7 @@ impl System {
             System::DockerProxy => "docker-proxy",
             System::Docker => "docker",
             System::DockerNoProxy => "docker-no-proxy",
+            System::DockerNetpath => "docker-netpath",
             System::Podman => "podman",
             System::PodmanNetpath => "podman-netpath",
             System::Bridge => "bridge",
@@ -63,7 +67,7 @@ impl System {
         }
     }
 
-    pub const ALL: [System; 12] = [
+    pub const ALL: [System; 13] = [
         System::Netpath,
         System::NetpathXdp,
         System::NetpathTcSameWire,
@@ -72,6 +76,7 @@ impl System {
         System::DockerProxy,
         System::Docker,
         System::DockerNoProxy,
+        System::DockerNetpath,
         System::Podman,
         System::PodmanNetpath,
         System::Bridge,
@@ -81,9 +86,12 @@ impl System {
     /// The scenarios this system is measured in.
     pub fn scenarios(self) -> &'static [Scenario] {
         match self {
-            System::Netpath | System::IptablesNft | System::IptablesLegacy | System::Docker | System::DockerNoProxy => {
-                &Scenario::ALL
-            }
+            System::Netpath
+            | System::IptablesNft
+            | System::IptablesLegacy
+            | System::Docker
+            | System::DockerNoProxy
+            | System::DockerNetpath => &Scenario::ALL,
             // XDP on the uplink changes only what arrives from the outside.
             System::NetpathXdp | System::NetpathTcSameWire => &[Scenario::Published, Scenario::Masquerade],
             System::DockerProxy => &[Scenario::HostLocal],
@@ -114,6 +122,7 @@ impl System {
             System::DockerProxy => "docker-proxy",
             System::Docker => "docker",
             System::DockerNoProxy => "docker (no userland proxy)",
+            System::DockerNetpath => "docker with netpath driver",
             System::Podman => "podman + netavark",
             System::PodmanNetpath => "podman + netpath CNI",
             System::Bridge => "bridge, no NAT (bound)",

@@ -205,7 +205,7 @@ fn swarm(lab: &MultiHost, daemons: &mut Vec<Dockerd>) -> Result<(Place, Place, I
     }
     for (i, h) in lab.hosts.iter().take(2).enumerate() {
         let dir = std::env::temp_dir().join(format!("{}-docker{}", lab.id, i + 1));
-        daemons.push(Dockerd::start_in(&h.ns, dir, format!("{}-docker{}", lab.id, i + 1), false)?);
+        daemons.push(Dockerd::start_in(&h.ns, dir, format!("{}-docker{}", lab.id, i + 1), false, None)?);
     }
     let (h1, h2) = (lab.host(0).ip.to_string(), lab.host(1).ip.to_string());
     let bounded = |d: &Dockerd, args: &[&str]| -> Result<String> {

@@ -22,7 +22,7 @@ use catalog::{Scenario, System};
 use measure::{Figures, Metric, Summary};
 use netpath::{ethtool, netns, signals};
 pub use plan::{BenchArgs, Plan};
-use systems::{bounds, docker, iptables, netpath as np, podman, podman_netpath};
+use systems::{bounds, docker, docker_netpath, iptables, netpath as np, podman, podman_netpath};
 use testbed::Testbed;
 
 use crate::fixture::{Binaries, HOST_UPLINK};
@@ -225,8 +225,27 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
                     measure_all(&tb, system, &only_plan, &mut results);
                     if plan.scaling && system == System::Docker {
                         let d = docker::dockerd_of(&tb).expect("docker testbed has a dockerd");
-                        docker_control =
-                            scaling::docker_control_plane(d, &plan.docker_sandbox_sizes, plan.reps.max(5))?;
+                        docker_control.extend(scaling::docker_control_plane(
+                            d,
+                            &plan.docker_sandbox_sizes,
+                            plan.reps.max(5),
+                        )?);
+                    }
+                }
+                System::DockerNetpath => {
+                    if !docker::available() {
+                        anyhow::bail!("dockerd, runc or busybox-static missing (cargo xtask bench installs them)");
+                    }
+                    let tb = docker_netpath::testbed(bins, &scaling_scenarios, LIFETIME)?;
+                    measure_all(&tb, system, &only_plan, &mut results);
+                    if plan.scaling {
+                        let d = docker::dockerd_of(&tb).expect("docker testbed has a dockerd");
+                        ports.extend(docker_netpath::ports(&tb, d, &plan.port_sizes, plan.reps, &plan.durations)?);
+                        docker_control.extend(docker_netpath::control_plane(
+                            d,
+                            &plan.docker_sandbox_sizes,
+                            plan.reps.max(5),
+                        )?);
                     }
                 }
                 System::Podman => {

@@ -34,7 +34,7 @@ pub struct Point {
     pub note: String,
 }
 
-fn conn_point(tb: &Testbed, system: System, reps: usize, d: &Durations, size: usize) -> Result<Point> {
+pub(super) fn conn_point(tb: &Testbed, system: System, reps: usize, d: &Durations, size: usize) -> Result<Point> {
     let route = tb.route(system, Scenario::Published).context("no published route")?;
     let (mut cps, mut p99, mut rr) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
@@ -232,7 +232,7 @@ pub fn docker_control_plane(d: &Dockerd, sizes: &[usize], reps: usize) -> Result
 
 /// Times `add` and `remove` `reps` times at each size, after `background`
 /// brought the number of other sandboxes up to that size.
-fn timed_add_remove(
+pub(super) fn timed_add_remove(
     system: System,
     sizes: &[usize],
     reps: usize,

@@ -275,6 +275,7 @@ fn create_request(conf: &NetConf) -> network::CreateRequest {
         internal: conf.internal,
         options,
         labels: vec!["created-by=netpath-cni".into()],
+        engine_ipam: false,
     }
 }
 

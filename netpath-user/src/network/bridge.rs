@@ -165,6 +165,37 @@ impl NetworkDriver for Bridge {
         })
     }
 
+    /// As [`attach`](NetworkDriver::attach), except that both ends are made
+    /// here and nothing is configured inside: the engine moves `peer` into
+    /// its container, renames it and gives it the address.
+    fn attach_external(&self, host: &Host, net: &Network, att: &Attachment, peer: &str) -> Result<()> {
+        let (host_index, peer_index) = host.rtnl.add_veth(&att.host_ifname, peer, net.mtu)?;
+        Rollback::new().run(|rollback| {
+            rollback.push(format!("veth {}", att.host_ifname), || host.rtnl.delete_by_name(&att.host_ifname));
+            // The data path rewrites frames to this MAC: the engine keeps it
+            // (it is the endpoint's, as the plugin reported it).
+            host.rtnl.set_mac(peer_index, att.mac)?;
+            let xdp_target = host.config.uplink_xdp != crate::config::UplinkXdp::Off;
+            if xdp_target {
+                // Device features travel with it into the container.
+                crate::ethtool::set_gro(peer, true)?;
+            }
+            let bridge_index = host.rtnl.require_index(&net.bridge)?;
+            host.rtnl.set_master(host_index, bridge_index)?;
+            crate::sysctl::disable_ipv6(&att.host_ifname)?;
+            host.rtnl.set_up(host_index)?;
+            host.datapath.attach_sandbox(&att.host_ifname)?;
+            rollback.push("data path link", || host.datapath.detach_sandbox(&att.host_ifname));
+            let endpoint = Endpoint {
+                host_ifindex: host_index,
+                network_id: net.index,
+                mac: att.mac,
+                flags: self.endpoint_flags(xdp_target),
+            };
+            host.datapath.set_endpoint(EndpointKey { ipv4: att.ip.octets() }, endpoint)
+        })
+    }
+
     fn detach(&self, host: &Host, _net: &Network, _netns: &Path, att: &Attachment) -> Result<()> {
         let mut teardown = Teardown::new();
         // Without pins (after a reboot) there is no entry to remove.

@@ -38,6 +38,15 @@ pub trait NetworkDriver {
     /// describes. All or nothing.
     fn attach(&self, host: &Host, net: &Network, netns: &Path, att: &Attachment, default_route: bool) -> Result<()>;
 
+    /// Plugs in a sandbox whose namespace a container engine owns and
+    /// enters itself (Docker's remote driver protocol): the pair is made in
+    /// the host namespace, its sandbox end named `peer` with the
+    /// attachment's MAC and left there for the engine to move, rename and
+    /// address. [`NetworkDriver::detach`] unplugs it. All or nothing.
+    fn attach_external(&self, _host: &Host, net: &Network, _att: &Attachment, _peer: &str) -> Result<()> {
+        bail!("the {} driver cannot wire a container engine's namespace (network {})", self.name(), net.name)
+    }
+
     /// Unplugs a sandbox: every step runs, every failure is returned (see
     /// [`crate::teardown`]); a part already gone counts as removed.
     fn detach(&self, host: &Host, net: &Network, netns: &Path, att: &Attachment) -> Result<()>;

@@ -63,6 +63,10 @@ pub struct CreateRequest {
     pub internal: bool,
     pub options: Vec<String>,
     pub labels: Vec<String>,
+    /// The subnet was chosen by a container engine's IPAM (Docker's), which
+    /// keeps its own networks apart: only existing networks and the host's
+    /// subnets are checked, not the default network's before it exists.
+    pub engine_ipam: bool,
 }
 
 /// Subnets already taken: every network's, and the default network's even
@@ -120,6 +124,9 @@ pub fn plan_on(
     let labels = validate::key_values(&req.labels, "label")?;
     let driver = driver::get(req.driver.as_deref().unwrap_or(driver::DEFAULT_DRIVER), &options)?;
     let mut taken = taken_subnets(state, config);
+    if req.engine_ipam {
+        taken.retain(|(_, t)| state.networks.values().any(|n| n.subnet == *t));
+    }
     if driver.name() == bridge::DRIVER_NAME {
         taken.extend(host_subnets.iter().cloned());
     }

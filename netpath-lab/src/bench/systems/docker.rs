@@ -43,6 +43,9 @@ pub struct Dockerd {
     pub dir: PathBuf,
     pub host: Place,
     pid: Option<u32>,
+    /// A file keeping the machine's `/run/docker/plugins` non-empty while
+    /// this dockerd's private mount sits on it (see `start_with`).
+    keep: Option<PathBuf>,
     child: Option<std::process::Child>,
     footprint: Footprint,
 }
@@ -53,17 +56,44 @@ const STRAY_PATHS: &[&str] = &["/etc/docker/key.json", "/etc/docker", "/run/dock
 
 impl Dockerd {
     pub fn start(lab: &Lab, userland_proxy: bool) -> Result<Dockerd> {
+        Self::start_with(lab, userland_proxy, None)
+    }
+
+    /// With `plugins`, dockerd runs in a private mount namespace whose
+    /// `/run/docker/plugins` is that directory (bind-mounted): it finds the
+    /// network plugins whose sockets are there, and the machine's own
+    /// plugin directory stays out of reach both ways.
+    pub fn start_with(lab: &Lab, userland_proxy: bool, plugins: Option<&Path>) -> Result<Dockerd> {
         let dir = lab.roots.state.parent().context("lab base")?.join("docker");
-        Dockerd::start_in(&lab.host_ns, dir, format!("{}-docker", lab.id), userland_proxy)
+        Dockerd::start_in(&lab.host_ns, dir, format!("{}-docker", lab.id), userland_proxy, plugins)
     }
 
     /// A dockerd in the network namespace `host_ns`, its roots and socket
-    /// under `dir`, its containers under cgroup `cgroup_parent`.
-    pub fn start_in(host_ns: &Path, dir: PathBuf, cgroup_parent: String, userland_proxy: bool) -> Result<Dockerd> {
+    /// under `dir`, its containers under cgroup `cgroup_parent` (unique per
+    /// lab), with `plugins` as [`Dockerd::start_with`] has it.
+    pub fn start_in(
+        host_ns: &Path,
+        dir: PathBuf,
+        cgroup_parent: String,
+        userland_proxy: bool,
+        plugins: Option<&Path>,
+    ) -> Result<Dockerd> {
         std::fs::create_dir_all(dir.join("root"))?;
         std::fs::create_dir_all(dir.join("exec"))?;
         let host = Place::ns(host_ns);
-        let mut cmd = host.cmd(DOCKERD)?;
+        let mut cmd = match plugins {
+            None => host.cmd(DOCKERD)?,
+            Some(plugins) => {
+                let mut cmd = host.cmd("unshare")?;
+                cmd.args(["-m", "--propagation", "private", "sh", "-c"]);
+                cmd.arg(format!(
+                    "mkdir -p /run/docker/plugins && mount --bind '{}' /run/docker/plugins && exec \"$0\" \"$@\"",
+                    plugins.display()
+                ));
+                cmd.arg(DOCKERD);
+                cmd
+            }
+        };
         cmd.arg("--data-root").arg(dir.join("root"));
         cmd.arg("--exec-root").arg(dir.join("exec"));
         cmd.arg("--pidfile").arg(dir.join("dockerd.pid"));
@@ -82,9 +112,31 @@ impl Dockerd {
                 Ok(())
             });
         }
-        let footprint = Footprint::new(dir.clone(), cgroup_parent, STRAY_PATHS);
-        let child = cmd.spawn().context("starting dockerd")?;
-        let mut d = Dockerd { dir, host, pid: Some(child.id()), child: Some(child), footprint };
+        let footprint = Footprint::new(dir.clone(), cgroup_parent.clone(), STRAY_PATHS);
+        // The private mount sits on the machine's /run/docker/plugins, and
+        // the kernel lets another namespace remove a directory that is only
+        // a mount point here (detaching the mount): another lab's dockerd
+        // removing what it thinks it created would take the plugin away.
+        // A file there keeps the directory non-empty until this one stops.
+        let keep = match plugins {
+            Some(_) => {
+                let keep = PathBuf::from("/run/docker/plugins").join(format!(".in-use-by-{cgroup_parent}"));
+                std::fs::create_dir_all("/run/docker/plugins")?;
+                std::fs::write(&keep, b"")?;
+                Some(keep)
+            }
+            None => None,
+        };
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(keep) = &keep {
+                    let _ = std::fs::remove_file(keep);
+                }
+                return Err(e).context("starting dockerd");
+            }
+        };
+        let mut d = Dockerd { dir, host, pid: Some(child.id()), keep, child: Some(child), footprint };
         let deadline = Instant::now() + Duration::from_secs(30);
         while d.docker(&["version", "--format", "{{.Server.Version}}"]).is_err() {
             if Instant::now() > deadline {
@@ -155,6 +207,9 @@ impl Dockerd {
         }
         // containerd (dockerd's child) and the shims (under init) name our
         // exec root: ended by PID if dockerd did not end them.
+        if let Some(keep) = self.keep.take() {
+            let _ = std::fs::remove_file(keep);
+        }
         self.footprint.release();
     }
 }

@@ -5,6 +5,7 @@
 pub mod bounds;
 pub mod bridge;
 pub mod docker;
+pub mod docker_netpath;
 pub mod docker_proxy;
 pub mod engine;
 pub mod iptables;

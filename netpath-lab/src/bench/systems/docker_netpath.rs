@@ -1,0 +1,179 @@
+//! Docker Engine with netpath as its network driver: the same hermetic
+//! dockerd as `docker.rs` (in a private mount namespace whose
+//! `/run/docker/plugins` holds the plugin's socket), `netpath
+//! docker-plugin` serving the lab's netpath instance, and the bench's two
+//! containers on a `docker network create -d netpath` network. Containers,
+//! ports and their removal all go through `docker`; the data path is
+//! netpath's, so the evidence is netpath's counters.
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{
+    docker::Dockerd,
+    engine::{self, Engine},
+    netpath::TcCounters,
+};
+use crate::{
+    bench::{
+        catalog::{Scenario, System},
+        measure::Durations,
+        scaling::{self, Point},
+        testbed::{Place, Procs, Testbed, routes_for, start_servers},
+        topology::FILLER_FIRST,
+    },
+    fixture::{Binaries, Lab},
+};
+
+/// The Docker network's subnet: the bench's own is docker0's here.
+pub const SUBNET: &str = "10.203.0.0/24";
+/// The network's name in Docker.
+const NETWORK: &str = "bench";
+
+/// `netpath docker-plugin` for a lab's instance, on a socket in `dir`;
+/// ended by PID when dropped (after dockerd, which needs it to remove its
+/// containers).
+pub struct Plugin {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Plugin {
+    pub fn start(lab: &Lab, dir: &Path) -> Result<Plugin> {
+        std::fs::create_dir_all(dir)?;
+        let socket = dir.join("netpath.sock");
+        let log = std::fs::File::create(dir.join("plugin.log"))?;
+        let mut cmd = lab.netpath(&["docker-plugin".as_ref(), "--socket".as_ref(), socket.as_os_str()])?;
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let mut child = cmd.spawn().context("starting netpath docker-plugin")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if Instant::now() > deadline || child.try_wait()?.is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("netpath docker-plugin did not come up; see {}", dir.join("plugin.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Plugin { child, socket })
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The bench's containers on the netpath network (Docker's `inspect`
+/// shows their address per network, not at the top).
+struct OnNetwork<'a>(&'a Dockerd);
+
+impl Engine for OnNetwork<'_> {
+    fn cli(&self, args: &[&str]) -> Result<String> {
+        self.0.docker(args)
+    }
+
+    fn root(&self) -> &Path {
+        &self.0.dir
+    }
+
+    fn run_options(&self) -> Vec<String> {
+        vec!["--network".into(), NETWORK.into()]
+    }
+
+    fn ip_of(&self, name: &str) -> Result<Ipv4Addr> {
+        let f = format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}");
+        let ip = self.0.docker(&["inspect", "-f", &f, name])?;
+        ip.trim().parse().with_context(|| format!("address of {name}: {ip:?}"))
+    }
+}
+
+/// Docker with the netpath driver: `srv` (the published ports) and `cli`
+/// on a netpath network, servers in `srv` and outside.
+pub fn testbed(bins: &Binaries, scenarios: &[Scenario], lifetime: Duration) -> Result<Testbed> {
+    let system = System::DockerNetpath;
+    let lab = Lab::create("bench-dkpl", bins)?;
+    let plugins = lab.roots.state.parent().context("lab base")?.join("plugins");
+    let plugin = Plugin::start(&lab, &plugins)?;
+    let dockerd = Dockerd::start_with(&lab, false, Some(&plugins))?;
+    dockerd.docker(&["network", "create", "-d", "netpath", "--subnet", SUBNET, NETWORK])?;
+    let (server, client, srv_ip) = engine::server_and_client(&OnNetwork(&dockerd))?;
+    let outside = Place::ns(&lab.outside_ns);
+    // Host processes reach published ports through netpath's socket
+    // programs, which act for sockets in the instance's cgroup.
+    let host_local = Place { ns: lab.host_ns.clone(), cgroup: Some(lab.roots.cgroup.clone()) };
+    let mut procs = Procs::default();
+    start_servers(&mut procs, &lab, &server, lifetime)?;
+    start_servers(&mut procs, &lab, &outside, lifetime)?;
+    let routes = routes_for(system, &client, (&server, srv_ip), &outside, &host_local, scenarios);
+    let datapath = lab.datapath();
+    let mut tb = Testbed::new(system, lab, routes, procs).with_evidence(system, TcCounters(datapath));
+    // Dropped in this order: dockerd removes its containers through the plugin.
+    tb.guards.push(Box::new(dockerd));
+    tb.guards.push(Box::new(plugin));
+    Ok(tb)
+}
+
+/// Published-port connections with 0..=max ports published by a Docker
+/// container on the netpath network: at each size one filler container
+/// publishes all of them with a single `docker run -p ... -p ...` (the
+/// previous one removed first), timed as the load.
+pub fn ports(tb: &Testbed, d: &Dockerd, sizes: &[usize], reps: usize, durations: &Durations) -> Result<Vec<Point>> {
+    let mut points = Vec::new();
+    let mut filler: Option<String> = None;
+    for &size in sizes {
+        if let Some(name) = filler.take() {
+            d.docker(&["rm", "-f", &name])?;
+        }
+        let mut load = None;
+        if size > 0 {
+            let name = format!("fill{size}");
+            let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", NETWORK].map(String::from).to_vec();
+            for i in 0..size {
+                args.push("-p".into());
+                args.push(format!("{}:80", FILLER_FIRST as usize + i));
+            }
+            args.extend(["bb", "sleep", "1000000"].map(String::from));
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            let t = Instant::now();
+            d.docker(&argv)?;
+            load = Some(t.elapsed());
+            filler = Some(name);
+        }
+        let mut p = scaling::conn_point(tb, System::DockerNetpath, reps, durations, size)?;
+        p.load_ms = load.map(|l| l.as_secs_f64() * 1e3);
+        p.note = format!("load = wall time of one `docker run -d` with {size} `-p` (its container included)");
+        points.push(p);
+    }
+    if let Some(name) = filler {
+        d.docker(&["rm", "-f", &name])?;
+    }
+    Ok(points)
+}
+
+/// `docker run -d -p` / `docker rm -f` on the netpath network with `sizes`
+/// containers present there.
+pub fn control_plane(d: &Dockerd, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
+    scaling::timed_add_remove(
+        System::DockerNetpath,
+        sizes,
+        reps,
+        "add = `docker run -d --network bench -p 18080:80 bb sleep` (netpath driver), remove = `docker rm -f`",
+        |n| {
+            let name = format!("bg{n}");
+            d.docker(&["run", "-d", "--name", &name, "--network", NETWORK, "bb", "sleep", "1000000"]).map(drop)
+        },
+        || {
+            d.docker(&["run", "-d", "--name", "cp", "--network", NETWORK, "-p", "18080:80", "bb", "sleep", "1000000"])
+                .map(drop)
+        },
+        || d.docker(&["rm", "-f", "cp"]).map(drop),
+    )
+}
