@@ -209,11 +209,17 @@ impl Rtnl {
         self.run(async move { h.link().del(index).execute().await }).context("deleting link")
     }
 
-    /// Deletes the named link if it exists.
+    /// Deletes the named link if it exists. A link that goes between the
+    /// lookup and the delete counts as deleted: a veth dies with the
+    /// namespace holding its other end, and the kernel tears namespaces
+    /// down asynchronously (a CNI DEL right after the engine removed the
+    /// namespace meets exactly that).
     pub fn delete_by_name(&self, name: &str) -> Result<()> {
-        match self.index(name)? {
-            Some(index) => self.delete(index).with_context(|| format!("deleting {name}")),
-            None => Ok(()),
+        let Some(index) = self.index(name)? else { return Ok(()) };
+        let h = self.handle.clone();
+        match self.run(async move { h.link().del(index).execute().await }) {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
+            other => other.with_context(|| format!("deleting {name}: deleting link")),
         }
     }
 
