@@ -825,7 +825,7 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
                 println!("{:<width$}{:<20}{:<10}SCOPE", "NETWORK ID", "NAME", "DRIVER");
                 for n in &nets {
                     let id = if args.no_trunc { &n.id[..] } else { &n.id[..12] };
-                    println!("{id:<width$}{:<20}{:<10}local", n.name, n.driver);
+                    println!("{id:<width$}{:<20}{:<10}{}", n.name, n.driver, network::scope(n));
                 }
             }
         }

@@ -6,6 +6,8 @@ pub mod inside;
 pub mod inspect;
 pub mod ipam;
 pub mod macvlan;
+pub mod overlay;
+pub mod remote;
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
@@ -91,7 +93,7 @@ pub fn host_subnets(host: &Host) -> Result<Vec<(String, Ipv4Network)>> {
     Ok(out)
 }
 
-fn next_index(state: &State) -> u32 {
+pub(crate) fn next_index(state: &State) -> u32 {
     state.networks.values().map(|n| n.index).max().map_or(1, |i| i + 1)
 }
 
@@ -117,10 +119,13 @@ pub fn plan_on(
         bail!("network with name {} already exists", req.name);
     }
     let options = validate::key_values(&req.options, "option")?;
+    if options.contains_key(overlay::OPT_VNI) {
+        bail!("{} is assigned by the cluster store, not given", overlay::OPT_VNI);
+    }
     let labels = validate::key_values(&req.labels, "label")?;
     let driver = driver::get(req.driver.as_deref().unwrap_or(driver::DEFAULT_DRIVER), &options)?;
     let mut taken = taken_subnets(state, config);
-    if driver.name() == bridge::DRIVER_NAME {
+    if [bridge::DRIVER_NAME, overlay::DRIVER_NAME].contains(&driver.name()) {
         taken.extend(host_subnets.iter().cloned());
     }
 
@@ -164,7 +169,7 @@ pub fn plan_on(
     let mtu = match (req.mtu, options.get(OPT_MTU)) {
         (Some(m), _) => m,
         (None, Some(m)) => m.parse().map_err(|_| anyhow::anyhow!("invalid {OPT_MTU} {m:?}"))?,
-        (None, None) => config.mtu,
+        (None, None) => driver.default_mtu().unwrap_or(config.mtu),
     };
     validate::mtu(mtu)?;
     let mut net = Network {
@@ -240,6 +245,11 @@ pub fn ensure_default(host: &Host, store: &Store, state: &mut State) -> Result<O
     let net = plan_default(state, &host.config);
     store.begin(Intent::NetworkCreate { network: net.clone() })?;
     build(host, state, net).map(Some)
+}
+
+/// Docker's scope of `net` (`local`, `global`).
+pub fn scope(net: &Network) -> &'static str {
+    driver::of(net).map(|d| d.scope()).unwrap_or("local")
 }
 
 /// Brings the data path's view of every network up to date.
