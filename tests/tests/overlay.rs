@@ -16,7 +16,11 @@ use netpath::{
     },
     state::Store,
 };
-use netpath_tests::{At, Lab, all_counters, lab, moved, output, probe, transfer, words};
+use netpath_tests::{
+    At, Lab, all_counters,
+    frames::{self, Capture},
+    lab, moved, output, probe, sandbox_ns, transfer, words,
+};
 use serde_json::Value;
 
 const SUBNET: &str = "10.0.9.0/24";
@@ -130,7 +134,18 @@ fn datapath_between_two_hosts() {
     assert!(link.contains("mtu 1450"), "{link}");
 
     let (ab0, bb0) = (all_counters(&a.lab), all_counters(&b.lab));
+    let wire = Capture::open(&b.lab.host_ns, "under0").unwrap();
     assert_eq!(ping(&a.lab, "x", &yip.to_string(), 3), 0, "x pings y across hosts");
+    // The underlay carried VXLAN: UDP to port 4789 with the network's VNI,
+    // between the two VTEPs.
+    let vxlan: Vec<Vec<u8>> = wire.ipv4().into_iter().filter(|p| p[9] == 17 && p[22..24] == [0x12, 0xb5]).collect();
+    assert!(vxlan.len() >= 6, "3 requests and 3 replies encapsulated, saw {}", vxlan.len());
+    for p in &vxlan {
+        let (src, dst) = frames::ipv4_addrs(p);
+        assert!((src, dst) == (a.vtep, b.vtep) || (src, dst) == (b.vtep, a.vtep), "{src} -> {dst}");
+        assert_eq!(p[28] & 0x08, 0x08, "VNI flag");
+        assert_eq!(u32::from_be_bytes([0, p[32], p[33], p[34]]), VNI);
+    }
     let (ab1, bb1) = (all_counters(&a.lab), all_counters(&b.lab));
     let (ma, mb) = (moved(&ab0, &ab1), moved(&bb0, &bb1));
     // x asked for y's MAC once, answered by a's program from the map.
@@ -186,4 +201,88 @@ fn datapath_between_two_hosts() {
     .unwrap();
     assert_eq!(r["datagrams"], 100, "{r}");
     assert!(r["peers"].to_string().contains(&xip.to_string()), "{r}");
+}
+
+/// A VXLAN datagram's payload: the header (flags: VNI valid) and the inner frame.
+fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
+    let v = vni.to_be_bytes();
+    let mut out = vec![0x08, 0, 0, 0, v[1], v[2], v[3], 0];
+    out.extend_from_slice(inner);
+    out
+}
+
+#[test]
+fn datapath_isolation_and_forgery() {
+    let (a, b) = two_hosts("ovdpiso");
+    let net = shared("ov", 'a', SUBNET, VNI, "10.0.9.0/26", &[]);
+    adopt(&a, &net);
+    adopt(&b, &Shared { block: "10.0.9.64/26".parse().unwrap(), ..net.clone() });
+    let icc_off = [("com.docker.network.bridge.enable_icc", "false")];
+    let quiet = shared("quiet", 'c', "10.0.11.0/24", VNI + 2, "10.0.11.0/26", &icc_off);
+    adopt(&a, &quiet);
+    adopt(&b, &Shared { block: "10.0.11.64/26".parse().unwrap(), ..quiet.clone() });
+    for (node, name, network) in [(&a, "x", "ov"), (&b, "y", "ov"), (&a, "p", "quiet"), (&b, "q", "quiet")] {
+        node.lab.netpath_ok(&["run", "-d", "--name", name, "--network", network]).unwrap();
+    }
+    learn(&a, &b, VNI, &["y"]);
+    learn(&b, &a, VNI, &["x"]);
+    learn(&a, &b, VNI + 2, &["q"]);
+    learn(&b, &a, VNI + 2, &["p"]);
+    let ((xip, xmac), (yip, ymac)) = (endpoint_of(&a.lab, "x"), endpoint_of(&b.lab, "y"));
+    let (qip, _) = endpoint_of(&b.lab, "q");
+    let victim = frames::udp_socket(&sandbox_ns(&b.lab, "y"), std::net::SocketAddrV4::new(yip, 7100)).unwrap();
+    let to_y = std::net::SocketAddrV4::new(yip, 7100);
+
+    // ICC off holds across hosts: p reaches nothing of q, dropped at p's veth.
+    let a0 = all_counters(&a.lab);
+    assert_ne!(ping(&a.lab, "p", &qip.to_string(), 1), 0, "ICC off: p cannot ping q");
+    let m = moved(&a0, &all_counters(&a.lab));
+    assert!(m.get(&("from_container", "DROP_ICC")).copied().unwrap_or(0) >= 1, "{m:?}");
+    assert_eq!(m.get(&("from_container", "ENCAPSULATED")), None, "{m:?}");
+
+    // A forged source from sandbox x: dropped on x's own veth.
+    let a0 = all_counters(&a.lab);
+    let forged = std::net::SocketAddrV4::new("10.0.9.50".parse().unwrap(), 7100);
+    let x_ns = sandbox_ns(&a.lab, "x");
+    frames::send(&x_ns, "eth0", &[frames::udp(ymac, xmac, forged, to_y, b"forged-in-sandbox")]).unwrap();
+    let m = moved(&a0, &all_counters(&a.lab));
+    assert_eq!(m.get(&("from_container", "DROP_SPOOFED_SOURCE")), Some(&1), "{m:?}");
+
+    // Forged VXLAN from the underlay (host a's namespace sends to b's VTEP):
+    // an unknown source, a known address with the wrong MAC, an unknown VNI,
+    // a destination that is not on b. Then the same socket sends one true
+    // packet of x's, which must arrive: everything before it did not.
+    let b0 = all_counters(&b.lab);
+    let from_x = std::net::SocketAddrV4::new(xip, 7100);
+    let lies = [
+        vxlan(VNI, &frames::udp(ymac, [2, 0, 0, 0, 0, 0x50], forged, to_y, b"unknown source")),
+        vxlan(VNI, &frames::udp(ymac, [2, 0, 0, 0, 0, 0x51], from_x, to_y, b"wrong mac")),
+        vxlan(VNI + 1, &frames::udp(ymac, xmac, from_x, to_y, b"unknown vni")),
+        vxlan(VNI, &frames::udp(ymac, xmac, from_x, "10.0.9.99:7100".parse().unwrap(), b"nobody")),
+    ];
+    let sentinel = vxlan(VNI, &frames::udp(ymac, xmac, from_x, to_y, b"true"));
+    frames::in_netns(&a.lab.host_ns, || {
+        let sock = std::net::UdpSocket::bind((a.vtep, 0))?;
+        for lie in &lies {
+            sock.send_to(lie, (b.vtep, overlay::VXLAN_PORT))?;
+        }
+        sock.send_to(&sentinel, (b.vtep, overlay::VXLAN_PORT))?;
+        Ok(())
+    })
+    .unwrap();
+    let got = frames::received_until(&victim, b"true").unwrap();
+    assert_eq!(got, vec![(from_x, b"true".to_vec())], "only the true packet reached y");
+    let m = moved(&b0, &all_counters(&b.lab));
+    assert_eq!(m.get(&("from_overlay", "DROP_OVERLAY_SPOOFED_SOURCE")), Some(&2), "{m:?}");
+    assert_eq!(m.get(&("from_overlay", "DROP_OVERLAY_UNKNOWN_VNI")), Some(&1), "{m:?}");
+    assert_eq!(m.get(&("from_overlay", "DROP_OVERLAY_UNKNOWN_DESTINATION")), Some(&1), "{m:?}");
+    assert_eq!(m.get(&("from_overlay", "DECAPSULATED")), Some(&1), "{m:?}");
+
+    // A host that left (its endpoints removed from the map): its packets
+    // are refused as coming from nobody.
+    RemoteEndpoints::new(b.lab.datapath(), b.vtep).remove(VNI, xip).unwrap();
+    let b0 = all_counters(&b.lab);
+    assert_ne!(ping(&a.lab, "x", &yip.to_string(), 1), 0);
+    let m = moved(&b0, &all_counters(&b.lab));
+    assert!(m.get(&("from_overlay", "DROP_OVERLAY_SPOOFED_SOURCE")).copied().unwrap_or(0) >= 1, "{m:?}");
 }
