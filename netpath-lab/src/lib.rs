@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod fixture;
+pub mod multihost;
 pub mod probes;
 
 pub use fixture::{At, Binaries, Lab};

@@ -31,6 +31,30 @@ struct DaemonJson {
     conntrack_max: Option<u32>,
     conntrack_timeouts: Option<Timeouts>,
     uplink_xdp: Option<UplinkXdp>,
+    cluster_store: Option<StoreUrls>,
+    cluster_advertise: Option<String>,
+    cluster_lease_ttl: Option<u64>,
+}
+
+/// `cluster-store`: one `etcd://HOST:PORT` or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StoreUrls {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Where the overlay's shared facts live and how this host takes part
+/// (Docker's `cluster-store` / `cluster-advertise`, plus netpath's
+/// `cluster-lease-ttl` in seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `etcd://HOST:PORT`, as configured.
+    pub store: Vec<String>,
+    /// This host's underlay address: its VTEP.
+    pub advertise: Ipv4Addr,
+    /// How long this host stays a member without renewing.
+    pub lease_ttl: std::time::Duration,
 }
 
 /// Whether the uplinks get the XDP program in front of TC (netpath's own
@@ -81,6 +105,9 @@ const KNOWN_KEYS: &[&str] = &[
     "conntrack-max",
     "conntrack-timeouts",
     "uplink-xdp",
+    "cluster-store",
+    "cluster-advertise",
+    "cluster-lease-ttl",
 ];
 
 /// What the default `bridge` network looks like on this instance.
@@ -110,6 +137,8 @@ pub struct Config {
     /// (base, prefix of each subnet carved from it) for `network create`
     /// without `--subnet`; Docker's defaults when empty.
     pub address_pools: Vec<(Ipv4Network, u8)>,
+    /// The cluster store, when this host takes part in overlay networks.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -131,6 +160,7 @@ impl Default for Config {
             dns: Vec::new(),
             dns_search: Vec::new(),
             address_pools: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -219,12 +249,42 @@ impl Config {
                 }
             }
         }
+        config.cluster = cluster(json.cluster_store, json.cluster_advertise, json.cluster_lease_ttl)?;
         Ok(config)
     }
 
     pub fn subnet(&self) -> Ipv4Network {
         Ipv4Network::new(self.bip.network(), self.bip.prefix()).expect("prefix already valid")
     }
+}
+
+/// The cluster keys go together: a store without this host's address (or
+/// the reverse) is a mistake, not a half-configured cluster.
+fn cluster(store: Option<StoreUrls>, advertise: Option<String>, ttl: Option<u64>) -> Result<Option<ClusterConfig>> {
+    let store = match store {
+        None => {
+            if advertise.is_some() || ttl.is_some() {
+                bail!("cluster-advertise and cluster-lease-ttl need cluster-store (etcd://HOST:PORT)");
+            }
+            return Ok(None);
+        }
+        Some(StoreUrls::One(url)) => vec![url],
+        Some(StoreUrls::Many(urls)) => urls,
+    };
+    crate::cluster::store::parse_store_urls(&store)?;
+    let advertise = advertise
+        .ok_or_else(|| anyhow::anyhow!("cluster-store needs cluster-advertise: this host's underlay address"))?;
+    // Docker also took "ADDR:PORT"; the VXLAN port is fixed, so only the address counts.
+    let addr = advertise.split_once(':').map_or(advertise.as_str(), |(a, _)| a);
+    let advertise = validate::ipv4(addr, "cluster-advertise address")?;
+    if advertise.is_unspecified() || advertise.is_loopback() || advertise.is_multicast() || advertise.is_broadcast() {
+        bail!("cluster-advertise {advertise}: must be this host's own unicast underlay address");
+    }
+    let ttl = ttl.unwrap_or(crate::cluster::DEFAULT_TTL.as_secs());
+    if !(3..=3600).contains(&ttl) {
+        bail!("cluster-lease-ttl {ttl}: must be between 3 and 3600 seconds");
+    }
+    Ok(Some(ClusterConfig { store, advertise, lease_ttl: std::time::Duration::from_secs(ttl) }))
 }
 
 #[cfg(test)]
@@ -248,5 +308,33 @@ mod tests {
         assert!(Config::parse(r#"{"bip":"nonsense"}"#).is_err());
         assert!(Config::parse(r#"{"uplink-xdp":"fast"}"#).is_err());
         assert_eq!(Config::parse(r#"{"uplink-xdp":"auto"}"#).unwrap().uplink_xdp, UplinkXdp::Auto);
+    }
+
+    #[test]
+    fn cluster_keys_are_docker_s_old_ones() {
+        assert_eq!(Config::parse("{}").unwrap().cluster, None);
+        let c = Config::parse(r#"{"cluster-store":"etcd://10.0.0.1:2379","cluster-advertise":"10.0.0.2"}"#).unwrap();
+        let c = c.cluster.unwrap();
+        assert_eq!(c.store, ["etcd://10.0.0.1:2379"]);
+        assert_eq!(c.advertise, Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(c.lease_ttl, crate::cluster::DEFAULT_TTL);
+        let c = Config::parse(
+            r#"{"cluster-store":["etcd://a:2379","etcd://b:2379"],"cluster-advertise":"10.0.0.2:2376","cluster-lease-ttl":5}"#,
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!((c.store.len(), c.advertise, c.lease_ttl.as_secs()), (2, Ipv4Addr::new(10, 0, 0, 2), 5));
+        for bad in [
+            r#"{"cluster-store":"consul://a:8500","cluster-advertise":"10.0.0.2"}"#,
+            r#"{"cluster-store":"etcd://a:2379"}"#,
+            r#"{"cluster-advertise":"10.0.0.2"}"#,
+            r#"{"cluster-store":"etcd://a:2379","cluster-advertise":"eth0"}"#,
+            r#"{"cluster-store":"etcd://a:2379","cluster-advertise":"127.0.0.1"}"#,
+            r#"{"cluster-store":"etcd://a:2379","cluster-advertise":"10.0.0.2","cluster-lease-ttl":1}"#,
+        ] {
+            let err = Config::parse(bad).unwrap_err();
+            assert!(!format!("{err:#}").contains('\n'), "one line: {err:#}");
+        }
     }
 }

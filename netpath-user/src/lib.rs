@@ -2,6 +2,7 @@
 //! The `netpath` CLI calls into this library, and so does the test and
 //! benchmark rig (`netpath-lab`), which depends on it (never the reverse).
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod conntrack;
 pub mod datapath;

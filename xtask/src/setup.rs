@@ -20,7 +20,14 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "iputils-ping",
     "ethtool",
+    // etcd-client (the Rust crate) compiles etcd's .proto files with prost,
+    // which needs protoc and the well-known types (google/protobuf/*.proto).
+    "protobuf-compiler",
+    "libprotobuf-dev",
 ];
+/// The cluster store the overlay's lab tests start inside a lab namespace
+/// (never as the machine's service).
+const CLUSTER_PACKAGES: &[&str] = &["etcd-server", "etcd-client"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const TOOLCHAIN: &str = "netpath-bpf";
 const TOOLCHAIN_DIR: &str = "/opt/netpath-bpf";
@@ -31,6 +38,7 @@ pub fn ensure() -> Result<()> {
         bail!("netpath manages namespaces, links and BPF programs: run as root");
     }
     apt_packages()?;
+    install_without_services(CLUSTER_PACKAGES)?;
     bpf_linker()?;
     linked_toolchain()?;
     nextest()
@@ -53,19 +61,25 @@ const BENCH_PACKAGES: &[&str] = &[
 
 /// Installs the bench's peers. Package scripts must not start dockerd or
 /// containerd (or podman's socket) on the machine itself (the bench runs its own, inside a lab
-/// namespace), so service starts are refused while installing.
+/// namespace).
 pub fn bench_extras() -> Result<()> {
-    let missing: Vec<&str> = BENCH_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    install_without_services(BENCH_PACKAGES)
+}
+
+/// Installs `packages` (those missing) while refusing every service start
+/// their scripts attempt: the lab runs its own daemons inside namespaces.
+fn install_without_services(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
     let policy = Path::new("/usr/sbin/policy-rc.d");
     let ours = !policy.exists();
     if ours {
-        std::fs::write(policy, "#!/bin/sh\n# written by netpath's xtask while installing bench peers\nexit 101\n")?;
+        std::fs::write(policy, "#!/bin/sh\n# written by netpath's xtask while installing lab peers\nexit 101\n")?;
         std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
-    eprintln!("setup: installing bench peers {}", missing.join(" "));
+    eprintln!("setup: installing lab peers {}", missing.join(" "));
     let result = run(Command::new("apt-get").args(["update", "-qq"])).and_then(|()| {
         run(Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])

@@ -1,0 +1,247 @@
+//! Membership: a host's etcd lease and everything bound to it (its host
+//! record, its block leases, its endpoint records). As in Flannel, the lease
+//! has a TTL and the host keeps it alive; a host that stops renewing loses
+//! every leased key when the TTL runs out, and the other hosts' watches see
+//! those keys deleted. The block a host held is remembered (`affinity/`) so
+//! a returning host gets it back while nobody else took it.
+use std::{net::Ipv4Addr, time::Duration};
+
+use anyhow::{Context, Result, anyhow, bail};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    records::{BlockRecord, EndpointRecord, HostRecord, OverlayNetwork},
+    store::{
+        CAS_ATTEMPTS, Cas, Cluster, affinity_key, block_key, blocks_prefix, endpoint_key, endpoints_prefix, host_key,
+        leased, to_json,
+    },
+};
+
+/// How long a silent host stays a member (Flannel's subnet lease uses 24 h
+/// for planned renewals; the overlay wants a dead host gone quickly).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
+
+/// This host's membership: which lease holds its keys. Kept in the state
+/// directory by the agent, so a restarted agent picks the same lease back
+/// up while it is alive and no other host ever sees this one leave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub host: HostRecord,
+    pub lease: i64,
+    pub ttl_s: u64,
+}
+
+impl Membership {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_s)
+    }
+}
+
+/// Why an endpoint could not be registered.
+#[derive(Debug)]
+pub struct AddressTaken {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub holder: String,
+}
+
+impl std::fmt::Display for AddressTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "address {} on network {} is already in use by {}", self.ip, self.network, self.holder)
+    }
+}
+
+impl std::error::Error for AddressTaken {}
+
+impl Cluster {
+    /// Grants a lease of `ttl` and writes this host's record bound to it.
+    pub fn join(&self, host: &HostRecord, ttl: Duration) -> Result<Membership> {
+        crate::validate::name(&host.id).context("host ID")?;
+        let secs = ttl.as_secs().max(2);
+        let lease = self.rpc("granting a lease", |mut c| async move { c.lease_grant(secs as i64, None).await })?;
+        let m = Membership { host: host.clone(), lease: lease.id(), ttl_s: secs };
+        self.put_host(&m)?;
+        Ok(m)
+    }
+
+    fn put_host(&self, m: &Membership) -> Result<()> {
+        let (key, value, opts) = (host_key(&m.host.id), to_json(&m.host)?, leased(m.lease));
+        self.rpc("writing the host record", |mut c| async move { c.put(key, value, opts).await })?;
+        Ok(())
+    }
+
+    /// Renews the lease once. Fails when the store no longer knows it (it
+    /// expired: every key bound to it is gone; join again).
+    pub fn keep_alive(&self, m: &Membership) -> Result<()> {
+        let id = m.lease;
+        let ttl = self.rpc("renewing the lease", |mut c| async move {
+            let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            Ok(stream.message().await?.map_or(0, |r| r.ttl()))
+        })?;
+        if ttl <= 0 {
+            bail!("cluster lease {id:x} of host {} expired", m.host.id);
+        }
+        Ok(())
+    }
+
+    /// Picks `m` back up after a restart: renews its lease and rewrites the
+    /// host record (its VTEP may have changed). False when the lease expired.
+    pub fn resume(&self, m: &Membership) -> Result<bool> {
+        match self.keep_alive(m) {
+            Ok(()) => {
+                self.put_host(m)?;
+                Ok(true)
+            }
+            Err(e) if e.to_string().contains("expired") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the membership at once: the lease is revoked and every key
+    /// bound to it (host record, blocks, endpoints) goes with it.
+    pub fn leave(&self, m: &Membership) -> Result<()> {
+        let id = m.lease;
+        self.rpc("revoking the lease", |mut c| async move { c.lease_revoke(id).await })?;
+        Ok(())
+    }
+
+    /// Every live host.
+    pub fn hosts(&self) -> Result<Vec<HostRecord>> {
+        Ok(self.list::<HostRecord>(&super::store::hosts_prefix())?.0.into_iter().map(|(_, h, _)| h).collect())
+    }
+
+    /// This host's block of `network`: the one it holds already (moved onto
+    /// its current lease), else the one it held last if nobody took it in
+    /// between, else the first free one. Each claim is a compare-and-swap,
+    /// so two hosts never hold the same block.
+    pub fn lease_block(&self, network: &str, m: &Membership) -> Result<Ipv4Network> {
+        let net = self.network(network)?.ok_or_else(|| anyhow!("network {network} not found in the cluster"))?;
+        for _ in 0..CAS_ATTEMPTS {
+            let (held, _) = self.list::<BlockRecord>(&blocks_prefix(network))?;
+            let record =
+                |block| BlockRecord { network: network.into(), block, host: m.host.id.clone(), vtep: m.host.vtep };
+            if let Some((key, mine, rev)) = held.iter().find(|(_, b, _)| b.host == m.host.id) {
+                // Rebind to this lease (a previous one may be about to expire).
+                let txn = Txn::new().when([Compare::mod_revision(key.clone(), CompareOp::Equal, *rev)]).and_then([
+                    TxnOp::put(key.clone(), to_json(&record(mine.block))?, leased(m.lease)),
+                    TxnOp::put(affinity_key(network, &m.host.id), mine.block.to_string(), None),
+                ]);
+                if let Cas::Done = self.txn("renewing the block lease", txn)? {
+                    return Ok(mine.block);
+                }
+                continue;
+            }
+            let taken: Vec<Ipv4Network> = held.iter().map(|(_, b, _)| b.block).collect();
+            let previous = self
+                .get_raw(&affinity_key(network, &m.host.id))?
+                .and_then(|(v, _)| String::from_utf8_lossy(&v).parse::<Ipv4Network>().ok())
+                .filter(|b| net.blocks().any(|x| x == *b));
+            let candidate = previous
+                .filter(|b| !taken.contains(b))
+                .or_else(|| net.blocks().find(|b| !taken.contains(b)))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "network {network}: every /{} block of {} is leased to a host",
+                        net.block_prefix,
+                        net.subnet
+                    )
+                })?;
+            let key = block_key(network, candidate);
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                    // The network must still exist when the block is taken.
+                    Compare::create_revision(super::store::network_key(network), CompareOp::Greater, 0),
+                ])
+                .and_then([
+                    TxnOp::put(key, to_json(&record(candidate))?, leased(m.lease)),
+                    TxnOp::put(affinity_key(network, &m.host.id), candidate.to_string(), None),
+                ]);
+            if let Cas::Done = self.txn("leasing a block", txn)? {
+                return Ok(candidate);
+            }
+        }
+        bail!("network {network}: could not lease a block, the block list kept changing")
+    }
+
+    /// Writes `ep`, bound to this host's lease. The address is claimed by a
+    /// compare-and-swap: free, or already this host's (re-registration after
+    /// a restart moves it onto the current lease); another host's is refused
+    /// with `AddressTaken`.
+    pub fn register_endpoint(&self, ep: &EndpointRecord, m: &Membership) -> Result<()> {
+        if ep.host != m.host.id {
+            bail!("endpoint {} names host {}, not this host {}", ep.ip, ep.host, m.host.id);
+        }
+        let key = endpoint_key(&ep.network, ep.ip);
+        let value = to_json(ep)?;
+        for _ in 0..CAS_ATTEMPTS {
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                    Compare::create_revision(super::store::network_key(&ep.network), CompareOp::Greater, 0),
+                ])
+                .and_then([TxnOp::put(key.clone(), value.clone(), leased(m.lease))]);
+            if let Cas::Done = self.txn("registering an endpoint", txn)? {
+                return Ok(());
+            }
+            let Some((current, rev)) = self.get_raw(&key)? else {
+                if self.network(&ep.network)?.is_none() {
+                    bail!("network {} not found in the cluster", ep.network);
+                }
+                continue;
+            };
+            let current: EndpointRecord = serde_json::from_slice(&current).context("cluster store: bad endpoint")?;
+            if current.host != m.host.id {
+                return Err(AddressTaken {
+                    network: ep.network.clone(),
+                    ip: ep.ip,
+                    holder: format!("{} on host {}", current.name, current.host),
+                }
+                .into());
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::put(key.clone(), value.clone(), leased(m.lease))]);
+            if let Cas::Done = self.txn("registering an endpoint", txn)? {
+                return Ok(());
+            }
+        }
+        bail!("endpoint {} on {}: the address kept changing hands", ep.ip, ep.network)
+    }
+
+    /// Registers `ep` at the first free assignable address of `block`
+    /// (`ep.ip` is ignored) and returns the record as written.
+    pub fn claim_address(
+        &self,
+        net: &OverlayNetwork,
+        block: Ipv4Network,
+        ep: &EndpointRecord,
+        m: &Membership,
+    ) -> Result<EndpointRecord> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (held, _) = self.list_raw(&endpoints_prefix(&net.name))?;
+            let used: std::collections::HashSet<Ipv4Addr> =
+                held.iter().filter_map(|(k, _, _)| k.rsplit('/').next()?.parse().ok()).collect();
+            let ip = net
+                .assignable(block)
+                .find(|a| !used.contains(a))
+                .ok_or_else(|| anyhow!("network {}: no free address left in block {block}", net.name))?;
+            let record = EndpointRecord { ip, ..ep.clone() };
+            match self.register_endpoint(&record, m) {
+                Ok(()) => return Ok(record),
+                Err(e) if e.is::<AddressTaken>() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        bail!("network {}: could not claim an address in {block}", net.name)
+    }
+
+    pub fn release_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<()> {
+        let key = endpoint_key(network, ip);
+        self.rpc("releasing an endpoint", |mut c| async move { c.delete(key, None).await })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! The cluster store: what hosts running netpath share to build overlay
+//! networks together, kept in etcd v3 (never in a home-made store).
+//!
+//! - `records`: the shared facts (overlay networks, hosts, blocks, endpoints);
+//! - `store`: the connection, the key layout and the network records;
+//! - `lease`: membership (a host's etcd lease with a TTL, as Flannel keeps
+//!   its subnet lease), block leases and endpoint registration;
+//! - `Sink`: where the watch's view of the cluster goes on this host (the
+//!   overlay data path implements it; the agent calls it).
+pub mod lease;
+pub mod records;
+pub mod store;
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+pub use ipnetwork::Ipv4Network;
+pub use lease::{AddressTaken, DEFAULT_TTL, Membership};
+pub use records::{BlockRecord, EndpointRecord, HostRecord, OverlayNetwork};
+pub use store::{Change, Cluster, Watch, WatchStep};
+
+/// Receives the cluster's endpoints as this host's agent sees them.
+pub trait Sink {
+    /// After (re)connecting: make this host's view equal to `all`.
+    fn resync(&mut self, all: &[EndpointRecord]) -> Result<()>;
+    fn upsert(&mut self, ep: &EndpointRecord) -> Result<()>;
+    fn remove(&mut self, network: &str, vni: u32, ip: Ipv4Addr) -> Result<()>;
+}
