@@ -25,6 +25,7 @@ pub mod map_names {
     pub const OVERLAY_NETWORKS: &str = "OVERLAY_NETWORKS";
     pub const VNIS: &str = "VNIS";
     pub const REMOTE_ENDPOINTS: &str = "REMOTE_ENDPOINTS";
+    pub const OVERLAY_SUBNETS: &str = "OVERLAY_SUBNETS";
     pub const ALL: &[&str] = &[
         ENDPOINTS,
         NETWORKS,
@@ -43,6 +44,7 @@ pub mod map_names {
         OVERLAY_NETWORKS,
         VNIS,
         REMOTE_ENDPOINTS,
+        OVERLAY_SUBNETS,
     ];
 }
 
@@ -61,7 +63,7 @@ pub mod map_layout {
     /// Version 1: the first versioned layout (maps as of the VETHS map;
     /// CT_NEW and FRAGS were added to it later, created empty by an
     /// upgrade, since no existing map changed; so were the overlay's
-    /// OVERLAY_NETWORKS, VNIS and REMOTE_ENDPOINTS. The overlay also added a
+    /// OVERLAY_NETWORKS, VNIS, REMOTE_ENDPOINTS and OVERLAY_SUBNETS. The overlay also added a
     /// program, whose STATS slots an older, smaller STATS lacks: it then
     /// goes uncounted until `netpath system reset`).
     pub const VERSION: u32 = 1;
@@ -95,6 +97,7 @@ pub mod map_layout {
         map::<u32, OverlayNetwork>(map_names::OVERLAY_NETWORKS),
         map::<VniKey, u32>(map_names::VNIS),
         map::<RemoteEndpointKey, RemoteEndpoint>(map_names::REMOTE_ENDPOINTS),
+        map::<SubnetKey4, u32>(map_names::OVERLAY_SUBNETS),
     ];
 }
 
@@ -789,6 +792,17 @@ pub struct RemoteEndpoint {
     /// None defined yet (room for per-endpoint policy).
     pub flags: u8,
     pub mac: [u8; 6],
+}
+
+/// An IPv4 subnet as the key of the LPM trie [`map_names::OVERLAY_SUBNETS`]
+/// (value: the local network id): the kernel's `bpf_lpm_trie_key` layout,
+/// prefix length first. IPv6 gets a trie of its own, as Cilium keeps one
+/// per family.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubnetKey4 {
+    pub prefix_len: u32,
+    pub addr: [u8; 4],
 }
 
 impl RemoteEndpoint {

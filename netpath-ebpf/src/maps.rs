@@ -1,5 +1,5 @@
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
 };
 use netpath_common::{
@@ -75,6 +75,12 @@ pub static VNIS: HashMap<VniKey, u32, MAX_OVERLAY_NETWORKS> = HashMap::new();
 #[btf_map]
 pub static REMOTE_ENDPOINTS: HashMap<RemoteEndpointKey, RemoteEndpoint, MAX_REMOTE_ENDPOINTS> = HashMap::new();
 
+/// Subnets of the overlay networks this host takes part in -> local
+/// network id: an address on another overlay network is known for one
+/// without iterating anything.
+#[btf_map]
+pub static OVERLAY_SUBNETS: LpmTrie<[u8; 4], u32, MAX_OVERLAY_NETWORKS> = LpmTrie::new();
+
 #[inline(always)]
 pub fn config() -> DatapathConfig {
     CONFIG.get(0).copied().unwrap_or_default()
@@ -121,4 +127,10 @@ pub fn network_of_vni(vni: u32) -> Option<u32> {
 pub fn remote_endpoint(vni: u32, addr: [u8; 4]) -> Option<&'static RemoteEndpoint> {
     // SAFETY: as above.
     unsafe { REMOTE_ENDPOINTS.get(RemoteEndpointKey::ipv4(vni, addr)) }
+}
+
+/// The overlay network whose subnet holds `addr`, if any.
+#[inline(always)]
+pub fn overlay_subnet(addr: [u8; 4]) -> Option<u32> {
+    OVERLAY_SUBNETS.get(&Key::new(32, addr)).copied()
 }

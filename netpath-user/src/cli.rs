@@ -809,7 +809,8 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
             let template = args.format.as_deref().map(Format::parse).transpose()?;
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
-            if network::ensure_default(&host, &store, &mut state)?.is_some() {
+            let adopted = network::shared::sync_or_warn(&host, &store, &mut state);
+            if network::ensure_default(&host, &store, &mut state)?.is_some() || adopted {
                 store.save(&state)?;
             }
             let nets: Vec<_> = state.networks.values().filter(|n| format::network_matches(n, &filters)).collect();
@@ -831,7 +832,13 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
         }
         NetworkCommand::Inspect { format, names } => {
             let template = format.as_deref().map(Template::parse).transpose()?;
-            let (_store, state) = Store::open(&roots)?;
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            if names.iter().any(|n| state.find_network(n).is_err())
+                && network::shared::sync_or_warn(&host, &store, &mut state)
+            {
+                store.save(&state)?;
+            }
             let docs = names
                 .iter()
                 .map(|n| Ok(network::inspect::document(&state, state.find_network(n)?)))
@@ -859,6 +866,7 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
         NetworkCommand::Connect { aliases, ip, network, sandbox: name } => {
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
+            network::shared::adopt_if_unknown(&host, &store, &mut state, Some(&network))?;
             let network = state.find_network(&network)?.name.clone();
             let name = state.find_sandbox(&name)?.name.clone();
             sandbox::connect(&host, &mut state, &network, &name, ip.as_deref(), &aliases)?;
@@ -914,6 +922,7 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
     let host = Host::open(roots)?;
     let sandbox = {
         let (store, mut state) = Store::open(&host.roots)?;
+        network::shared::adopt_if_unknown(&host, &store, &mut state, req.network.as_deref())?;
         resolve_run_references(&state, &mut req)?;
         let mut sandbox = sandbox::create(&host, &store, &mut state, &req)?;
         if a.detach && !a.command.is_empty() {

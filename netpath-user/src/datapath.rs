@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray},
     programs::{
         CgroupAttachMode, CgroupSockAddr, ProgramInfo, SchedClassifier, TcAttachType, Xdp, XdpMode,
         cgroup_sock_addr::CgroupSockAddrAttachType,
@@ -84,6 +84,7 @@ pub fn conntrack_capacity(conntrack_max: Option<u32>) -> (u32, u32) {
     (netpath_common::conntrack_entries(max, cpus), netpath_common::ct_new_entries(max, cpus))
 }
 
+#[derive(Clone, Debug)]
 pub struct Datapath {
     dir: PathBuf,
 }
@@ -526,14 +527,26 @@ impl Datapath {
         nets.insert(index, overlay, 0).context("writing overlay network")
     }
 
-    pub fn remove_overlay_network(&self, index: u32, vni: u32) -> Result<()> {
+    pub fn remove_overlay_network(&self, index: u32, vni: u32, subnet: ipnetwork::Ipv4Network) -> Result<()> {
         let mut nets: HashMap<MapData, u32, OverlayNetwork> =
             HashMap::try_from(self.map(map_names::OVERLAY_NETWORKS)?)?;
         let mut vnis: HashMap<MapData, VniKey, u32> = HashMap::try_from(self.map(map_names::VNIS)?)?;
+        let mut subnets = self.overlay_subnets()?;
         let mut teardown = Teardown::new();
         teardown.step("overlay network entry", ignore_missing(nets.remove(&index)));
         teardown.step("VNI entry", ignore_missing(vnis.remove(&VniKey { vni })));
+        teardown.step("subnet entry", ignore_missing(subnets.remove(&subnet_key(subnet))));
         teardown.finish()
+    }
+
+    fn overlay_subnets(&self) -> Result<LpmTrie<MapData, [u8; 4], u32>> {
+        Ok(LpmTrie::try_from(self.map(map_names::OVERLAY_SUBNETS)?)?)
+    }
+
+    /// Records that addresses in `subnet` belong to local network `index`
+    /// (an overlay network: its sandboxes may be on any host).
+    pub fn set_overlay_subnet(&self, index: u32, subnet: ipnetwork::Ipv4Network) -> Result<()> {
+        self.overlay_subnets()?.insert(&subnet_key(subnet), index, 0).context("writing overlay subnet")
     }
 
     /// How many overlay networks have entries (the VXLAN device goes with
@@ -734,6 +747,7 @@ const MIGRATIONS: &[(&str, Fill)] = &[
     (map_names::OVERLAY_NETWORKS, starts_empty),
     (map_names::VNIS, starts_empty),
     (map_names::REMOTE_ENDPOINTS, starts_empty),
+    (map_names::OVERLAY_SUBNETS, starts_empty),
 ];
 
 fn starts_empty(_: &Datapath) -> Result<()> {
@@ -828,6 +842,10 @@ mod sys {
     }
 }
 
+fn subnet_key(subnet: ipnetwork::Ipv4Network) -> aya::maps::lpm_trie::Key<[u8; 4]> {
+    aya::maps::lpm_trie::Key::new(u32::from(subnet.prefix()), subnet.network().octets())
+}
+
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<()> {
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -894,6 +912,7 @@ mod tests {
                 ("OVERLAY_NETWORKS", 4, 8),
                 ("VNIS", 4, 4),
                 ("REMOTE_ENDPOINTS", 24, 24),
+                ("OVERLAY_SUBNETS", 8, 4),
             ],
         );
         assert_eq!((map_layout::VERSION, &sizes[..]), recorded);

@@ -286,3 +286,221 @@ fn datapath_isolation_and_forgery() {
     let m = moved(&b0, &all_counters(&b.lab));
     assert!(m.get(&("from_overlay", "DROP_OVERLAY_SPOOFED_SOURCE")).copied().unwrap_or(0) >= 1, "{m:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Three hosts on one underlay switch, etcd in the lab (the cluster helper's
+// fixture): the overlay driver end to end through the store.
+
+use netpath::cluster::Cluster;
+use netpath_lab::multihost::{self, MultiHost, Where};
+
+fn cluster_lab(tag: &str, hosts: usize) -> MultiHost {
+    let mut mh = MultiHost::create(tag, hosts, &netpath_tests::bins()).expect("building the multi-host lab");
+    mh.start_etcd().expect("starting etcd in the lab");
+    // A lease long enough for the test: nothing else keeps it alive on a
+    // build without the cluster agent.
+    mh.configure_cluster(&serde_json::json!({"cluster-lease-ttl": 120})).unwrap();
+    mh
+}
+
+/// What each host's agent does after (re)connecting: its data path's
+/// remote endpoints made equal to the store's (`cluster::Sink::resync`).
+fn resync(mh: &MultiHost) {
+    let url = mh.store_url();
+    for h in &mh.hosts {
+        let (all, _) =
+            netpath::netns::run_in(&h.ns, || Cluster::connect(std::slice::from_ref(&url))?.endpoints()).unwrap();
+        let mut sink = RemoteEndpoints::new(h.datapath(), h.ip);
+        netpath::cluster::Sink::resync(&mut sink, &all).unwrap();
+    }
+}
+
+/// (address, MAC) of sandbox `name` on host `i`, from its state.
+fn endpoint_on(mh: &MultiHost, i: usize, name: &str) -> (Ipv4Addr, [u8; 6]) {
+    let (_store, state) = Store::open(&mh.host(i).roots).unwrap();
+    let att = &state.sandboxes[name].attachments[0];
+    (att.ip, att.mac)
+}
+
+fn host_counters(mh: &MultiHost, i: usize) -> Vec<(netpath_common::Program, netpath_common::Counters)> {
+    let dp = mh.host(i).datapath();
+    netpath_common::Program::ALL.iter().map(|&p| (p, dp.counters(p).unwrap())).collect()
+}
+
+fn host_out(mh: &MultiHost, i: usize, argv: &[&str]) -> String {
+    let (code, out, err) = output(mh.host(i).cmd(argv[0]).unwrap().args(&argv[1..])).unwrap();
+    assert_eq!(code, 0, "{argv:?} on host {i}: {err}");
+    out
+}
+
+#[test]
+fn three_hosts_through_the_store() {
+    let mut mh = cluster_lab("ov3", 3);
+    let h = |i: usize| mh.host(i);
+    h(0).netpath_ok(&words("network create -d overlay --subnet 10.0.9.0/24 ov")).unwrap();
+    // Visible on the others, as global.
+    for i in 1..3 {
+        let ls = h(i).netpath_ok(&["network", "ls"]).unwrap();
+        let row = ls.lines().find(|l| l.contains(" ov ")).unwrap_or_else(|| panic!("host {i}: {ls}"));
+        assert!(row.contains("overlay") && row.trim_end().ends_with("global"), "{row}");
+    }
+    let doc: Value = serde_json::from_str(&h(2).netpath_ok(&["network", "inspect", "ov"]).unwrap()).unwrap();
+    let vni: u32 = doc[0]["Options"][overlay::OPT_VNI].as_str().unwrap().parse().unwrap();
+    // A name taken anywhere is refused everywhere.
+    let (code, _, err) =
+        output(&mut h(1).netpath(&words("network create -d overlay --subnet 10.0.19.0/24 ov")).unwrap()).unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("ov"), "{err}");
+
+    let names = ["s0", "s1", "s2"];
+    for (i, name) in names.iter().enumerate() {
+        h(i).netpath_ok(&["run", "-d", "--name", name, "--network", "ov"]).unwrap();
+    }
+    let eps: Vec<(Ipv4Addr, [u8; 6])> = names.iter().enumerate().map(|(i, n)| endpoint_on(&mh, i, n)).collect();
+    let distinct: std::collections::HashSet<Ipv4Addr> = eps.iter().map(|e| e.0).collect();
+    assert_eq!(distinct.len(), 3, "distinct addresses: {eps:?}");
+    resync(&mh);
+
+    // Ping, TCP (4 MiB, checked at the receiver, peer address too) and UDP
+    // between every pair of hosts.
+    // Host 2's port on the underlay switch (a bridge's own device sees only
+    // what is for the bridge itself).
+    let wire = Capture::open(&mh.underlay_ns, "h2").unwrap();
+    for (i, j) in [(0, 1), (1, 2), (2, 0)] {
+        let (from, to) = (names[i], names[j]);
+        let (code, ..) = output(h(i).sandbox_cmd(from, "ping").unwrap().args([
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &eps[j].0.to_string(),
+        ]))
+        .unwrap();
+        assert_eq!(code, 0, "{from} pings {to}");
+        let (code, ..) =
+            output(h(j).sandbox_cmd(to, "ping").unwrap().args(["-c", "1", "-W", "2", &eps[i].0.to_string()])).unwrap();
+        assert_eq!(code, 0, "{to} pings {from}");
+        let (r, s) = transfer(
+            mh.probe(Where::Sandbox(j, to), &words("tcp-sink --port 7000 --timeout 10")).unwrap(),
+            mh.probe(
+                Where::Sandbox(i, from),
+                &["tcp-send", "--to", &format!("{}:7000", eps[j].0), "--bytes", "4194304", "--timeout", "10"],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r["bytes"].clone(), r["sha256"].clone()),
+            (s["bytes"].clone(), s["sha256"].clone()),
+            "{from} -> {to}"
+        );
+        assert_eq!(r["bytes"], 4194304);
+        assert!(
+            r["peer"].as_str().unwrap().starts_with(&format!("{}:", eps[i].0)),
+            "{to} saw {from}'s own address: {r}"
+        );
+        let (r, _) = transfer(
+            mh.probe(Where::Sandbox(i, from), &words("udp-sink --port 7001 --count 50 --timeout 10")).unwrap(),
+            mh.probe(
+                Where::Sandbox(j, to),
+                &["udp-send", "--to", &format!("{}:7001", eps[i].0), "--count", "50", "--size", "1000"],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r["datagrams"], 50, "UDP {to} -> {from}: {r}");
+    }
+    // The underlay carried it as VXLAN: UDP to 4789 with the network's VNI.
+    let vxlan: Vec<Vec<u8>> = wire.ipv4().into_iter().filter(|p| p[9] == 17 && p[22..24] == [0x12, 0xb5]).collect();
+    assert!(vxlan.len() >= 8, "host 2's pings, TCP and UDP with hosts 1 and 3, encapsulated: {}", vxlan.len());
+    assert!(
+        vxlan.iter().all(|p| u32::from_be_bytes([0, p[32], p[33], p[34]]) == vni),
+        "every VXLAN packet in VNI {vni}"
+    );
+    // Nothing programmed by hand, and no firewall rule anywhere.
+    for i in 0..3 {
+        assert_eq!(
+            host_out(&mh, i, &["bridge", "fdb", "show", "dev", overlay::VXLAN_DEVICE]).trim(),
+            "",
+            "FDB on host {i}"
+        );
+        assert_eq!(
+            host_out(&mh, i, &["ip", "neigh", "show", "dev", overlay::VXLAN_DEVICE]).trim(),
+            "",
+            "neighbours on host {i}"
+        );
+        let rules = host_out(&mh, i, &["iptables-save"]);
+        assert!(!rules.lines().any(|l| l.starts_with("-A") || l.starts_with(':')), "iptables on host {i}: {rules}");
+        assert_eq!(host_out(&mh, i, &["nft", "list", "ruleset"]).trim(), "", "nft on host {i}");
+    }
+
+    // Each host masquerades its own sandboxes to the outside.
+    for (i, name) in names.iter().enumerate() {
+        let (r, _) = transfer(
+            mh.probe(Where::Outside, &words("tcp-sink --port 7100 --timeout 10")).unwrap(),
+            mh.probe(
+                Where::Sandbox(i, name),
+                &["tcp-send", "--to", &format!("{}:7100", multihost::OUTSIDE_IP), "--bytes", "1000", "--timeout", "5"],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            r["peer"].as_str().unwrap().starts_with(&format!("{}:", multihost::host_ip(i))),
+            "{name} leaves as host {i}: {r}"
+        );
+    }
+    // A port published on host 2 is reached at host 2's address only.
+    h(1).netpath_ok(&words("run -d --name web --network ov -p 8080:80")).unwrap();
+    let (r, _) = transfer(
+        mh.probe(Where::Sandbox(1, "web"), &words("tcp-sink --port 80 --timeout 10")).unwrap(),
+        mh.probe(
+            Where::Outside,
+            &["tcp-send", "--to", &format!("{}:8080", multihost::host_ip(1)), "--bytes", "1000", "--timeout", "5"],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(r["peer"].as_str().unwrap().starts_with(&format!("{}:", multihost::OUTSIDE_IP)), "{r}");
+    for i in [0, 2] {
+        let (code, ..) = output(
+            &mut mh
+                .probe(
+                    Where::Outside,
+                    &["tcp-send", "--to", &format!("{}:8080", multihost::host_ip(i)), "--bytes", "1", "--timeout", "1"],
+                )
+                .unwrap(),
+        )
+        .unwrap();
+        assert_ne!(code, 0, "port 8080 is not published on host {i}");
+    }
+
+    // Another overlay network reaches nothing of this one across hosts.
+    h(0).netpath_ok(&words("network create -d overlay --subnet 10.0.10.0/24 other")).unwrap();
+    h(0).netpath_ok(&words("run -d --name t --network other")).unwrap();
+    resync(&mh);
+    let (before, victim_before) = (host_counters(&mh, 0), host_counters(&mh, 2));
+    let (code, ..) =
+        output(h(0).sandbox_cmd("t", "ping").unwrap().args(["-c", "1", "-W", "1", &eps[2].0.to_string()])).unwrap();
+    assert_ne!(code, 0, "t (other network) cannot reach s2");
+    let m = moved(&before, &host_counters(&mh, 0));
+    assert_eq!(m.get(&("from_container", "DROP_OTHER_NETWORK")), Some(&1), "{m:?}");
+    assert_eq!(m.get(&("from_container", "ENCAPSULATED")), None, "{m:?}");
+    let m = moved(&victim_before, &host_counters(&mh, 2));
+    assert_eq!(m.get(&("from_overlay", "DECAPSULATED")), None, "nothing reached s2's host: {m:?}");
+
+    // network rm: refused while sandboxes use it anywhere; then gone everywhere.
+    h(1).netpath_ok(&["rm", "-f", "web", "s1"]).unwrap();
+    let (code, _, err) = output(&mut h(1).netpath(&["network", "rm", "ov"]).unwrap()).unwrap();
+    assert_ne!(code, 0, "members on hosts 1 and 3: {err}");
+    h(0).netpath_ok(&["rm", "-f", "s0", "t"]).unwrap();
+    h(2).netpath_ok(&["rm", "-f", "s2"]).unwrap();
+    h(1).netpath_ok(&["network", "rm", "ov"]).unwrap();
+    for i in [0, 2] {
+        let ls = h(i).netpath_ok(&["network", "ls"]).unwrap();
+        assert!(!ls.lines().any(|l| l.contains(" ov ")), "host {i}: {ls}");
+    }
+    mh.teardown().unwrap();
+}

@@ -53,6 +53,13 @@ pub trait NetworkDriver {
     /// [`crate::teardown`]); a part already gone counts as removed.
     fn detach(&self, host: &Host, net: &Network, netns: &Path, att: &Attachment) -> Result<()>;
 
+    /// `network rm` of a network that spans hosts: takes it away from every
+    /// host (the cluster store), refusing while any host uses it. Local
+    /// networks have nothing to do.
+    fn unpublish(&self, _host: &Host, _net: &Network) -> Result<()> {
+        Ok(())
+    }
+
     /// Brings the data path's view of the network up to date (its policy
     /// entry), for drivers whose traffic passes netpath's programs. The
     /// data path is loaded when this is called.

@@ -8,6 +8,7 @@ pub mod ipam;
 pub mod macvlan;
 pub mod overlay;
 pub mod remote;
+pub mod shared;
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
@@ -230,7 +231,11 @@ pub(crate) fn build(host: &Host, state: &mut State, net: Network) -> Result<Netw
 }
 
 /// Creates the network on the host and records it, its intent first.
+/// Overlay networks are created in the cluster store, then here.
 pub fn create(host: &Host, store: &Store, state: &mut State, req: &CreateRequest) -> Result<Network> {
+    if req.driver.as_deref() == Some(overlay::DRIVER_NAME) {
+        return shared::create(host, store, state, req);
+    }
     let net = plan_on(state, &host.config, &host_subnets(host)?, req)?;
     store.begin(Intent::NetworkCreate { network: net.clone() })?;
     build(host, state, net)
@@ -291,6 +296,11 @@ pub fn remove(host: &Host, store: &Store, state: &mut State, name: &str, allow_d
     let users: Vec<&str> = state.attachments_on(name).map(|(s, _)| s.name.as_str()).collect();
     if !users.is_empty() {
         bail!("network {name} has active endpoints: {}", users.join(", "));
+    }
+    // A user's `network rm` (not a reset, which only clears this host)
+    // also takes a network spanning hosts away from the others.
+    if !allow_default {
+        driver::of(&net)?.unpublish(host, &net)?;
     }
     store.begin(Intent::NetworkRemove { network: net.clone() })?;
     destroy(host, &net)?;

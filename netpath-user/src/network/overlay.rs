@@ -55,6 +55,10 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const VXLAN_OVERHEAD: u32 = 50;
 pub const DEFAULT_MTU: u32 = 1500 - VXLAN_OVERHEAD;
 
+/// The agent's record of the other hosts' endpoints, in the state
+/// directory (`cluster::agent`'s `REMOTE_FILE`).
+const REMOTE_ENDPOINTS_FILE: &str = "cluster-endpoints.json";
+
 /// VNIs are 24 bits; 0 is reserved.
 const MAX_VNI: u32 = (1 << 24) - 1;
 
@@ -246,7 +250,7 @@ impl NetworkDriver for Overlay {
         let mut others = 0;
         if host.datapath.is_loaded() {
             if let Some(vni) = self.vni {
-                teardown.step("overlay entries", host.datapath.remove_overlay_network(net.index, vni));
+                teardown.step("overlay entries", host.datapath.remove_overlay_network(net.index, vni, net.subnet));
             }
             match host.datapath.overlay_network_count() {
                 Ok(n) => others = n,
@@ -259,18 +263,53 @@ impl NetworkDriver for Overlay {
         teardown.finish()
     }
 
+    /// The local side, then the endpoint record in the store (when this
+    /// host has one), so the other hosts learn where the sandbox is. The
+    /// sandbox's name is its namespace file's (`<run>/netns/<name>`).
     fn attach(&self, host: &Host, net: &Network, netns: &Path, att: &Attachment, default_route: bool) -> Result<()> {
-        self.local.attach(host, net, netns, att, default_route)
+        let vni = self.vni(net)?;
+        self.local.attach(host, net, netns, att, default_route)?;
+        if host.config.cluster.is_none() {
+            return Ok(());
+        }
+        let name = netns.file_name().unwrap_or_default().to_string_lossy();
+        Rollback::new().run(|rollback| {
+            rollback.push(format!("attachment to {}", net.name), || self.local.detach(host, net, netns, att));
+            super::shared::register(host, net, vni, &name, att)
+        })
     }
 
     fn detach(&self, host: &Host, net: &Network, netns: &Path, att: &Attachment) -> Result<()> {
-        self.local.detach(host, net, netns, att)
+        let mut teardown = Teardown::new();
+        if host.config.cluster.is_some() {
+            teardown.step("endpoint record in the cluster store", super::shared::release(host, net, att.ip));
+        }
+        teardown.step("local side", self.local.detach(host, net, netns, att));
+        teardown.finish()
     }
 
+    fn unpublish(&self, host: &Host, net: &Network) -> Result<()> {
+        super::shared::remove(host, net)
+    }
+
+    /// The bridge network's entries, the VXLAN device with its program,
+    /// the network's overlay entries, and the other hosts' endpoints as the
+    /// agent last saw them (a data path loaded afresh has none).
     fn sync_datapath(&self, host: &Host, net: &Network) -> Result<()> {
         self.local.sync_datapath(host, net)?;
         let tunnel_ifindex = ensure_device(host)?;
-        host.datapath.set_overlay_network(net.index, OverlayNetwork { vni: self.vni(net)?, tunnel_ifindex })
+        host.datapath.set_overlay_network(net.index, OverlayNetwork { vni: self.vni(net)?, tunnel_ifindex })?;
+        host.datapath.set_overlay_subnet(net.index, net.subnet)?;
+        let Some(cluster) = &host.config.cluster else { return Ok(()) };
+        let known: Vec<crate::cluster::EndpointRecord> = std::fs::read(host.roots.state.join(REMOTE_ENDPOINTS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let remotes = super::remote::RemoteEndpoints::new(host.datapath.clone(), cluster.advertise);
+        for ep in known.iter().filter(|ep| ep.vni == self.vni(net).unwrap_or(0)) {
+            remotes.upsert(&super::remote::Remote::from(ep))?;
+        }
+        Ok(())
     }
 
     fn reattach(&self, host: &Host, net: &Network, att: &Attachment) -> Result<()> {

@@ -12,7 +12,10 @@ use std::{collections::HashMap, net::Ipv4Addr};
 use anyhow::{Context, Result};
 use netpath_common::{RemoteEndpoint, RemoteEndpointKey, addr_family};
 
-use crate::datapath::Datapath;
+use crate::{
+    cluster::{EndpointRecord, Sink},
+    datapath::Datapath,
+};
 
 /// One remote sandbox as the data path needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +81,40 @@ impl RemoteEndpoints {
 
     pub fn remove(&self, vni: u32, ip: Ipv4Addr) -> Result<()> {
         self.datapath.remove_remote_endpoint(RemoteEndpointKey::ipv4(vni, ip.octets()))
+    }
+}
+
+impl From<&EndpointRecord> for Remote {
+    fn from(ep: &EndpointRecord) -> Remote {
+        Remote { vni: ep.vni, ip: ep.ip, mac: ep.mac, vtep: ep.vtep }
+    }
+}
+
+/// What the agent drives: the store's endpoints into the data path. With
+/// the data path not loaded (no overlay network here yet) there is nothing
+/// to program; the overlay driver fills the map from the agent's file of
+/// remote endpoints when it loads (see `overlay::sync_datapath`).
+impl Sink for RemoteEndpoints {
+    fn resync(&mut self, all: &[EndpointRecord]) -> Result<()> {
+        if !self.datapath.is_loaded() {
+            return Ok(());
+        }
+        let all: Vec<Remote> = all.iter().map(Remote::from).collect();
+        RemoteEndpoints::resync(self, &all).map(|_| ())
+    }
+
+    fn upsert(&mut self, ep: &EndpointRecord) -> Result<()> {
+        if !self.datapath.is_loaded() {
+            return Ok(());
+        }
+        RemoteEndpoints::upsert(self, &Remote::from(ep))
+    }
+
+    fn remove(&mut self, _network: &str, vni: u32, ip: Ipv4Addr) -> Result<()> {
+        if !self.datapath.is_loaded() {
+            return Ok(());
+        }
+        RemoteEndpoints::remove(self, vni, ip)
     }
 }
 
