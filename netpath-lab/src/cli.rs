@@ -27,6 +27,9 @@ enum Command {
     /// The benchmark rig: netpath against iptables, docker-proxy, Docker,
     /// Podman and the no-NAT bounds (what `cargo xtask bench` runs).
     Bench(bench::BenchArgs),
+    /// The cross-host bench on the multi-host lab: Flannel-style kernel
+    /// VXLAN against the underlay bound.
+    BenchCrossHost(bench::crosshost::CrossHostArgs),
     /// A traffic probe (`netpath-lab PROBE ARGS`; see `probes`).
     #[command(flatten)]
     Probe(probes::Probe),
@@ -56,6 +59,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Demo(a) => demo::run(&bins()?, a),
         Command::Bench(a) => bench::run(&bins()?, a),
+        Command::BenchCrossHost(a) => bench::crosshost::run(&bins()?, a),
         Command::Probe(p) => p.run(),
     }
 }

@@ -103,6 +103,9 @@ Examples:
     /// The resolver process for user-defined networks (started by netpath).
     #[command(hide = true)]
     DnsServe,
+    /// The cluster agent (started by netpath while daemon.json names a cluster-store).
+    #[command(hide = true)]
+    Agent,
     /// List sandboxes.
     #[command(after_help = "\
 Examples:
@@ -528,16 +531,24 @@ fn dispatch(cli: Cli) -> Result<i32> {
     };
     // Work a crashed command left is finished or rolled back, and the first
     // command after boot restores, before anything else.
-    if !matches!(cli.command, Command::DnsServe | Command::System(_) | Command::Completion { .. } | Command::Man { .. })
-    {
+    if !matches!(
+        cli.command,
+        Command::DnsServe | Command::Agent | Command::System(_) | Command::Completion { .. } | Command::Man { .. }
+    ) {
         if let Err(e) = system::recover(&roots) {
             eprintln!("netpath: warning: {}", one_line(&e));
         }
     }
     // A resolver that died (kill -9, a crash) comes back with the next command.
-    if !matches!(cli.command, Command::DnsServe | Command::System(_) | Command::Completion { .. } | Command::Man { .. })
-    {
+    if !matches!(
+        cli.command,
+        Command::DnsServe | Command::Agent | Command::System(_) | Command::Completion { .. } | Command::Man { .. }
+    ) {
         if let Err(e) = crate::dns::revive(&roots) {
+            eprintln!("netpath: warning: {}", one_line(&e));
+        }
+        // The cluster agent runs exactly while the config names a store.
+        if let Err(e) = crate::cluster::process::ensure(&roots) {
             eprintln!("netpath: warning: {}", one_line(&e));
         }
     }
@@ -552,6 +563,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(sandbox::exit_code(sandbox::run_foreground(&roots, &state, &sandbox, &command)?))
         }
         Command::DnsServe => crate::dns::server::serve(roots),
+        Command::Agent => crate::cluster::process::serve(roots),
         Command::Ps(args) => {
             let (_store, state) = Store::open(&roots)?;
             print_ps(&state, &args)?;

@@ -12,6 +12,9 @@ use crate::validate;
 pub const DEFAULT_BRIDGE: &str = "netpath0";
 pub const DEFAULT_BIP: &str = "172.17.0.1/16";
 pub const DEFAULT_MTU: u32 = 1500;
+/// How long a silent host stays a cluster member (Flannel renews its
+/// subnet lease well before expiry; the overlay wants a dead host gone fast).
+pub const DEFAULT_CLUSTER_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -258,6 +261,26 @@ impl Config {
     }
 }
 
+/// Only the cluster keys of the daemon.json at `path`, without a word
+/// about the others (every command asks, see `cluster::process::ensure`;
+/// the command itself reports the rest). Missing file: none.
+pub fn load_cluster(path: &Path) -> Result<Option<ClusterConfig>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    struct ClusterKeys {
+        cluster_store: Option<StoreUrls>,
+        cluster_advertise: Option<String>,
+        cluster_lease_ttl: Option<u64>,
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let keys: ClusterKeys = serde_json::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+    cluster(keys.cluster_store, keys.cluster_advertise, keys.cluster_lease_ttl)
+}
+
 /// The cluster keys go together: a store without this host's address (or
 /// the reverse) is a mistake, not a half-configured cluster.
 fn cluster(store: Option<StoreUrls>, advertise: Option<String>, ttl: Option<u64>) -> Result<Option<ClusterConfig>> {
@@ -271,7 +294,7 @@ fn cluster(store: Option<StoreUrls>, advertise: Option<String>, ttl: Option<u64>
         Some(StoreUrls::One(url)) => vec![url],
         Some(StoreUrls::Many(urls)) => urls,
     };
-    crate::cluster::store::parse_store_urls(&store)?;
+    validate::etcd_urls(&store)?;
     let advertise = advertise
         .ok_or_else(|| anyhow::anyhow!("cluster-store needs cluster-advertise: this host's underlay address"))?;
     // Docker also took "ADDR:PORT"; the VXLAN port is fixed, so only the address counts.
@@ -280,7 +303,7 @@ fn cluster(store: Option<StoreUrls>, advertise: Option<String>, ttl: Option<u64>
     if advertise.is_unspecified() || advertise.is_loopback() || advertise.is_multicast() || advertise.is_broadcast() {
         bail!("cluster-advertise {advertise}: must be this host's own unicast underlay address");
     }
-    let ttl = ttl.unwrap_or(crate::cluster::DEFAULT_TTL.as_secs());
+    let ttl = ttl.unwrap_or(DEFAULT_CLUSTER_LEASE_TTL.as_secs());
     if !(3..=3600).contains(&ttl) {
         bail!("cluster-lease-ttl {ttl}: must be between 3 and 3600 seconds");
     }
@@ -317,7 +340,7 @@ mod tests {
         let c = c.cluster.unwrap();
         assert_eq!(c.store, ["etcd://10.0.0.1:2379"]);
         assert_eq!(c.advertise, Ipv4Addr::new(10, 0, 0, 2));
-        assert_eq!(c.lease_ttl, crate::cluster::DEFAULT_TTL);
+        assert_eq!(c.lease_ttl, DEFAULT_CLUSTER_LEASE_TTL);
         let c = Config::parse(
             r#"{"cluster-store":["etcd://a:2379","etcd://b:2379"],"cluster-advertise":"10.0.0.2:2376","cluster-lease-ttl":5}"#,
         )

@@ -70,6 +70,7 @@ pub fn document(roots: &Roots, state: &State) -> Value {
         "Masquerade": config.ip_masq,
         "ICC": config.icc,
         "Resolver": {"Running": resolver.is_some(), "Pid": resolver.unwrap_or(0)},
+        "Cluster": crate::cluster::process::info(roots, &config),
         "ConfigFile": roots.config.display().to_string(),
         "ConfigFileExists": roots.config.exists(),
         "ConfigError": config_error,
@@ -286,6 +287,22 @@ pub fn render(doc: &Value) -> String {
         "Resolver: {}",
         if r["Running"] == true { format!("running (pid {})", r["Pid"]) } else { "not running".into() }
     ));
+    let c = &doc["Cluster"];
+    if c["Enabled"] == true {
+        let store: Vec<String> = c["Store"].as_array().into_iter().flatten().map(s).collect();
+        line(format!("Cluster store: {}", store.join(", ")));
+        line(format!(" Host ID: {}", s(&c["HostID"])));
+        line(format!(" VTEP: {}", s(&c["VTEP"])));
+        let agent = &c["Agent"];
+        line(format!(
+            " Agent: {}",
+            if agent["Running"] == true { format!("running (pid {})", agent["Pid"]) } else { "not running".into() }
+        ));
+        line(format!(" Lease: {} {}", s(&c["Lease"]), s(&c["LeaseState"])));
+        line(format!(" Remote endpoints: {}", s(&c["RemoteEndpoints"])));
+    } else {
+        line("Cluster store: none".into());
+    }
     let config_state = match (&doc["ConfigError"], doc["ConfigFileExists"] == true) {
         (Value::String(e), _) => format!(" (invalid, defaults used: {e})"),
         (_, true) => String::new(),

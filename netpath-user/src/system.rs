@@ -66,6 +66,12 @@ fn reset_all(host: &Host, store: &Store, state: &mut State, report: &mut Vec<Str
         }
     }
     crate::dns::stop(&host.roots);
+    // Leaving revokes this host's lease: its blocks and endpoint records go
+    // from the store with it. An unreachable store only warns (the lease
+    // then runs out by itself).
+    if let Err(e) = crate::cluster::process::stop(&host.roots, true) {
+        eprintln!("netpath: warning: {e:#}");
+    }
     let networks: Vec<String> = state.networks.keys().cloned().collect();
     for name in networks {
         teardown.step(format!("network {name}"), network::remove(host, store, state, &name, true));

@@ -113,6 +113,25 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
+/// `cluster-store` endpoints: `etcd://HOST:PORT`, at least one. Returns
+/// them as the etcd client dials them (`http://HOST:PORT`).
+pub fn etcd_urls(urls: &[String]) -> Result<Vec<String>> {
+    if urls.is_empty() {
+        bail!("cluster-store: no etcd endpoint given");
+    }
+    urls.iter()
+        .map(|url| {
+            let bad = || anyhow::anyhow!("cluster-store {url:?}: expected etcd://HOST:PORT");
+            let rest = url.strip_prefix("etcd://").ok_or_else(bad)?;
+            let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+            if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(bad());
+            }
+            Ok(format!("http://{host}:{port}"))
+        })
+        .collect()
+}
+
 /// `-o KEY=VALUE` / `--label KEY=VALUE` lists; `what` names them in errors.
 pub fn key_values(items: &[String], what: &str) -> Result<BTreeMap<String, String>> {
     items

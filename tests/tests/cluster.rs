@@ -5,12 +5,19 @@
 use std::{
     collections::{BTreeMap, HashSet},
     net::Ipv4Addr,
-    sync::Barrier,
+    sync::{
+        Arc, Barrier, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use anyhow::Result;
 use netpath::{
-    cluster::{Cluster, EndpointRecord, HostRecord, Ipv4Network, OverlayNetwork},
+    cluster::{
+        Cluster, EndpointRecord, HostRecord, Ipv4Network, OverlayNetwork, Sink,
+        agent::{Agent, AgentConfig, Files, Local, LocalEndpoint},
+    },
     netns,
 };
 use netpath_lab::multihost::MultiHost;
@@ -101,6 +108,10 @@ fn network_records_are_shared_and_removal_is_refused_while_members_exist() {
     on_host(&lab, 0, |c| c.create_network(&overlay("ov", "10.0.9.0/24", 26))).unwrap();
 }
 
+/// What one racing host got: its block of `ov`, its try for the only block
+/// of `single`, and its 50 addresses.
+type HostRun = (Ipv4Network, Result<Ipv4Network>, Vec<Ipv4Addr>);
+
 #[test]
 fn concurrent_hosts_never_share_a_block_or_an_address() {
     let lab = lab("clrace", 3);
@@ -109,7 +120,7 @@ fn concurrent_hosts_never_share_a_block_or_an_address() {
     let single = on_host(&lab, 0, |c| c.create_network(&overlay("single", "10.0.10.0/24", 24))).unwrap();
 
     let barrier = Barrier::new(3);
-    let results: Vec<Result<(Ipv4Network, Result<Ipv4Network>, Vec<Ipv4Addr>)>> = std::thread::scope(|s| {
+    let results: Vec<Result<HostRun>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..3)
             .map(|i| {
                 let (lab, ov, single, barrier) = (&lab, &ov, &single, &barrier);
@@ -169,4 +180,291 @@ fn concurrent_hosts_never_share_a_block_or_an_address() {
             assert_eq!(rec.host, format!("host{}", i + 1));
         }
     }
+}
+
+/// What a host's data path was told, as a recording `Sink`: the view it
+/// would hold, and every removal.
+#[derive(Default)]
+struct SinkLog {
+    view: BTreeMap<(String, Ipv4Addr), EndpointRecord>,
+    removed: Vec<(String, u32, Ipv4Addr)>,
+    resyncs: usize,
+}
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<SinkLog>>);
+
+impl Sink for Recorder {
+    fn resync(&mut self, all: &[EndpointRecord]) -> Result<()> {
+        let mut log = self.0.lock().unwrap();
+        log.view = all.iter().map(|e| ((e.network.clone(), e.ip), e.clone())).collect();
+        log.resyncs += 1;
+        Ok(())
+    }
+    fn upsert(&mut self, ep: &EndpointRecord) -> Result<()> {
+        self.0.lock().unwrap().view.insert((ep.network.clone(), ep.ip), ep.clone());
+        Ok(())
+    }
+    fn remove(&mut self, network: &str, vni: u32, ip: Ipv4Addr) -> Result<()> {
+        let mut log = self.0.lock().unwrap();
+        log.view.remove(&(network.to_string(), ip));
+        log.removed.push((network.into(), vni, ip));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn hosts_seen(&self) -> Vec<(String, Ipv4Addr)> {
+        self.0.lock().unwrap().view.values().map(|e| (e.host.clone(), e.ip)).collect()
+    }
+}
+
+struct Fixed(Vec<LocalEndpoint>);
+
+impl Local for Fixed {
+    fn endpoints(&self) -> Result<Vec<LocalEndpoint>> {
+        Ok(self.0.clone())
+    }
+}
+
+fn local(net: &str, ip: [u8; 4], name: &str) -> LocalEndpoint {
+    LocalEndpoint {
+        network: net.into(),
+        ip: Ipv4Addr::from(ip),
+        mac: [0x02, 0x42, ip[0], ip[1], ip[2], ip[3]],
+        name: name.into(),
+        aliases: vec![],
+    }
+}
+
+/// An agent running in host `i`'s namespace on its own thread, until
+/// `stop` is set; the lease is never revoked (a stopped agent looks like a
+/// dead host to the others).
+struct Running {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(lab: &MultiHost, i: usize, ttl: Duration, sink: Recorder, endpoints: Vec<LocalEndpoint>) -> Running {
+        let stop = Arc::new(AtomicBool::new(false));
+        let config = AgentConfig {
+            store: vec![lab.store_url()],
+            host: host_record(lab, i),
+            ttl,
+            files: Files::of(&lab.host(i).roots),
+        };
+        let ns = lab.host(i).ns.clone();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            netns::run_in(&ns, || {
+                Agent::new(config, sink, Fixed(endpoints)).run(&flag);
+                Ok(())
+            })
+            .expect("agent thread");
+        });
+        Running { stop, thread: Some(thread) }
+    }
+
+    fn kill(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("agent thread");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds or `limit` passes (a bound so a
+/// broken build fails instead of hanging; the assertion is on what is seen).
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn agents_drop_a_silent_host_and_take_it_back_when_it_returns() {
+    let lab = lab("clagent", 3);
+    let ov = on_host(&lab, 0, |c| c.create_network(&overlay("ov", "10.0.9.0/24", 26))).unwrap();
+    let ttl = Duration::from_secs(3);
+    let (s1, s2) = (Recorder::default(), Recorder::default());
+    let _a1 = Running::start(&lab, 0, ttl, s1.clone(), vec![local("ov", [10, 0, 9, 2], "one")]);
+    let _a2 = Running::start(&lab, 1, ttl, s2.clone(), vec![local("ov", [10, 0, 9, 66], "two")]);
+    let third: Vec<LocalEndpoint> = (0..3).map(|n| local("ov", [10, 0, 9, 130 + n], &format!("three{n}"))).collect();
+    let third_ips: Vec<Ipv4Addr> = third.iter().map(|e| e.ip).collect();
+    let mut a3 = Running::start(&lab, 2, ttl, Recorder::default(), third.clone());
+
+    let sees_three = |s: &Recorder| third_ips.iter().all(|ip| s.hosts_seen().contains(&("host3".into(), *ip)));
+    let limit = Duration::from_secs(30);
+    assert!(wait_for(limit, || sees_three(&s1) && sees_three(&s2)).is_some(), "hosts 1 and 2 learn host 3's endpoints");
+    assert!(s1.hosts_seen().contains(&("host2".into(), Ipv4Addr::new(10, 0, 9, 66))));
+    assert!(!s1.hosts_seen().iter().any(|(h, _)| h == "host1"), "a host's own endpoints are not remote");
+    let block_of = |host: &str| {
+        on_host(&lab, 0, |c| c.blocks("ov")).unwrap().into_iter().find(|b| b.host == host).map(|b| b.block)
+    };
+    let first_block = block_of("host3").expect("host 3 holds a block");
+
+    // Host 3 dies: it stops renewing. Its lease runs out and both other
+    // hosts' sinks are told to remove each of its endpoints.
+    a3.kill();
+    let took = wait_for(limit, || !s1.hosts_seen().iter().chain(s2.hosts_seen().iter()).any(|(h, _)| h == "host3"));
+    let took = took.expect("hosts 1 and 2 drop host 3's endpoints");
+    eprintln!("host 3's endpoints dropped {took:?} after it stopped renewing (TTL {ttl:?})");
+    for s in [&s1, &s2] {
+        let removed: HashSet<Ipv4Addr> = s.0.lock().unwrap().removed.iter().map(|(_, _, ip)| *ip).collect();
+        assert!(third_ips.iter().all(|ip| removed.contains(ip)), "remove() for each: {removed:?}");
+        assert!(s.0.lock().unwrap().removed.iter().all(|(n, v, _)| n == "ov" && *v == ov.vni));
+    }
+    assert_eq!(block_of("host3"), None, "the block lease went with the host's lease");
+    assert!(!on_host(&lab, 0, |c| c.hosts()).unwrap().iter().any(|h| h.id == "host3"));
+
+    // Host 3 comes back: same block (nobody took it), records reappear.
+    let mut a3 = Running::start(&lab, 2, ttl, Recorder::default(), third.clone());
+    assert!(wait_for(limit, || sees_three(&s1) && sees_three(&s2)).is_some(), "host 3's endpoints reappear");
+    assert_eq!(block_of("host3"), Some(first_block), "a returning host gets its block back");
+
+    // Dies again; this time another host takes the free block first: the
+    // returning host gets a different one.
+    a3.kill();
+    assert!(wait_for(limit, || block_of("host3").is_none()).is_some());
+    let intruder = on_host(&lab, 0, |c| {
+        let m = c.join(&HostRecord { id: "intruder".into(), vtep: Ipv4Addr::new(192, 168, 200, 99) }, ttl * 10)?;
+        c.lease_block("ov", &m)
+    })
+    .unwrap();
+    assert_eq!(intruder, first_block, "the first free block is the one host 3 left");
+    let _a3 = Running::start(&lab, 2, ttl, Recorder::default(), third);
+    assert!(wait_for(limit, || block_of("host3").is_some() && sees_three(&s1)).is_some());
+    let second_block = block_of("host3").unwrap();
+    assert_ne!(second_block, first_block);
+    let blocks: Vec<_> = on_host(&lab, 0, |c| c.blocks("ov")).unwrap().into_iter().map(|b| b.block).collect();
+    let distinct: HashSet<_> = blocks.iter().collect();
+    assert_eq!(blocks.len(), distinct.len(), "no block held twice: {blocks:?}");
+}
+
+fn info_cluster(lab: &MultiHost, i: usize) -> serde_json::Value {
+    let out = lab.host(i).netpath_ok(&["info", "--format", "{{json .Cluster}}"]).unwrap();
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// The product's agent: started by netpath itself once daemon.json names a
+/// store, shown by `info`, revived after a kill without losing the lease,
+/// feeding the resolver's list of other hosts' endpoints; with the store
+/// down, local networks keep working; `system reset` leaves the cluster.
+#[test]
+fn netpath_runs_the_agent_and_local_networks_survive_a_dead_store() {
+    let mut lab = lab("clproc", 2);
+    lab.configure_cluster(&serde_json::json!({"cluster-lease-ttl": 5})).unwrap();
+    let ov = on_host(&lab, 0, |c| c.create_network(&overlay("ov", "10.0.9.0/24", 26))).unwrap();
+
+    // Any command starts the agent; it joins and reports a live lease.
+    lab.host(0).netpath_ok(&["ps"]).unwrap();
+    let limit = Duration::from_secs(30);
+    assert!(
+        wait_for(limit, || info_cluster(&lab, 0)["LeaseState"].as_str().unwrap_or("").starts_with("alive")).is_some(),
+        "agent reports a live lease: {}",
+        info_cluster(&lab, 0)
+    );
+    let info = info_cluster(&lab, 0);
+    assert_eq!(info["VTEP"], lab.host(0).ip.to_string());
+    assert_eq!(info["Store"][0], lab.store_url());
+    let host_id = info["HostID"].as_str().unwrap().to_string();
+    assert_eq!(host_id.len(), 16, "{info}");
+    let (pid, lease) = (info["Agent"]["Pid"].as_i64().unwrap(), info["Lease"].clone());
+    assert!(on_host(&lab, 1, |c| c.hosts()).unwrap().iter().any(|h| h.id == host_id && h.vtep == lab.host(0).ip));
+    let text = lab.host(0).netpath_ok(&["info"]).unwrap();
+    assert!(text.contains(&format!("Host ID: {host_id}")) && text.contains("Lease: "), "{text}");
+
+    // Another host's endpoint reaches this host's resolver list.
+    let remote = on_host(&lab, 1, |c| {
+        let me = HostRecord { id: "elsewhere".into(), vtep: lab.host(1).ip };
+        let m = c.join(&me, Duration::from_secs(60))?;
+        let block = c.lease_block("ov", &m)?;
+        c.claim_address(&ov, block, &endpoint(&ov, &me, "far"), &m)
+    })
+    .unwrap();
+    let list = lab.host(0).roots.state.join(netpath::cluster::agent::REMOTE_FILE);
+    let listed = || netpath::cluster::agent::read_remote(&list).contains(&remote);
+    assert!(wait_for(limit, listed).is_some(), "the agent lists host 2's endpoint for the resolver");
+
+    // Killed, the agent comes back with the next command and resumes the
+    // same lease: the other hosts never see this host leave.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(
+        wait_for(limit, || !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            || std::fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |c| c.is_empty()))
+        .is_some()
+    );
+    lab.host(0).netpath_ok(&["ps"]).unwrap();
+    let revived = info_cluster(&lab, 0);
+    assert!(revived["Agent"]["Running"] == true && revived["Agent"]["Pid"] != pid, "{revived}");
+    assert!(
+        wait_for(limit, || info_cluster(&lab, 0)["LeaseState"].as_str().unwrap_or("").starts_with("alive")).is_some()
+    );
+    assert_eq!(info_cluster(&lab, 0)["Lease"], lease, "the restarted agent resumed its lease");
+
+    // The store goes down: bridge networks and sandboxes still work, the
+    // store's clients fail with one line naming it.
+    lab.etcd.as_mut().unwrap().stop().unwrap();
+    lab.host(0).netpath_ok(&["network", "create", "local", "--subnet", "10.77.0.0/24"]).unwrap();
+    lab.host(0).netpath_ok(&["run", "-d", "--name", "s1", "--network", "local", "sleep", "30"]).unwrap();
+    lab.host(0).netpath_ok(&["rm", "-f", "s1"]).unwrap();
+    lab.host(0).netpath_ok(&["network", "rm", "local"]).unwrap();
+    let err = match on_host(&lab, 0, |c| c.networks()) {
+        Ok(_) => panic!("the store is down"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains(&lab.store_url()) && !err.contains('\n'), "{err}");
+    assert!(
+        wait_for(limit, || info_cluster(&lab, 0)["LeaseState"].as_str().unwrap_or("").starts_with("not renewed"))
+            .is_some(),
+        "info says the lease is not being renewed: {}",
+        info_cluster(&lab, 0)
+    );
+
+    // Back up: the agent renews again; `system reset` then leaves the
+    // cluster (host record gone at once, not after the TTL).
+    lab.etcd.as_mut().unwrap().restart().unwrap();
+    assert!(
+        wait_for(limit, || info_cluster(&lab, 0)["LeaseState"].as_str().unwrap_or("").starts_with("alive")).is_some()
+    );
+    lab.host(0).netpath_ok(&["system", "reset"]).unwrap();
+    assert!(!on_host(&lab, 1, |c| c.hosts()).unwrap().iter().any(|h| h.id == host_id), "reset revoked the lease");
+}
+
+/// The cross-host bench's kernel baselines carry traffic: Flannel-style
+/// VXLAN (through its tunnel device) and the underlay bound, every metric.
+#[test]
+fn cross_host_bench_smoke() {
+    let out = std::env::temp_dir().join(format!("npmh-xh-{}", std::process::id()));
+    let bins = bins();
+    let status = std::process::Command::new(&bins.lab)
+        .args(["bench-cross-host", "--smoke", "--system", "kernel-vxlan", "--system", "underlay", "--out"])
+        .arg(&out)
+        .env(netpath_lab::Binaries::NETPATH_ENV, &bins.netpath)
+        .status()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("crosshost.json")).unwrap()).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    assert!(status.success(), "{rows}");
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        for key in ["tput1_gbps", "tput4_gbps", "udp_pps", "tcp_rr_p99_us", "conn_per_s"] {
+            assert!(row["figures"][key].as_f64().is_some_and(|v| v > 0.0), "{key}: {row}");
+        }
+    }
+    let vxlan = rows.iter().find(|r| r["system"] == "kernel-vxlan").unwrap();
+    assert!(vxlan["encapsulated_packets"].as_u64().unwrap() > 1000, "{vxlan}");
 }

@@ -42,6 +42,10 @@ enum Task {
         /// Skip the scaling, conntrack and control-plane runs.
         #[arg(long)]
         no_scaling: bool,
+        /// Instead: the cross-host bench on the multi-host lab (kernel VXLAN
+        /// Flannel-style against the underlay bound).
+        #[arg(long)]
+        cross_host: bool,
     },
     /// Write the man pages (one per command) into $CARGO_TARGET_DIR/man,
     /// from the same definition as `netpath --help`.
@@ -109,10 +113,19 @@ fn run(cli: Cli) -> Result<()> {
             let err = std::os::unix::process::CommandExt::exec(&mut cmd);
             Err(err).with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))
         }
-        Task::Bench { quick, scenarios, no_scaling } => {
+        Task::Bench { quick, scenarios, no_scaling, cross_host } => {
             setup::ensure()?;
             setup::bench_extras()?;
             build()?;
+            if cross_host {
+                let mut cmd = Command::new(lab_bin());
+                cmd.env("NETPATH_BIN", netpath_bin());
+                cmd.args(["bench-cross-host", "--out"]).arg(target_dir().join("bench"));
+                if quick {
+                    cmd.arg("--quick");
+                }
+                return exec(&mut cmd);
+            }
             let mut cmd = Command::new(lab_bin());
             cmd.env("NETPATH_BIN", netpath_bin());
             cmd.args(["bench", "--out"]).arg(target_dir().join("bench"));

@@ -30,6 +30,14 @@ pub enum System {
     Bridge,
     /// Two namespaces joined by one veth pair: the bound for one hop.
     Veth,
+    /// Across hosts: Flannel's VXLAN backend by hand (bridge, VXLAN device,
+    /// route, neighbour and FDB entries), no eBPF. Not in `ALL`: the
+    /// cross-host bench (`crosshost`) measures it on the multi-host lab.
+    KernelVxlan,
+    /// Across hosts: host to host over the underlay, no encapsulation (the bound).
+    Underlay,
+    /// Across hosts: Docker swarm's overlay (two hermetic dockerds in a swarm).
+    DockerSwarm,
 }
 
 impl System {
@@ -46,6 +54,9 @@ impl System {
             System::Podman => "podman",
             System::Bridge => "bridge",
             System::Veth => "veth",
+            System::KernelVxlan => "kernel-vxlan",
+            System::Underlay => "underlay",
+            System::DockerSwarm => "docker-swarm",
         }
     }
 
@@ -78,6 +89,8 @@ impl System {
                 &[Scenario::SandboxToSandbox, Scenario::Masquerade, Scenario::Published, Scenario::HostLocal]
             }
             System::Veth => &[Scenario::SandboxToSandbox],
+            // Measured by the cross-host bench only (`crosshost`), between two hosts' sandboxes.
+            System::KernelVxlan | System::Underlay | System::DockerSwarm => &[Scenario::SandboxToSandbox],
         }
     }
 
@@ -98,6 +111,9 @@ impl System {
             System::Podman => "podman + netavark",
             System::Bridge => "bridge, no NAT (bound)",
             System::Veth => "raw veth (bound)",
+            System::KernelVxlan => "kernel VXLAN, Flannel-style (no eBPF)",
+            System::Underlay => "underlay, no encapsulation (bound)",
+            System::DockerSwarm => "docker swarm overlay (20.10)",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! own hermetic lab (`systems/`, one file per system), then the scaling
 //! runs; results as JSON, Markdown and an SVG plot.
 pub mod catalog;
+pub mod crosshost;
 pub mod measure;
 pub mod plan;
 pub mod report;
@@ -206,6 +207,9 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
                 System::Bridge => {
                     let tb = bounds::bridge_testbed(bins, &plan.scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
+                }
+                System::KernelVxlan | System::Underlay | System::DockerSwarm => {
+                    anyhow::bail!("{} is measured across hosts: `netpath-lab bench-cross-host`", system.key())
                 }
                 System::Veth => {
                     if plan.scenarios.contains(&Scenario::SandboxToSandbox) {

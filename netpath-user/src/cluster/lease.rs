@@ -19,9 +19,8 @@ use super::{
     },
 };
 
-/// How long a silent host stays a member (Flannel's subnet lease uses 24 h
-/// for planned renewals; the overlay wants a dead host gone quickly).
-pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
+/// How long a silent host stays a member unless `cluster-lease-ttl` says.
+pub const DEFAULT_TTL: Duration = crate::config::DEFAULT_CLUSTER_LEASE_TTL;
 
 /// This host's membership: which lease holds its keys. Kept in the state
 /// directory by the agent, so a restarted agent picks the same lease back
@@ -55,6 +54,22 @@ impl std::fmt::Display for AddressTaken {
 
 impl std::error::Error for AddressTaken {}
 
+/// The store no longer knows a host's lease: it ran out, and every key
+/// bound to it is gone. Join again.
+#[derive(Debug)]
+pub struct LeaseExpired {
+    pub lease: i64,
+    pub host: String,
+}
+
+impl std::fmt::Display for LeaseExpired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cluster lease {:x} of host {} expired", self.lease, self.host)
+    }
+}
+
+impl std::error::Error for LeaseExpired {}
+
 impl Cluster {
     /// Grants a lease of `ttl` and writes this host's record bound to it.
     pub fn join(&self, host: &HostRecord, ttl: Duration) -> Result<Membership> {
@@ -76,13 +91,19 @@ impl Cluster {
     /// expired: every key bound to it is gone; join again).
     pub fn keep_alive(&self, m: &Membership) -> Result<()> {
         let id = m.lease;
-        let ttl = self.rpc("renewing the lease", |mut c| async move {
-            let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            Ok(stream.message().await?.map_or(0, |r| r.ttl()))
+        // Opening etcd-client's keep-alive stream sends one renewal and
+        // reads its answer; an unknown (expired) lease comes back as
+        // "lease not found".
+        let renewed = self.rpc("renewing the lease", |mut c| async move {
+            match c.lease_keep_alive(id).await {
+                Ok(_) => Ok(true),
+                Err(etcd_client::Error::LeaseKeepAliveError(e)) if e.contains("not found") => Ok(false),
+                Err(e) => Err(e),
+            }
         })?;
+        let ttl = i64::from(renewed);
         if ttl <= 0 {
-            bail!("cluster lease {id:x} of host {} expired", m.host.id);
+            return Err(LeaseExpired { lease: id, host: m.host.id.clone() }.into());
         }
         Ok(())
     }
@@ -95,7 +116,7 @@ impl Cluster {
                 self.put_host(m)?;
                 Ok(true)
             }
-            Err(e) if e.to_string().contains("expired") => Ok(false),
+            Err(e) if e.is::<LeaseExpired>() => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -111,6 +132,11 @@ impl Cluster {
     /// Every live host.
     pub fn hosts(&self) -> Result<Vec<HostRecord>> {
         Ok(self.list::<HostRecord>(&super::store::hosts_prefix())?.0.into_iter().map(|(_, h, _)| h).collect())
+    }
+
+    /// Every block of `network` some live host holds.
+    pub fn blocks(&self, network: &str) -> Result<Vec<BlockRecord>> {
+        Ok(self.list::<BlockRecord>(&blocks_prefix(network))?.0.into_iter().map(|(_, b, _)| b).collect())
     }
 
     /// This host's block of `network`: the one it holds already (moved onto

@@ -7,7 +7,9 @@
 //!   its subnet lease), block leases and endpoint registration;
 //! - `Sink`: where the watch's view of the cluster goes on this host (the
 //!   overlay data path implements it; the agent calls it).
+pub mod agent;
 pub mod lease;
+pub mod process;
 pub mod records;
 pub mod store;
 
@@ -16,7 +18,7 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 
 pub use ipnetwork::Ipv4Network;
-pub use lease::{AddressTaken, DEFAULT_TTL, Membership};
+pub use lease::{AddressTaken, DEFAULT_TTL, LeaseExpired, Membership};
 pub use records::{BlockRecord, EndpointRecord, HostRecord, OverlayNetwork};
 pub use store::{Change, Cluster, Watch, WatchStep};
 
@@ -26,4 +28,16 @@ pub trait Sink {
     fn resync(&mut self, all: &[EndpointRecord]) -> Result<()>;
     fn upsert(&mut self, ep: &EndpointRecord) -> Result<()>;
     fn remove(&mut self, network: &str, vni: u32, ip: Ipv4Addr) -> Result<()>;
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn resync(&mut self, all: &[EndpointRecord]) -> Result<()> {
+        (**self).resync(all)
+    }
+    fn upsert(&mut self, ep: &EndpointRecord) -> Result<()> {
+        (**self).upsert(ep)
+    }
+    fn remove(&mut self, network: &str, vni: u32, ip: Ipv4Addr) -> Result<()> {
+        (**self).remove(network, vni, ip)
+    }
 }

@@ -81,23 +81,12 @@ pub(super) fn all_endpoints_prefix() -> String {
 /// What `cluster-store` names: `etcd://HOST:PORT`, one or several.
 /// Returns the gRPC endpoints (`http://HOST:PORT`).
 pub fn parse_store_urls(urls: &[String]) -> Result<Vec<String>> {
-    if urls.is_empty() {
-        bail!("cluster-store: no etcd endpoint given");
-    }
-    urls.iter()
-        .map(|url| {
-            let rest = url
-                .strip_prefix("etcd://")
-                .ok_or_else(|| anyhow!("cluster-store {url:?}: expected etcd://HOST:PORT"))?;
-            let (host, port) =
-                rest.rsplit_once(':').ok_or_else(|| anyhow!("cluster-store {url:?}: expected etcd://HOST:PORT"))?;
-            if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
-                bail!("cluster-store {url:?}: expected etcd://HOST:PORT");
-            }
-            Ok(format!("http://{host}:{port}"))
-        })
-        .collect()
+    crate::validate::etcd_urls(urls)
 }
+
+/// (key, value, mod revision) of each key under a prefix, and the store's
+/// revision at the read.
+pub(super) type Listing<T> = (Vec<(String, T, i64)>, i64);
 
 /// One connection to the store.
 pub struct Cluster {
@@ -128,8 +117,17 @@ impl Cluster {
         let cluster = Cluster { rt, client, urls: urls.to_vec() };
         // Client::connect is lazy about the network; one read proves the
         // store is there, so a dead one fails here in one clear line.
-        cluster.get_raw(&guard_key())?;
-        Ok(cluster)
+        let key = guard_key();
+        let client = cluster.client.clone();
+        let probe = cluster.rt.block_on(async {
+            let mut client = client;
+            tokio::time::timeout(REQUEST_TIMEOUT, client.get(key, None)).await
+        });
+        match probe {
+            Ok(Ok(_)) => Ok(cluster),
+            Ok(Err(e)) => bail!("cluster store {shown} unreachable: {}", one_line(&e)),
+            Err(_) => bail!("cluster store {shown} unreachable: no answer within {REQUEST_TIMEOUT:?}"),
+        }
     }
 
     pub fn urls(&self) -> &[String] {
@@ -160,7 +158,7 @@ impl Cluster {
     }
 
     /// Every (key, value, mod revision) under `prefix`, and the store's revision.
-    pub(super) fn list_raw(&self, prefix: &str) -> Result<(Vec<(String, Vec<u8>, i64)>, i64)> {
+    pub(super) fn list_raw(&self, prefix: &str) -> Result<Listing<Vec<u8>>> {
         let prefix = prefix.to_string();
         let resp =
             self.rpc("list", |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })?;
@@ -174,7 +172,7 @@ impl Cluster {
     }
 
     /// Every value under `prefix`, decoded; the store's revision.
-    pub(super) fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<(Vec<(String, T, i64)>, i64)> {
+    pub(super) fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Listing<T>> {
         let (kvs, rev) = self.list_raw(prefix)?;
         let mut out = Vec::with_capacity(kvs.len());
         for (key, value, modrev) in kvs {
@@ -361,13 +359,22 @@ pub(super) fn leased(lease: i64) -> Option<PutOptions> {
     Some(PutOptions::new().with_lease(lease))
 }
 
-/// etcd-client's errors carry tonic's multi-line status; keep one line.
+/// etcd-client's errors carry tonic's multi-line status and bury the
+/// cause (say, "Connection refused") in their sources: one line, with it.
 fn one_line(e: &etcd_client::Error) -> String {
-    let text = match e {
+    let mut parts: Vec<String> = vec![match e {
         etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
         other => other.to_string(),
-    };
-    text.lines().next().unwrap_or("").trim().to_string()
+    }];
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.iter().map(|p| p.lines().next().unwrap_or("").trim()).filter(|p| !p.is_empty()).collect::<Vec<_>>().join(": ")
 }
 
 #[cfg(test)]

@@ -70,6 +70,8 @@ impl Names {
             .add_watch(&roots.state, AddWatchFlags::IN_MOVED_TO)
             .with_context(|| format!("watching {}", roots.state.display()))?;
         files.extend(roots.state_file().file_name().map(OsString::from));
+        // The cluster agent's list of other hosts' endpoints, renamed into place beside it.
+        files.push(crate::cluster::agent::REMOTE_FILE.into());
         let flags = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_DELETE;
         if let (Some(dir), Some(name)) = (roots.config.parent(), roots.config.file_name()) {
             // No config directory: defaults, and nothing to watch.

@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use crate::{
+    cluster::{EndpointRecord, agent},
     config::Config,
     hostfiles,
     paths::Roots,
@@ -16,6 +17,9 @@ pub struct View {
     /// The config's `dns`, else the host's nameservers, read once per
     /// version rather than once per forwarded question.
     default_upstreams: Vec<Ipv4Addr>,
+    /// Other hosts' sandboxes on overlay networks, as this host's cluster
+    /// agent last wrote them.
+    remote: Vec<EndpointRecord>,
 }
 
 /// How to answer one question.
@@ -35,12 +39,18 @@ impl View {
         let state: State =
             std::fs::read(roots.state_file()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let config = Config::load(&roots.config).unwrap_or_default();
-        View::new(state, &config.dns)
+        View::new(state, &config.dns).with_remote(agent::read_remote(&roots.state.join(agent::REMOTE_FILE)))
+    }
+
+    /// Adds other hosts' endpoints (served on overlay networks only).
+    pub fn with_remote(mut self, remote: Vec<EndpointRecord>) -> View {
+        self.remote = remote;
+        self
     }
 
     pub fn new(state: State, config_dns: &[Ipv4Addr]) -> View {
         let default_upstreams = if config_dns.is_empty() { hostfiles::host_nameservers() } else { config_dns.to_vec() };
-        View { state, default_upstreams }
+        View { state, default_upstreams, remote: Vec::new() }
     }
 
     /// The gateways the resolver listens on: one per user-defined network.
@@ -75,7 +85,7 @@ impl View {
             if !state.networks.get(net).is_some_and(|n| n.has_resolver()) {
                 continue;
             }
-            let ips: Vec<Ipv4Addr> = state
+            let mut ips: Vec<Ipv4Addr> = state
                 .attachments_on(net)
                 .filter(|(s, a)| {
                     s.name.eq_ignore_ascii_case(name)
@@ -84,6 +94,20 @@ impl View {
                 })
                 .map(|(_, a)| a.ip)
                 .collect();
+            // An overlay network's members on other hosts answer to their
+            // names and aliases here too.
+            if state.networks.get(net).is_some_and(|n| n.driver == agent::OVERLAY_DRIVER) {
+                ips.extend(
+                    self.remote
+                        .iter()
+                        .filter(|e| e.network == net)
+                        .filter(|e| {
+                            e.name.eq_ignore_ascii_case(name)
+                                || e.aliases.iter().any(|al| al.eq_ignore_ascii_case(name))
+                        })
+                        .map(|e| e.ip),
+                );
+            }
             if !ips.is_empty() {
                 return Some(ips);
             }
@@ -223,6 +247,36 @@ mod tests {
             Decision::Forward(vec![])
         );
         assert_eq!(v.decide(NETA, Ipv4Addr::new(10, 61, 0, 99), "a1"), Decision::Forward(vec![]));
+    }
+
+    #[test]
+    fn other_hosts_members_of_an_overlay_network_resolve() {
+        let mut state = State::default();
+        let mut ov = network("ov", [10, 64, 0, 1], false);
+        ov.driver = agent::OVERLAY_DRIVER.into();
+        state.networks.insert("ov".into(), ov);
+        state.networks.insert("neta".into(), network("neta", [10, 61, 0, 1], false));
+        state.sandboxes.insert("here".into(), sandbox("here", "ab", &[("ov", [10, 64, 0, 2], &[])]));
+        state.sandboxes.insert("a2".into(), sandbox("a2", "a2", &[("neta", [10, 61, 0, 3], &[])]));
+        let remote = |net: &str, ip: [u8; 4], name: &str| EndpointRecord {
+            network: net.into(),
+            vni: 4096,
+            ip: Ipv4Addr::from(ip),
+            mac: [2, 0, 0, 0, 0, 1],
+            name: name.into(),
+            aliases: vec![format!("{name}-alias")],
+            host: "h2".into(),
+            vtep: Ipv4Addr::new(192, 168, 200, 12),
+        };
+        let v = View::new(state, &[Ipv4Addr::new(198, 18, 0, 1)]).with_remote(vec![
+            remote("ov", [10, 64, 0, 66], "far"),
+            // Same network name as a local bridge network: not served there.
+            remote("neta", [10, 61, 0, 66], "imposter"),
+        ]);
+        let (ov_gw, here) = (Ipv4Addr::new(10, 64, 0, 1), Ipv4Addr::new(10, 64, 0, 2));
+        assert_eq!(v.decide(ov_gw, here, "far"), local([10, 64, 0, 66]));
+        assert_eq!(v.decide(ov_gw, here, "FAR-alias."), local([10, 64, 0, 66]));
+        assert!(matches!(v.decide(NETA, A2, "imposter"), Decision::Forward(_)));
     }
 
     #[test]

@@ -54,10 +54,15 @@ const STRAY_PATHS: &[&str] = &["/etc/docker/key.json", "/etc/docker", "/run/dock
 impl Dockerd {
     pub fn start(lab: &Lab, userland_proxy: bool) -> Result<Dockerd> {
         let dir = lab.roots.state.parent().context("lab base")?.join("docker");
+        Dockerd::start_in(&lab.host_ns, dir, format!("{}-docker", lab.id), userland_proxy)
+    }
+
+    /// A dockerd in the network namespace `host_ns`, its roots and socket
+    /// under `dir`, its containers under cgroup `cgroup_parent`.
+    pub fn start_in(host_ns: &Path, dir: PathBuf, cgroup_parent: String, userland_proxy: bool) -> Result<Dockerd> {
         std::fs::create_dir_all(dir.join("root"))?;
         std::fs::create_dir_all(dir.join("exec"))?;
-        let host = Place::ns(&lab.host_ns);
-        let cgroup_parent = format!("{}-docker", lab.id);
+        let host = Place::ns(host_ns);
         let mut cmd = host.cmd(DOCKERD)?;
         cmd.arg("--data-root").arg(dir.join("root"));
         cmd.arg("--exec-root").arg(dir.join("exec"));

@@ -1,0 +1,373 @@
+//! `netpath agent`: this host's member of the cluster. A thin loop over the
+//! library: it keeps the host's lease alive, puts this host's endpoints
+//! back after it (re)joins, follows every change under `/netpath/v1/` and
+//! hands the other hosts' endpoints to the data path (`Sink`) and to the
+//! resolver (a file in the state directory the resolver watches).
+//!
+//! One session = connect, resume or join, register, list, watch. A session
+//! ends when the watch is lost (store restarted, history compacted,
+//! connection broken) or the lease expired; the next one starts from a
+//! fresh list (`Sink::resync`), so nothing missed in between stays wrong.
+//! A restarted agent resumes the lease it saved while that lease lives:
+//! the other hosts never see this host leave, and the pinned maps keep
+//! forwarding meanwhile.
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Cluster, EndpointRecord, HostRecord, Membership, Sink, WatchStep,
+    store::{Change, all_endpoints_prefix},
+};
+
+/// The overlay driver's name in netpath's state: attachments on such
+/// networks are this host's endpoints in the cluster.
+pub const OVERLAY_DRIVER: &str = "overlay";
+
+/// Where the agent keeps what outlives it, in the instance's state
+/// directory (one instance per lab host, so never shared).
+pub struct Files {
+    /// This host's ID, random, made once.
+    pub host_id: PathBuf,
+    /// The membership (lease) the agent holds, so a restart resumes it.
+    pub membership: PathBuf,
+    /// The other hosts' endpoints, for the resolver (replaced by rename).
+    pub remote: PathBuf,
+    /// What the agent last did (for `netpath info`), in the run directory.
+    pub status: PathBuf,
+}
+
+impl Files {
+    pub fn of(roots: &crate::paths::Roots) -> Files {
+        Files {
+            host_id: roots.state.join("cluster-host-id"),
+            membership: roots.state.join("cluster-membership.json"),
+            remote: roots.state.join(REMOTE_FILE),
+            status: roots.run.join("cluster-agent.json"),
+        }
+    }
+}
+
+/// The file name (in the state directory) of the remote endpoints.
+pub const REMOTE_FILE: &str = "cluster-endpoints.json";
+
+/// This host's ID: read, or made (16 random hex digits) on first use.
+pub fn host_id(path: &Path) -> Result<String> {
+    if let Ok(id) = std::fs::read_to_string(path) {
+        let id = id.trim().to_string();
+        if crate::validate::name(&id).is_ok() {
+            return Ok(id);
+        }
+    }
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("kernel randomness: {e}"))?;
+    let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_atomically(path, id.as_bytes())?;
+    Ok(id)
+}
+
+/// The other hosts' endpoints as the resolver reads them; empty when the
+/// file is missing or unreadable.
+pub fn read_remote(path: &Path) -> Vec<EndpointRecord> {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// What `netpath info` shows of the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub host: String,
+    pub vtep: Option<Ipv4Addr>,
+    pub lease: i64,
+    pub ttl_s: u64,
+    /// Unix seconds of the last successful renewal.
+    pub renewed_at: u64,
+    /// Endpoints of other hosts this host knows.
+    pub remote_endpoints: usize,
+    /// Why the store is not being followed right now, if it is not.
+    pub error: Option<String>,
+}
+
+/// This host's own endpoints: in the product, the attachments on overlay
+/// networks in netpath's state (see `StateEndpoints`).
+pub trait Local {
+    /// (network name, address, MAC, sandbox name, aliases) of each.
+    fn endpoints(&self) -> Result<Vec<LocalEndpoint>>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: crate::link::Mac,
+    pub name: String,
+    pub aliases: Vec<String>,
+}
+
+/// The product's `Local`: netpath's state file as it is now.
+pub struct StateEndpoints(pub PathBuf);
+
+impl Local for StateEndpoints {
+    fn endpoints(&self) -> Result<Vec<LocalEndpoint>> {
+        let state: crate::state::State = match std::fs::read(&self.0) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("reading {}", self.0.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.0.display())),
+        };
+        Ok(state
+            .networks
+            .values()
+            .filter(|n| n.driver == OVERLAY_DRIVER)
+            .flat_map(|n| state.attachments_on(&n.name))
+            .map(|(s, a)| LocalEndpoint {
+                network: a.network.clone(),
+                ip: a.ip,
+                mac: a.mac,
+                name: s.name.clone(),
+                aliases: a.aliases.clone(),
+            })
+            .collect())
+    }
+}
+
+pub struct AgentConfig {
+    pub store: Vec<String>,
+    pub host: HostRecord,
+    pub ttl: Duration,
+    pub files: Files,
+}
+
+pub struct Agent<S: Sink, L: Local> {
+    config: AgentConfig,
+    sink: S,
+    local: L,
+    /// Other hosts' endpoints by (network, address), as last told to the sink.
+    remote: BTreeMap<(String, Ipv4Addr), EndpointRecord>,
+    status: Status,
+}
+
+/// Why a session ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Stopped,
+    /// Watch lost or lease expired: start over from a fresh list.
+    Resync(String),
+}
+
+impl<S: Sink, L: Local> Agent<S, L> {
+    pub fn new(config: AgentConfig, sink: S, local: L) -> Self {
+        let status = Status { host: config.host.id.clone(), vtep: Some(config.host.vtep), ..Status::default() };
+        Agent { config, sink, local, remote: BTreeMap::new(), status }
+    }
+
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// Sessions until `stop` is set; a failed session (store down) is
+    /// retried after a pause that grows to five seconds. Never revokes
+    /// the lease: stopping is not leaving (see `leave`).
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let mut pause = Duration::from_millis(250);
+        while !stop.load(Ordering::SeqCst) {
+            match self.session(stop) {
+                Ok(Ended::Stopped) => break,
+                Ok(Ended::Resync(why)) => {
+                    eprintln!("agent: resynchronising: {why}");
+                    pause = Duration::from_millis(250);
+                }
+                Err(e) => {
+                    let line = format!("{e:#}");
+                    eprintln!("agent: {line}");
+                    self.status.error = Some(line);
+                    self.write_status();
+                    sleep_unless(stop, pause);
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One session, until the watch is lost, the lease expires or `stop`.
+    pub fn session(&mut self, stop: &AtomicBool) -> Result<Ended> {
+        let cluster = Cluster::connect(&self.config.store)?;
+        let m = self.membership(&cluster)?;
+        self.status.lease = m.lease;
+        self.status.ttl_s = m.ttl_s;
+        self.status.renewed_at = unix_now();
+        self.register_local(&cluster, &m)?;
+
+        let (all, revision) = cluster.endpoints()?;
+        self.remote = all.into_iter().filter(|e| e.host != m.host.id).map(|e| ((e.network.clone(), e.ip), e)).collect();
+        let list: Vec<EndpointRecord> = self.remote.values().cloned().collect();
+        self.sink.resync(&list)?;
+        self.publish_remote()?;
+        self.status.error = None;
+        self.write_status();
+
+        let mut watch = cluster.watch(revision + 1)?;
+        let renew_every = (m.ttl() / 3).max(Duration::from_secs(1));
+        let mut renewed = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            let until_renewal = renew_every.saturating_sub(renewed.elapsed());
+            // Wake at least every half second so a stop is seen promptly.
+            let wait = until_renewal.min(Duration::from_millis(500)).max(Duration::from_millis(10));
+            match cluster.next_changes(&mut watch, wait)? {
+                WatchStep::Changes(changes) => self.apply(&m, &changes)?,
+                WatchStep::Idle => {}
+                WatchStep::Lost(why) => return Ok(Ended::Resync(why)),
+            }
+            if renewed.elapsed() >= renew_every {
+                if let Err(e) = cluster.keep_alive(&m) {
+                    if e.is::<super::lease::LeaseExpired>() {
+                        let _ = std::fs::remove_file(&self.config.files.membership);
+                        return Ok(Ended::Resync(format!("{e:#}")));
+                    }
+                    return Err(e);
+                }
+                renewed = Instant::now();
+                self.status.renewed_at = unix_now();
+                self.write_status();
+            }
+        }
+        Ok(Ended::Stopped)
+    }
+
+    /// The saved membership while its lease lives, else a new one (saved).
+    fn membership(&mut self, cluster: &Cluster) -> Result<Membership> {
+        let saved: Option<Membership> = std::fs::read(&self.config.files.membership)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|m: &Membership| m.host.id == self.config.host.id);
+        if let Some(mut m) = saved {
+            m.host = self.config.host.clone();
+            if cluster.resume(&m)? {
+                return Ok(m);
+            }
+        }
+        let m = cluster.join(&self.config.host, self.config.ttl)?;
+        write_atomically(&self.config.files.membership, &serde_json::to_vec(&m)?)?;
+        Ok(m)
+    }
+
+    /// Puts this host's endpoints (and the blocks they live in) on the
+    /// current lease: after a rejoin they are gone from the store.
+    fn register_local(&mut self, cluster: &Cluster, m: &Membership) -> Result<()> {
+        let local = self.local.endpoints()?;
+        let mut networks: BTreeMap<String, Option<super::OverlayNetwork>> = BTreeMap::new();
+        for ep in local {
+            let net = match networks.entry(ep.network.clone()) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let net = cluster.network(&ep.network)?;
+                    if net.is_some() {
+                        cluster.lease_block(&ep.network, m)?;
+                    } else {
+                        eprintln!("agent: overlay network {} is not in the cluster store", ep.network);
+                    }
+                    v.insert(net)
+                }
+            };
+            let Some(net) = net else { continue };
+            let record = EndpointRecord {
+                network: ep.network,
+                vni: net.vni,
+                ip: ep.ip,
+                mac: ep.mac,
+                name: ep.name,
+                aliases: ep.aliases,
+                host: m.host.id.clone(),
+                vtep: m.host.vtep,
+            };
+            if let Err(e) = cluster.register_endpoint(&record, m) {
+                // Another host took the address while this one was away:
+                // say so, keep the rest going.
+                eprintln!("agent: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, m: &Membership, changes: &[Change]) -> Result<()> {
+        let prefix = all_endpoints_prefix();
+        let mut changed = false;
+        for change in changes {
+            match change {
+                Change::Put { key, value, .. } if key.starts_with(&prefix) => {
+                    let ep: EndpointRecord = match serde_json::from_slice(value) {
+                        Ok(ep) => ep,
+                        Err(e) => {
+                            eprintln!("agent: ignoring bad record at {key}: {e}");
+                            continue;
+                        }
+                    };
+                    if ep.host == m.host.id {
+                        continue;
+                    }
+                    let slot = (ep.network.clone(), ep.ip);
+                    if self.remote.get(&slot) != Some(&ep) {
+                        self.sink.upsert(&ep)?;
+                        self.remote.insert(slot, ep);
+                        changed = true;
+                    }
+                }
+                Change::Delete { key, .. } if key.starts_with(&prefix) => {
+                    let Some((network, ip)) = key[prefix.len()..].split_once('/') else { continue };
+                    let Ok(ip) = ip.parse::<Ipv4Addr>() else { continue };
+                    if let Some(gone) = self.remote.remove(&(network.to_string(), ip)) {
+                        self.sink.remove(network, gone.vni, ip)?;
+                        changed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            self.publish_remote()?;
+            self.write_status();
+        }
+        Ok(())
+    }
+
+    fn publish_remote(&mut self) -> Result<()> {
+        let list: Vec<&EndpointRecord> = self.remote.values().collect();
+        write_atomically(&self.config.files.remote, &serde_json::to_vec(&list)?)?;
+        self.status.remote_endpoints = list.len();
+        Ok(())
+    }
+
+    fn write_status(&self) {
+        if let Ok(bytes) = serde_json::to_vec(&self.status) {
+            let _ = write_atomically(&self.config.files.status, &bytes);
+        }
+    }
+}
+
+fn sleep_unless(stop: &AtomicBool, total: Duration) {
+    let end = Instant::now() + total;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())));
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}

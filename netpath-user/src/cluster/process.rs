@@ -1,0 +1,242 @@
+//! The agent process, started and stopped by netpath itself as the
+//! resolver is (see `dns`): it runs exactly while daemon.json names a
+//! cluster store. Every netpath command checks, cheaply (a PID file and a
+//! command line), that it runs when it should and starts it when it does
+//! not (it was killed, crashed, or the config just gained the store), and
+//! stops it when the store left the config. Start and stop hold a lock so
+//! two commands never start two agents. Stopping is not leaving: the lease
+//! lives on until its TTL (a restarted agent resumes it); `system reset`
+//! leaves for real, revoking the lease with every record bound to it.
+use std::{
+    fs::File,
+    path::PathBuf,
+    process::Stdio,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::{Value, json};
+
+use super::{
+    Cluster, EndpointRecord, HostRecord, Membership, Sink,
+    agent::{Agent, AgentConfig, Files, StateEndpoints, Status, host_id},
+};
+use crate::{config::Config, paths::Roots};
+
+/// The hidden subcommand that runs the agent.
+pub const SUBCOMMAND: &str = "agent";
+
+fn pid_file(roots: &Roots) -> PathBuf {
+    roots.run.join("agent.pid")
+}
+
+fn lock(roots: &Roots) -> Result<Flock<File>> {
+    std::fs::create_dir_all(&roots.run).with_context(|| format!("creating {}", roots.run.display()))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(roots.run.join("agent.lock"))
+        .context("opening the agent lock")?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| errno).context("locking the agent lock")
+}
+
+fn recorded_pid(roots: &Roots) -> Option<i32> {
+    std::fs::read_to_string(pid_file(roots)).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` is this instance's agent (its command line names this
+/// run directory); a reused PID or a zombie is not.
+fn is_ours(pid: i32, roots: &Roots) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+    use std::os::unix::ffi::OsStrExt;
+    args.len() == 4
+        && args[1] == SUBCOMMAND.as_bytes()
+        && args[2] == b"--run-dir"
+        && args[3] == roots.run.as_os_str().as_bytes()
+}
+
+/// The agent's PID, if it runs.
+pub fn running(roots: &Roots) -> Option<i32> {
+    recorded_pid(roots).filter(|&pid| is_ours(pid, roots))
+}
+
+/// Starts or stops the agent to match the config. Cheap when nothing is
+/// to do: no lock, no store access.
+pub fn ensure(roots: &Roots) -> Result<()> {
+    let wanted = crate::config::load_cluster(&roots.config).is_ok_and(|c| c.is_some());
+    if wanted == running(roots).is_some() {
+        return Ok(());
+    }
+    let _lock = lock(roots)?;
+    match (wanted, running(roots)) {
+        (true, None) => start(roots),
+        (false, Some(pid)) => {
+            stop_pid(pid);
+            let _ = std::fs::remove_file(pid_file(roots));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn start(roots: &Roots) -> Result<()> {
+    let log =
+        File::options().create(true).append(true).open(roots.run.join("agent.log")).context("opening the agent log")?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args([SUBCOMMAND, "--run-dir"]).arg(&roots.run);
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    for (k, v) in roots.env() {
+        cmd.env(k, v);
+    }
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            nix::unistd::setsid().map(|_| ()).map_err(Into::into)
+        });
+    }
+    let child = cmd.spawn().context("starting the cluster agent")?;
+    let tmp = pid_file(roots).with_extension("pid.tmp");
+    std::fs::write(&tmp, child.id().to_string())?;
+    std::fs::rename(&tmp, pid_file(roots))?;
+    Ok(())
+}
+
+/// SIGTERM, and up to three seconds for it to go (it finishes the request
+/// in flight, never more than one store deadline).
+fn stop_pid(pid: i32) {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    for _ in 0..60 {
+        if nix::sys::signal::kill(pid, None).is_err() {
+            return;
+        }
+        // Our own child (started by this very command) must be reaped.
+        let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Stops the agent; with `leave`, also revokes this host's lease, so every
+/// record bound to it (host, blocks, endpoints) goes from the store now.
+/// A store that cannot be reached is reported, not fatal: the lease then
+/// runs out by itself within its TTL.
+pub fn stop(roots: &Roots, leave: bool) -> Result<()> {
+    {
+        let _lock = lock(roots)?;
+        if let Some(pid) = running(roots) {
+            stop_pid(pid);
+        }
+        let _ = std::fs::remove_file(pid_file(roots));
+    }
+    let files = Files::of(roots);
+    if !leave {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&files.remote);
+    let _ = std::fs::remove_file(&files.status);
+    let Some(m) = saved_membership(&files) else { return Ok(()) };
+    let _ = std::fs::remove_file(&files.membership);
+    let store = crate::config::load_cluster(&roots.config).ok().flatten().map(|c| c.store);
+    let Some(store) = store else { return Ok(()) };
+    Cluster::connect(&store).and_then(|c| c.leave(&m)).context("leaving the cluster")
+}
+
+fn saved_membership(files: &Files) -> Option<Membership> {
+    std::fs::read(&files.membership).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// `netpath agent`: runs until SIGTERM/SIGINT, or until the config no
+/// longer names a store.
+pub fn serve(roots: Roots) -> Result<i32> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(SigHandler::Handler(on_stop), SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(sig, &action) }.context("installing the stop handler")?;
+    }
+    let Some(cluster) = crate::config::load_cluster(&roots.config)? else {
+        eprintln!("agent: no cluster-store in {}; nothing to do", roots.config.display());
+        return Ok(0);
+    };
+    let files = Files::of(&roots);
+    let host = HostRecord { id: host_id(&files.host_id)?, vtep: cluster.advertise };
+    eprintln!("agent: host {} (VTEP {}) following {}", host.id, host.vtep, cluster.store.join(","));
+    let config = AgentConfig { store: cluster.store, host, ttl: cluster.lease_ttl, files };
+    let sink = datapath_sink(&roots, &config.host);
+    let mut agent = Agent::new(config, sink, StateEndpoints(roots.state_file()));
+    agent.run(&STOP);
+    eprintln!("agent: stopped");
+    Ok(0)
+}
+
+/// The data path's side of the agent: the overlay's map of remote
+/// endpoints, in this instance's pins, for host `host` (its own VTEP). The
+/// overlay data path provides it (one line here when it lands); until then
+/// remote endpoints reach the resolver only, which the agent feeds itself
+/// whatever the sink.
+pub fn datapath_sink(_roots: &Roots, _host: &HostRecord) -> Box<dyn Sink> {
+    Box::new(NoDatapath)
+}
+
+/// A sink that programs nothing (no overlay data path on this build).
+pub struct NoDatapath;
+
+impl Sink for NoDatapath {
+    fn resync(&mut self, _all: &[EndpointRecord]) -> Result<()> {
+        Ok(())
+    }
+    fn upsert(&mut self, _ep: &EndpointRecord) -> Result<()> {
+        Ok(())
+    }
+    fn remove(&mut self, _network: &str, _vni: u32, _ip: std::net::Ipv4Addr) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `netpath info`'s "Cluster" section: the store, this host's ID and VTEP,
+/// the agent and its lease as it last reported them.
+pub fn info(roots: &Roots, config: &Config) -> Value {
+    let Some(cluster) = &config.cluster else {
+        return json!({"Store": [], "Enabled": false});
+    };
+    let files = Files::of(roots);
+    let id = std::fs::read_to_string(&files.host_id).map(|s| s.trim().to_string()).unwrap_or_default();
+    let status: Option<Status> = std::fs::read(&files.status).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let agent = running(roots);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let lease = match &status {
+        None => "unknown (the agent has not reported yet)".to_string(),
+        Some(s) if s.error.is_some() => format!("not renewed: {}", s.error.as_deref().unwrap_or_default()),
+        Some(s) if s.lease == 0 => "none".into(),
+        Some(s) => {
+            let ago = now.saturating_sub(s.renewed_at);
+            if agent.is_some() && ago <= s.ttl_s {
+                format!("alive, renewed {ago}s ago (TTL {}s)", s.ttl_s)
+            } else {
+                format!("last renewed {ago}s ago (TTL {}s): expired unless renewed", s.ttl_s)
+            }
+        }
+    };
+    json!({
+        "Enabled": true,
+        "Store": cluster.store,
+        "HostID": id,
+        "VTEP": cluster.advertise.to_string(),
+        "LeaseTTL": cluster.lease_ttl.as_secs(),
+        "Agent": {"Running": agent.is_some(), "Pid": agent.unwrap_or(0)},
+        "Lease": status.as_ref().map_or(String::new(), |s| format!("{:x}", s.lease)),
+        "LeaseState": lease,
+        "RemoteEndpoints": status.as_ref().map_or(0, |s| s.remote_endpoints),
+    })
+}
