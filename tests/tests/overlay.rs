@@ -291,27 +291,33 @@ fn datapath_isolation_and_forgery() {
 // Three hosts on one underlay switch, etcd in the lab (the cluster helper's
 // fixture): the overlay driver end to end through the store.
 
-use netpath::cluster::Cluster;
 use netpath_lab::multihost::{self, MultiHost, Where};
 
 fn cluster_lab(tag: &str, hosts: usize) -> MultiHost {
     let mut mh = MultiHost::create(tag, hosts, &netpath_tests::bins()).expect("building the multi-host lab");
     mh.start_etcd().expect("starting etcd in the lab");
-    // A lease long enough for the test: nothing else keeps it alive on a
-    // build without the cluster agent.
-    mh.configure_cluster(&serde_json::json!({"cluster-lease-ttl": 120})).unwrap();
+    mh.configure_cluster(&serde_json::json!({})).unwrap();
     mh
 }
 
-/// What each host's agent does after (re)connecting: its data path's
-/// remote endpoints made equal to the store's (`cluster::Sink::resync`).
-fn resync(mh: &MultiHost) {
-    let url = mh.store_url();
-    for h in &mh.hosts {
-        let (all, _) =
-            netpath::netns::run_in(&h.ns, || Cluster::connect(std::slice::from_ref(&url))?.endpoints()).unwrap();
-        let mut sink = RemoteEndpoints::new(h.datapath(), h.ip);
-        netpath::cluster::Sink::resync(&mut sink, &all).unwrap();
+/// Waits (bounded) until each host's agent has programmed the other
+/// hosts' sandboxes `eps` (host index, address) into its data path.
+fn await_agents(mh: &MultiHost, vni: u32, eps: &[(usize, Ipv4Addr)]) {
+    for (i, h) in mh.hosts.iter().enumerate() {
+        let want: Vec<_> = eps
+            .iter()
+            .filter(|(at, _)| *at != i)
+            .map(|(_, ip)| netpath_common::RemoteEndpointKey::ipv4(vni, ip.octets()))
+            .collect();
+        let mut have = Vec::new();
+        for _ in 0..100 {
+            have = h.datapath().remote_endpoints().unwrap().keys().filter_map(|k| k.ok()).collect();
+            if want.iter().all(|k| have.contains(k)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(want.iter().all(|k| have.contains(k)), "host {i}'s agent programmed {have:?}, want {want:?}");
     }
 }
 
@@ -359,7 +365,9 @@ fn three_hosts_through_the_store() {
     let eps: Vec<(Ipv4Addr, [u8; 6])> = names.iter().enumerate().map(|(i, n)| endpoint_on(&mh, i, n)).collect();
     let distinct: std::collections::HashSet<Ipv4Addr> = eps.iter().map(|e| e.0).collect();
     assert_eq!(distinct.len(), 3, "distinct addresses: {eps:?}");
-    resync(&mh);
+    // Nothing but each host's agent, following the store, tells the data
+    // paths where the other sandboxes are.
+    await_agents(&mh, vni, &eps.iter().enumerate().map(|(i, e)| (i, e.0)).collect::<Vec<_>>());
 
     // Ping, TCP (4 MiB, checked at the receiver, peer address too) and UDP
     // between every pair of hosts.
@@ -480,7 +488,6 @@ fn three_hosts_through_the_store() {
     // Another overlay network reaches nothing of this one across hosts.
     h(0).netpath_ok(&words("network create -d overlay --subnet 10.0.10.0/24 other")).unwrap();
     h(0).netpath_ok(&words("run -d --name t --network other")).unwrap();
-    resync(&mh);
     let (before, victim_before) = (host_counters(&mh, 0), host_counters(&mh, 2));
     let (code, ..) =
         output(h(0).sandbox_cmd("t", "ping").unwrap().args(["-c", "1", "-W", "1", &eps[2].0.to_string()])).unwrap();

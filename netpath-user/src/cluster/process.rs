@@ -185,8 +185,8 @@ pub fn serve(roots: Roots) -> Result<i32> {
 /// overlay data path provides it (one line here when it lands); until then
 /// remote endpoints reach the resolver only, which the agent feeds itself
 /// whatever the sink.
-pub fn datapath_sink(_roots: &Roots, _host: &HostRecord) -> Box<dyn Sink> {
-    Box::new(NoDatapath)
+pub fn datapath_sink(roots: &Roots, host: &HostRecord) -> Box<dyn Sink> {
+    Box::new(crate::network::remote::RemoteEndpoints::new(crate::datapath::Datapath::at(&roots.bpf), host.vtep))
 }
 
 /// A sink that programs nothing (no overlay data path on this build).

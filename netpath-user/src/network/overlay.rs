@@ -55,10 +55,6 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const VXLAN_OVERHEAD: u32 = 50;
 pub const DEFAULT_MTU: u32 = 1500 - VXLAN_OVERHEAD;
 
-/// The agent's record of the other hosts' endpoints, in the state
-/// directory (`cluster::agent`'s `REMOTE_FILE`).
-const REMOTE_ENDPOINTS_FILE: &str = "cluster-endpoints.json";
-
 /// VNIs are 24 bits; 0 is reserved.
 const MAX_VNI: u32 = (1 << 24) - 1;
 
@@ -301,10 +297,8 @@ impl NetworkDriver for Overlay {
         host.datapath.set_overlay_network(net.index, OverlayNetwork { vni: self.vni(net)?, tunnel_ifindex })?;
         host.datapath.set_overlay_subnet(net.index, net.subnet)?;
         let Some(cluster) = &host.config.cluster else { return Ok(()) };
-        let known: Vec<crate::cluster::EndpointRecord> = std::fs::read(host.roots.state.join(REMOTE_ENDPOINTS_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let known: Vec<crate::cluster::EndpointRecord> =
+            crate::cluster::agent::read_remote(&crate::cluster::agent::Files::of(&host.roots).remote);
         let remotes = super::remote::RemoteEndpoints::new(host.datapath.clone(), cluster.advertise);
         for ep in known.iter().filter(|ep| ep.vni == self.vni(net).unwrap_or(0)) {
             remotes.upsert(&super::remote::Remote::from(ep))?;

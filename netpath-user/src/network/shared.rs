@@ -7,16 +7,16 @@
 //!
 //! Local networks never touch the store: with the store down they keep
 //! working, and every overlay change fails with one line naming the store.
-use std::{
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-};
+use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result, bail};
 
 use super::overlay::{self, DEFAULT_MTU, Shared};
 use crate::{
-    cluster::{Cluster, EndpointRecord, HostRecord, Membership, OverlayNetwork},
+    cluster::{
+        Cluster, EndpointRecord, HostRecord, Membership, OverlayNetwork,
+        agent::{Files, host_id},
+    },
     config::ClusterConfig,
     host::Host,
     state::{Attachment, Intent, Network, State, Store},
@@ -40,29 +40,42 @@ pub struct Member {
     pub membership: Membership,
 }
 
-/// Where this host's ID and its membership are kept (the agent's files,
-/// in the state directory).
-fn host_id_file(host: &Host) -> PathBuf {
-    host.roots.state.join("cluster-host-id")
-}
-
-fn membership_file(host: &Host) -> PathBuf {
-    host.roots.state.join("cluster-membership.json")
-}
-
-/// This host's ID: read, or made (16 random hex digits) on first use.
-fn host_id(path: &Path) -> Result<String> {
-    if let Ok(id) = std::fs::read_to_string(path) {
-        let id = id.trim().to_string();
-        if crate::validate::name(&id).is_ok() {
-            return Ok(id);
+/// Connects to the store and takes up this host's membership: the saved
+/// one while its lease lives, else a new one (saved).
+///
+/// The agent (started by every command while a store is configured) joins
+/// on its own; a command that finds it starting waits a little for its
+/// membership rather than taking a second lease, whose records would go
+/// when nobody renews it.
+pub fn member(host: &Host) -> Result<Member> {
+    let cfg = config(host)?;
+    let cluster = Cluster::connect(&cfg.store)?;
+    let files = Files::of(&host.roots);
+    let me = HostRecord { id: host_id(&files.host_id)?, vtep: cfg.advertise };
+    let saved = || -> Option<Membership> {
+        std::fs::read(&files.membership)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|m: &Membership| m.host == me)
+    };
+    let mut found = saved();
+    if found.is_none() && crate::cluster::process::running(&host.roots).is_some() {
+        for _ in 0..AGENT_JOIN_POLLS {
+            std::thread::sleep(AGENT_JOIN_POLL);
+            found = saved();
+            if found.is_some() {
+                break;
+            }
         }
     }
-    let mut raw = [0u8; 8];
-    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("kernel randomness: {e}"))?;
-    let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    write_file(path, id.as_bytes())?;
-    Ok(id)
+    if let Some(m) = found {
+        if cluster.resume(&m)? {
+            return Ok(Member { cluster, membership: m });
+        }
+    }
+    let m = cluster.join(&me, cfg.lease_ttl)?;
+    write_file(&files.membership, &serde_json::to_vec(&m)?)?;
+    Ok(Member { cluster, membership: m })
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -74,25 +87,9 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Connects to the store and takes up this host's membership: the saved
-/// one while its lease lives, else a new one (saved).
-pub fn member(host: &Host) -> Result<Member> {
-    let cfg = config(host)?;
-    let cluster = Cluster::connect(&cfg.store)?;
-    let me = HostRecord { id: host_id(&host_id_file(host))?, vtep: cfg.advertise };
-    let saved: Option<Membership> = std::fs::read(membership_file(host))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|m: &Membership| m.host == me);
-    if let Some(m) = saved {
-        if cluster.resume(&m)? {
-            return Ok(Member { cluster, membership: m });
-        }
-    }
-    let m = cluster.join(&me, cfg.lease_ttl)?;
-    write_file(&membership_file(host), &serde_json::to_vec(&m)?)?;
-    Ok(Member { cluster, membership: m })
-}
+/// How long a command waits for a starting agent's membership: 50 x 100 ms.
+const AGENT_JOIN_POLLS: u32 = 50;
+const AGENT_JOIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The shared network with this host's block.
 fn shared(net: &OverlayNetwork, block: ipnetwork::Ipv4Network) -> Shared {
