@@ -563,7 +563,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(sandbox::exit_code(sandbox::run_foreground(&roots, &state, &sandbox, &command)?))
         }
         Command::DnsServe => crate::dns::server::serve(roots),
-        Command::Agent => crate::cluster::process::serve(roots),
+        Command::Agent => crate::cluster::process::serve(roots, network::remote::datapath_sink),
         Command::Ps(args) => {
             let (_store, state) = Store::open(&roots)?;
             print_ps(&state, &args)?;

@@ -118,6 +118,12 @@ impl Sink for RemoteEndpoints {
     }
 }
 
+/// The agent's data-path sink for this instance (`netpath agent`): the
+/// REMOTE_ENDPOINTS map in its pins, for host `host` (its own VTEP).
+pub fn datapath_sink(roots: &crate::paths::Roots, host: &crate::cluster::HostRecord) -> Box<dyn Sink> {
+    Box::new(RemoteEndpoints::new(Datapath::at(&roots.bpf), host.vtep))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,7 +51,10 @@ pub fn member(host: &Host) -> Result<Member> {
     let cfg = config(host)?;
     let cluster = Cluster::connect(&cfg.store)?;
     let files = Files::of(&host.roots);
-    let me = HostRecord { id: host_id(&files.host_id)?, vtep: cfg.advertise };
+    // A starting agent may be writing the ID this very moment (both write
+    // through the same temporary name): the second read finds its ID.
+    let id = host_id(&files.host_id).or_else(|_| host_id(&files.host_id))?;
+    let me = HostRecord { id, vtep: cfg.advertise };
     let saved = || -> Option<Membership> {
         std::fs::read(&files.membership)
             .ok()
