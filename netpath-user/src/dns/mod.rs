@@ -19,6 +19,7 @@ mod view;
 
 use std::{
     fs::File,
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::Stdio,
 };
@@ -150,14 +151,51 @@ fn start(roots: &Roots) -> Result<()> {
     for (k, v) in roots.env() {
         cmd.env(k, v);
     }
-    // SAFETY: setsid is async-signal-safe.
+    // The resolver says on this pipe when it listens, so that the command
+    // that started it (a `run`) returns only then: a sandbox's first
+    // question must not meet a closed port.
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let ready_fd = ready_write.as_raw_fd();
+    cmd.env(READY_FD_ENV, ready_fd.to_string());
+    // SAFETY: setsid and fcntl are async-signal-safe.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            nix::unistd::setsid().map(|_| ()).map_err(Into::into)
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            nix::unistd::setsid()?;
+            // The write end is the one descriptor the resolver inherits.
+            if libc::fcntl(ready_fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
         });
     }
     let child = cmd.spawn().context("starting the resolver")?;
-    write_pid_file(&pid_file(roots), child.id())
+    drop(ready_write);
+    write_pid_file(&pid_file(roots), child.id())?;
+    wait_ready(ready_read);
+    Ok(())
+}
+
+/// The variable naming the descriptor the resolver signals readiness on.
+const READY_FD_ENV: &str = "NETPATH_DNS_READY_FD";
+
+/// Waits (bounded) for the resolver's "listening" byte; end of file (it
+/// died or had nothing to serve) or the time limit end the wait too: a
+/// resolver that is late is still supervised and revived as before.
+fn wait_ready(ready: std::os::fd::OwnedFd) {
+    let mut poll = libc::pollfd { fd: ready.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, for the call's duration.
+    let _ = unsafe { libc::poll(&mut poll, 1, 5_000) };
+}
+
+/// The readiness descriptor `start` handed down, taken once (by the
+/// supervisor, for its first resolver).
+pub(crate) fn take_ready_fd() -> Option<std::os::fd::OwnedFd> {
+    let fd: std::os::fd::RawFd = std::env::var(READY_FD_ENV).ok()?.parse().ok()?;
+    // SAFETY: single-threaded at this point (the supervisor before its
+    // first fork).
+    unsafe { std::env::remove_var(READY_FD_ENV) };
+    // SAFETY: `start` passed this descriptor open and to this process alone.
+    Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Replaces the PID file atomically, so that a reader without the lock

@@ -131,14 +131,18 @@ pub fn serve(roots: Roots) -> Result<i32> {
     install_hangup();
     let supervisor = nix::unistd::getpid();
     let mut quick_deaths = 0;
+    // The starter's readiness pipe, for the first resolver only.
+    let mut ready = super::take_ready_fd();
     loop {
         let born = std::time::Instant::now();
         // SAFETY: the supervisor is single-threaded (no runtime yet), so the
         // child may run anything.
         let worker = match unsafe { nix::unistd::fork() }.context("fork")? {
-            nix::unistd::ForkResult::Child => std::process::exit(worker(&roots, supervisor)),
+            nix::unistd::ForkResult::Child => std::process::exit(worker(&roots, supervisor, ready.take())),
             nix::unistd::ForkResult::Parent { child } => child,
         };
+        // The resolver holds the pipe now; the starter's wait ends with its byte or its death.
+        drop(ready.take());
         use nix::sys::signal::{Signal, kill};
         // A stop signalled the group before this resolver was in it.
         if crate::signals::interrupted() {
@@ -191,7 +195,7 @@ fn install_hangup() {
 }
 
 /// The resolver proper, in the forked child: returns its exit code.
-fn worker(roots: &Roots, supervisor: nix::unistd::Pid) -> i32 {
+fn worker(roots: &Roots, supervisor: nix::unistd::Pid, ready: Option<std::os::fd::OwnedFd>) -> i32 {
     // Dies with the supervisor; if that happened before this line, go now.
     if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err()
         || nix::unistd::getppid() != supervisor
@@ -202,7 +206,7 @@ fn worker(roots: &Roots, supervisor: nix::unistd::Pid) -> i32 {
         .enable_all()
         .build()
         .context("starting the runtime")
-        .and_then(|rt| rt.block_on(run(roots)));
+        .and_then(|rt| rt.block_on(run(roots, ready)));
     match served {
         Ok(_) => 0,
         Err(e) => {
@@ -215,7 +219,7 @@ fn worker(roots: &Roots, supervisor: nix::unistd::Pid) -> i32 {
 /// Serves until told to stop (false) or until no user-defined network is
 /// left (true); the PID file goes in both cases (by the stopper or by the
 /// supervisor), so the two need no different exit codes.
-async fn run(roots: &Roots) -> Result<bool> {
+async fn run(roots: &Roots, mut ready: Option<std::os::fd::OwnedFd>) -> Result<bool> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -247,6 +251,10 @@ async fn run(roots: &Roots) -> Result<bool> {
                 }
             }
             synced = Some(version);
+            // Listening on every gateway it could: the starter may go on.
+            if let Some(fd) = ready.take() {
+                let _ = nix::unistd::write(&fd, b"r");
+            }
         }
         tokio::select! {
             // The watch first: a change queued before a question is read before it.
