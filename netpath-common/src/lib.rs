@@ -547,6 +547,10 @@ reasons! {
     /// A later fragment of a translated datagram: addresses rewritten as its
     /// first piece's were (found by IP identification).
     FragmentTranslated = 7 => "FRAGMENT_TRANSLATED",
+    /// From a sandbox to beyond this host: routed by the data path itself
+    /// (FIB lookup, one hop of TTL, next hop's MACs) and redirected out of
+    /// the uplink, whose egress translates it; no netfilter FORWARD hook.
+    RedirectUplink = 8 => "REDIRECT_UPLINK",
 
     /// Not IPv4 (uplinks: ARP, IPv6, ... are the kernel's).
     PassNotIpv4 = 16 => "PASS_NOT_IPV4",
@@ -555,10 +559,13 @@ reasons! {
     /// No connection, endpoint or published port of netpath's: traffic of
     /// the host itself.
     PassNotOurs = 18 => "PASS_NOT_OURS",
-    /// From a sandbox to the host, the gateway or the outside, not yet
-    /// tracked: the kernel routes it (masquerade happens on the uplink).
+    /// From a sandbox to the host, the gateway or beyond, not yet tracked,
+    /// and not for an uplink the data path can route to itself (local,
+    /// expiring TTL, too big for the route, IP options, another interface):
+    /// the kernel routes it (masquerade happens on the uplink).
     PassRouted = 19 => "PASS_ROUTED",
-    /// A tracked connection leaving the host: translated on the uplink.
+    /// A tracked connection leaving the host that the data path does not
+    /// route itself (as for `PASS_ROUTED`): translated on the uplink.
     PassTrackedToUplink = 20 => "PASS_TRACKED_TO_UPLINK",
     /// The source's network does not masquerade.
     PassMasqueradeOff = 21 => "PASS_MASQUERADE_OFF",

@@ -7,6 +7,7 @@
 
 mod conntrack;
 mod ctx;
+mod fib;
 mod frag;
 mod from_container;
 mod maps;
