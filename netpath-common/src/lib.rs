@@ -550,7 +550,7 @@ reasons! {
     /// From a sandbox to beyond this host: routed by the data path itself
     /// (FIB lookup, one hop of TTL, next hop's MACs) and redirected out of
     /// the uplink, whose egress translates it; no netfilter FORWARD hook.
-    RedirectUplink = 8 => "REDIRECT_UPLINK",
+    RedirectUplink = 11 => "REDIRECT_UPLINK",
 
     /// Not IPv4 (uplinks: ARP, IPv6, ... are the kernel's).
     PassNotIpv4 = 16 => "PASS_NOT_IPV4",

@@ -251,10 +251,8 @@ fn docker_containers_on_a_netpath_network() {
     // path's own redirect to the uplink, never through FORWARD.
     let rules = firewall(&lab);
     assert!(rules.contains(":FORWARD DROP"), "dockerd's FORWARD policy is DROP:\n{rules}");
-    let bridges: Vec<String> = [&n1, &n2]
-        .iter()
-        .map(|id| netpath_tests::bridge_of(&lab, &format!("docker-{}", &id[..12])).unwrap())
-        .collect();
+    let bridges: Vec<String> =
+        [&n1, &n2].iter().map(|id| netpath_tests::bridge_of(&lab, &format!("docker-{}", &id[..12])).unwrap()).collect();
     for needle in ["10.88.0.", "10.89.0.", "8080", &ephemeral.to_string(), "netpath", &bridges[0], &bridges[1]] {
         assert!(!rules.contains(needle), "the host firewall names {needle}:\n{rules}");
     }

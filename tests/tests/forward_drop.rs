@@ -44,8 +44,7 @@ fn sandbox_egress_bypasses_a_dropping_forward_chain() {
     assert_eq!(forward_policy(&lab), ("DROP".to_string(), 0));
     lab.netpath_ok(&["network", "create", "n1", "--subnet", "10.46.0.0/24"]).unwrap();
     lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1", "--ip", "10.46.0.10"]).unwrap();
-    lab.netpath_ok(&["run", "-d", "--name", "web", "--network", "n1", "--ip", "10.46.0.20", "-p", "8080:80"])
-        .unwrap();
+    lab.netpath_ok(&["run", "-d", "--name", "web", "--network", "n1", "--ip", "10.46.0.20", "-p", "8080:80"]).unwrap();
     let redirected = packets(&lab, Program::FromContainer, Reason::RedirectUplink);
 
     // Masquerade, TCP: the payload arrives whole, from the uplink's address.
