@@ -22,6 +22,10 @@ pub mod map_names {
     pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
     pub const VETHS: &str = "VETHS";
+    pub const OVERLAY_NETWORKS: &str = "OVERLAY_NETWORKS";
+    pub const VNIS: &str = "VNIS";
+    pub const REMOTE_ENDPOINTS: &str = "REMOTE_ENDPOINTS";
+    pub const OVERLAY_SUBNETS: &str = "OVERLAY_SUBNETS";
     pub const ALL: &[&str] = &[
         ENDPOINTS,
         NETWORKS,
@@ -37,6 +41,10 @@ pub mod map_names {
         CONFIG,
         STATS,
         VETHS,
+        OVERLAY_NETWORKS,
+        VNIS,
+        REMOTE_ENDPOINTS,
+        OVERLAY_SUBNETS,
     ];
 }
 
@@ -54,7 +62,10 @@ pub mod map_layout {
 
     /// Version 1: the first versioned layout (maps as of the VETHS map;
     /// CT_NEW and FRAGS were added to it later, created empty by an
-    /// upgrade, since no existing map changed).
+    /// upgrade, since no existing map changed; so were the overlay's
+    /// OVERLAY_NETWORKS, VNIS, REMOTE_ENDPOINTS and OVERLAY_SUBNETS. The overlay also added a
+    /// program, whose STATS slots an older, smaller STATS lacks: it then
+    /// goes uncounted until `netpath system reset`).
     pub const VERSION: u32 = 1;
 
     /// A pinned map as this build expects it: name, key size, value size.
@@ -83,6 +94,10 @@ pub mod map_layout {
         map::<VethKey, EndpointKey>(map_names::VETHS),
         map::<FlowKey, CtEntry>(map_names::CT_NEW),
         map::<FragKey, FragPorts>(map_names::FRAGS),
+        map::<u32, OverlayNetwork>(map_names::OVERLAY_NETWORKS),
+        map::<VniKey, u32>(map_names::VNIS),
+        map::<RemoteEndpointKey, RemoteEndpoint>(map_names::REMOTE_ENDPOINTS),
+        map::<SubnetKey4, u32>(map_names::OVERLAY_SUBNETS),
     ];
 }
 
@@ -92,6 +107,7 @@ pub mod program_names {
     pub const FROM_UPLINK: &str = "from_uplink";
     pub const TO_UPLINK: &str = "to_uplink";
     pub const XDP_FROM_UPLINK: &str = "xdp_from_uplink";
+    pub const FROM_OVERLAY: &str = "from_overlay";
     pub const SOCK_CONNECT4: &str = "sock_connect4";
     pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
@@ -105,6 +121,10 @@ pub const MAX_PUBLISHED: usize = 65536;
 /// matched, and only for the first packet of a flow.
 pub const MAX_PUBLISHED_RANGES: usize = 64;
 pub const MAX_HOST_ADDRS: usize = 256;
+/// Overlay networks this host takes part in.
+pub const MAX_OVERLAY_NETWORKS: usize = 1024;
+/// Sandbox addresses on other hosts, over every overlay network.
+pub const MAX_REMOTE_ENDPOINTS: usize = 65536;
 pub const SOCK_REVNAT_ENTRIES: usize = 65536;
 /// Default `conntrack-max`: connections, as Linux's `nf_conntrack_max`
 /// counts them (each has two direction entries). 131,072 keeps the memory of
@@ -450,11 +470,18 @@ pub enum Program {
     ToUplink = 2,
     Socket = 3,
     XdpFromUplink = 4,
+    FromOverlay = 5,
 }
 
 impl Program {
-    pub const ALL: [Program; 5] =
-        [Program::FromContainer, Program::FromUplink, Program::ToUplink, Program::Socket, Program::XdpFromUplink];
+    pub const ALL: [Program; 6] = [
+        Program::FromContainer,
+        Program::FromUplink,
+        Program::ToUplink,
+        Program::Socket,
+        Program::XdpFromUplink,
+        Program::FromOverlay,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -463,6 +490,7 @@ impl Program {
             Program::ToUplink => program_names::TO_UPLINK,
             Program::Socket => "socket",
             Program::XdpFromUplink => program_names::XDP_FROM_UPLINK,
+            Program::FromOverlay => program_names::FROM_OVERLAY,
         }
     }
 }
@@ -547,6 +575,15 @@ reasons! {
     /// A later fragment of a translated datagram: addresses rewritten as its
     /// first piece's were (found by IP identification).
     FragmentTranslated = 7 => "FRAGMENT_TRANSLATED",
+    /// To a sandbox of the same overlay network on another host:
+    /// encapsulated (VXLAN, the network's VNI) towards that host's VTEP.
+    Encapsulated = 8 => "ENCAPSULATED",
+    /// Arrived encapsulated from another host's sandbox, checked, and
+    /// delivered straight into the destination sandbox.
+    Decapsulated = 9 => "DECAPSULATED",
+    /// An ARP request for a sandbox on another host, answered from
+    /// REMOTE_ENDPOINTS back into the asking sandbox.
+    ArpReplied = 10 => "ARP_REPLIED",
     /// From a sandbox to beyond this host: routed by the data path itself
     /// (FIB lookup, one hop of TTL, next hop's MACs) and redirected out of
     /// the uplink, whose egress translates it; no netfilter FORWARD hook.
@@ -630,6 +667,20 @@ reasons! {
     /// connection (parameter problem, or port/protocol unreachable from
     /// another host than the one the quoted packet went to).
     DropIcmpErrorImplausible = 50 => "DROP_ICMP_ERROR_IMPLAUSIBLE",
+    /// Arrived on the overlay device with no tunnel metadata or a VNI of no
+    /// overlay network of this host.
+    DropOverlayUnknownVni = 51 => "DROP_OVERLAY_UNKNOWN_VNI",
+    /// Arrived on the overlay with an inner source that is no sandbox of
+    /// that VNI at the sending VTEP: forged, or from a host that left.
+    DropOverlaySpoofedSource = 52 => "DROP_OVERLAY_SPOOFED_SOURCE",
+    /// Arrived on the overlay for an address that is no sandbox of that
+    /// network on this host.
+    DropOverlayUnknownDestination = 53 => "DROP_OVERLAY_UNKNOWN_DESTINATION",
+    /// Setting the tunnel metadata or the redirect to the overlay device failed.
+    DropOverlayEncapFailed = 54 => "DROP_OVERLAY_ENCAP_FAILED",
+    /// Arrived on the overlay neither IPv4 nor anything a sandbox may send
+    /// another host (ARP is answered on each host, never tunnelled).
+    DropOverlayNotIpv4 = 55 => "DROP_OVERLAY_NOT_IPV4",
 }
 
 impl Reason {
@@ -688,6 +739,85 @@ impl Counters {
     }
 }
 
+/// The VXLAN network identifier of an overlay network, the key of
+/// [`map_names::VNIS`] (value: the local network id, `Endpoint::network_id`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VniKey {
+    pub vni: u32,
+}
+
+/// How a local network (keyed by `Endpoint::network_id` in
+/// [`map_names::OVERLAY_NETWORKS`]) reaches its other hosts: its VNI and
+/// the `collect_md` VXLAN device packets are handed to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OverlayNetwork {
+    pub vni: u32,
+    pub tunnel_ifindex: u32,
+}
+
+pub mod addr_family {
+    pub const IPV4: u8 = 4;
+    pub const IPV6: u8 = 6;
+}
+
+/// A sandbox address on another host, the key of
+/// [`map_names::REMOTE_ENDPOINTS`]: the overlay network's VNI and the
+/// address, 16 bytes so IPv6 fits the same map (IPv4 uses the first 4, the
+/// rest zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RemoteEndpointKey {
+    pub vni: u32,
+    /// [`addr_family`].
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+impl RemoteEndpointKey {
+    pub const fn ipv4(vni: u32, addr: [u8; 4]) -> Self {
+        RemoteEndpointKey {
+            vni,
+            family: addr_family::IPV4,
+            _pad: [0; 3],
+            addr: [addr[0], addr[1], addr[2], addr[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        }
+    }
+}
+
+/// Where a remote sandbox lives: its host's VTEP (underlay address, 16
+/// bytes for IPv6 underlays) and its MAC, which becomes the inner
+/// destination MAC and answers ARP for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    pub vtep: [u8; 16],
+    /// [`addr_family`] of `vtep`.
+    pub vtep_family: u8,
+    /// None defined yet (room for per-endpoint policy).
+    pub flags: u8,
+    pub mac: [u8; 6],
+}
+
+/// An IPv4 subnet as the key of the LPM trie [`map_names::OVERLAY_SUBNETS`]
+/// (value: the local network id): the kernel's `bpf_lpm_trie_key` layout,
+/// prefix length first. IPv6 gets a trie of its own, as Cilium keeps one
+/// per family.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubnetKey4 {
+    pub prefix_len: u32,
+    pub addr: [u8; 4],
+}
+
+impl RemoteEndpoint {
+    pub const fn vtep_ipv4(&self) -> [u8; 4] {
+        [self.vtep[0], self.vtep[1], self.vtep[2], self.vtep[3]]
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] structs of integers and byte arrays with
@@ -709,6 +839,10 @@ mod pod {
     unsafe impl aya::Pod for super::SockRevValue {}
     unsafe impl aya::Pod for super::ReasonStats {}
     unsafe impl aya::Pod for super::VethKey {}
+    unsafe impl aya::Pod for super::VniKey {}
+    unsafe impl aya::Pod for super::OverlayNetwork {}
+    unsafe impl aya::Pod for super::RemoteEndpointKey {}
+    unsafe impl aya::Pod for super::RemoteEndpoint {}
 }
 
 #[cfg(test)]

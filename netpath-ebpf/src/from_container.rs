@@ -12,6 +12,9 @@
 //! - New connections from a sandbox to a published port of this host are
 //!   DNATed here (hairpin); to itself, also SNATed to the gateway, since a
 //!   sandbox drops packets that claim to come from its own address.
+//! - Traffic to a sandbox of the same overlay network on another host is
+//!   encapsulated to that host (see `tunnel.rs`), ARP for such a sandbox is
+//!   answered here (`arp.rs`); the same ICC rule applies as at home.
 //! - `--internal` networks lose everything leaving their subnet.
 //! - Everything for beyond this host that the FIB routes out of an uplink is
 //!   forwarded and redirected there by the data path itself (`fib.rs`), so it
@@ -21,13 +24,14 @@ use aya_ebpf::programs::TcContext;
 use netpath_common::{CtEntry, Endpoint, FlowKey, NetworkPolicy, Reason, ct_flags, endpoint_flags, network_flags};
 
 use crate::{
-    conntrack,
+    arp, conntrack,
     ctx::Ctx,
     fib::{self, Egress},
     maps, nat,
     packet::{ETH_P_ARP, ETH_P_IPV6, EthHdr, Kind, Packet, Parsed, arp_sender, ethernet, parse_l3, parse_l4},
     route::{self, TC_ACT_REDIRECT},
     stats::{self, Verdict},
+    tunnel,
 };
 
 use crate::stats::tc::{V, drop, pass};
@@ -56,6 +60,24 @@ pub fn run(ctx: &TcContext) -> V {
     if let Some(dst) = dst.filter(|d| d.network_id == src.network_id) {
         if src.flags & endpoint_flags::HAIRPIN_TARGET == 0 {
             return neighbour(ctx, &p, src, dst);
+        }
+    }
+    // A neighbour on the same overlay network, on another host. Nothing of
+    // ours translates between sandboxes of one network, so conntrack has no
+    // say here either.
+    if dst.is_none() {
+        if let Some(ov) = maps::overlay(src.network_id) {
+            if let Some(remote) = maps::remote_endpoint(ov.vni, p.key.daddr) {
+                return to_remote(ctx, &p, src, &remote.mac, remote.vtep_ipv4(), ov.vni, ov.tunnel_ifindex);
+            }
+        }
+        // An address of another overlay network (whose sandboxes may live
+        // on any host): isolated as a local network's sandbox would be. Its
+        // gateway is this host's own address, reachable as with bridges.
+        if let Some(owner) = maps::overlay_subnet(p.key.daddr) {
+            if owner != src.network_id && maps::network(owner).is_none_or(|n| n.gateway != p.key.daddr) {
+                return drop(Reason::DropOtherNetwork);
+            }
         }
     }
     if !parse_l4(ctx, &mut p) {
@@ -130,11 +152,44 @@ fn not_ipv4(ctx: &TcContext, ifindex: u32) -> V {
     match proto {
         ETH_P_ARP => match arp_sender(ctx) {
             None => drop(Reason::DropMalformed),
-            Some((sha, spa)) if sha == ep.mac && (spa == addr || spa == [0; 4]) => pass(Reason::PassArp),
+            Some((sha, spa)) if sha == ep.mac && (spa == addr || spa == [0; 4]) => arp_from_sandbox(ctx, ep),
             Some(_) => drop(Reason::DropSpoofedArp),
         },
         ETH_P_IPV6 => drop(Reason::DropNoIpv6),
         _ => drop(Reason::DropUnknownL3),
+    }
+}
+
+/// ARP that speaks for the sandbox: a request for a sandbox of its overlay
+/// network on another host is answered here, the rest is the kernel's.
+#[inline(always)]
+fn arp_from_sandbox(ctx: &TcContext, ep: &Endpoint) -> V {
+    if let (Some(ov), Some(req)) = (maps::overlay(ep.network_id), arp::request(ctx)) {
+        if let Some(remote) = maps::remote_endpoint(ov.vni, req.tpa) {
+            return arp::reply(ctx, &req, &remote.mac);
+        }
+    }
+    pass(Reason::PassArp)
+}
+
+/// Same overlay network, another host: ICC decides (no `--link` reaches
+/// across hosts), then the packet goes to that host's VTEP in the
+/// network's VNI, addressed to the remote sandbox's MAC.
+#[inline(always)]
+fn to_remote(ctx: &TcContext, p: &Packet, src: &Endpoint, mac: &[u8; 6], vtep: [u8; 4], vni: u32, dev: u32) -> V {
+    if src.flags & endpoint_flags::NO_ICC != 0 && !linked(p.key.saddr, p.key.daddr) {
+        return drop(Reason::DropIcc);
+    }
+    let Some(eth) = ctx.ptr_at::<EthHdr>(0) else {
+        return drop(Reason::DropMalformed);
+    };
+    // SAFETY: ptr_at checked the header lies within the packet.
+    if unsafe { (*eth).dst } != *mac && Ctx::store(ctx, 0, mac).is_err() {
+        return drop(Reason::DropWriteFailed);
+    }
+    match tunnel::encapsulate(ctx, vni, vtep, dev) {
+        Some(action) => Verdict::new(Reason::Encapsulated, action),
+        None => drop(Reason::DropOverlayEncapFailed),
     }
 }
 

@@ -5,11 +5,13 @@
 #![no_std]
 #![no_main]
 
+mod arp;
 mod conntrack;
 mod ctx;
 mod fib;
 mod frag;
 mod from_container;
+mod from_overlay;
 mod maps;
 mod nat;
 mod packet;
@@ -17,6 +19,7 @@ mod publish;
 mod route;
 mod socket;
 mod stats;
+mod tunnel;
 mod uplink;
 mod uplink_xdp;
 
@@ -31,6 +34,13 @@ use stats::exit;
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
     exit(&ctx, Program::FromContainer, from_container::run(&ctx))
+}
+
+/// TC ingress of the host's VXLAN device: what sandboxes of other hosts
+/// send to this host's, decapsulated.
+#[classifier]
+pub fn from_overlay(ctx: TcContext) -> i32 {
+    exit(&ctx, Program::FromOverlay, from_overlay::run(&ctx))
 }
 
 /// TC ingress of each uplink: what arrives from the outside.

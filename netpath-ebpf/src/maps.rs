@@ -1,12 +1,13 @@
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
 };
 use netpath_common::{
     CtEntry, DEFAULT_CONNTRACK_ENTRIES, DEFAULT_CT_NEW_ENTRIES, DatapathConfig, Endpoint, EndpointKey, FRAG_ENTRIES,
-    FlowKey, FragKey, FragPorts, LinkKey, MAX_ENDPOINTS, MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_PUBLISHED,
-    MAX_PUBLISHED_RANGES, MAX_UPLINKS, NetworkPolicy, PublishedKey, PublishedRange, PublishedTarget, ReasonStats,
-    SOCK_REVNAT_ENTRIES, STATS_SLOTS, SockRevKey, SockRevValue, Uplink, VethKey,
+    FlowKey, FragKey, FragPorts, LinkKey, MAX_ENDPOINTS, MAX_HOST_ADDRS, MAX_LINKS, MAX_NETWORKS, MAX_OVERLAY_NETWORKS,
+    MAX_PUBLISHED, MAX_PUBLISHED_RANGES, MAX_REMOTE_ENDPOINTS, MAX_UPLINKS, NetworkPolicy, OverlayNetwork,
+    PublishedKey, PublishedRange, PublishedTarget, ReasonStats, RemoteEndpoint, RemoteEndpointKey, SOCK_REVNAT_ENTRIES,
+    STATS_SLOTS, SockRevKey, SockRevValue, Uplink, VethKey, VniKey,
 };
 
 #[btf_map]
@@ -61,6 +62,25 @@ pub static STATS: PerCpuArray<ReasonStats, STATS_SLOTS> = PerCpuArray::new();
 #[btf_map]
 pub static VETHS: HashMap<VethKey, EndpointKey, MAX_ENDPOINTS> = HashMap::new();
 
+/// Local network id -> its VNI and the VXLAN device (overlay networks only).
+#[btf_map]
+pub static OVERLAY_NETWORKS: HashMap<u32, OverlayNetwork, MAX_OVERLAY_NETWORKS> = HashMap::new();
+
+/// VNI -> local network id, for what arrives on the VXLAN device.
+#[btf_map]
+pub static VNIS: HashMap<VniKey, u32, MAX_OVERLAY_NETWORKS> = HashMap::new();
+
+/// (VNI, address) of a sandbox on another host -> its host's VTEP and its
+/// MAC; written by the loader from the cluster store, only looked up here.
+#[btf_map]
+pub static REMOTE_ENDPOINTS: HashMap<RemoteEndpointKey, RemoteEndpoint, MAX_REMOTE_ENDPOINTS> = HashMap::new();
+
+/// Subnets of the overlay networks this host takes part in -> local
+/// network id: an address on another overlay network is known for one
+/// without iterating anything.
+#[btf_map]
+pub static OVERLAY_SUBNETS: LpmTrie<[u8; 4], u32, MAX_OVERLAY_NETWORKS> = LpmTrie::new();
+
 #[inline(always)]
 pub fn config() -> DatapathConfig {
     CONFIG.get(0).copied().unwrap_or_default()
@@ -88,4 +108,29 @@ pub fn veth_endpoint(ifindex: u32) -> Option<([u8; 4], &'static Endpoint)> {
     // SAFETY: the key is copied out immediately.
     let key = unsafe { VETHS.get(VethKey { host_ifindex: ifindex }) }.copied()?;
     Some((key.ipv4, endpoint(key.ipv4)?))
+}
+
+#[inline(always)]
+pub fn overlay(network_id: u32) -> Option<OverlayNetwork> {
+    // SAFETY: as above.
+    unsafe { OVERLAY_NETWORKS.get(network_id) }.copied()
+}
+
+#[inline(always)]
+pub fn network_of_vni(vni: u32) -> Option<u32> {
+    // SAFETY: as above.
+    unsafe { VNIS.get(VniKey { vni }) }.copied()
+}
+
+/// The sandbox at IPv4 `addr` on another host, on the overlay `vni`.
+#[inline(always)]
+pub fn remote_endpoint(vni: u32, addr: [u8; 4]) -> Option<&'static RemoteEndpoint> {
+    // SAFETY: as above.
+    unsafe { REMOTE_ENDPOINTS.get(RemoteEndpointKey::ipv4(vni, addr)) }
+}
+
+/// The overlay network whose subnet holds `addr`, if any.
+#[inline(always)]
+pub fn overlay_subnet(addr: [u8; 4]) -> Option<u32> {
+    OVERLAY_SUBNETS.get(&Key::new(32, addr)).copied()
 }

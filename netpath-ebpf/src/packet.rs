@@ -34,6 +34,7 @@ pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct EthHdr {
     pub dst: [u8; 6],
     pub src: [u8; 6],
@@ -102,6 +103,7 @@ pub enum Parsed {
 
 /// ARP for IPv4 over Ethernet, as it follows the Ethernet header.
 #[repr(C, packed)]
+#[derive(Clone, Copy)]
 pub struct ArpHdr {
     pub htype_be: u16,
     pub ptype_be: u16,

@@ -649,7 +649,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(sandbox::exit_code(sandbox::run_foreground(&roots, &state, &sandbox, &command)?))
         }
         Command::DnsServe => crate::dns::server::serve(roots),
-        Command::Agent => crate::cluster::process::serve(roots),
+        Command::Agent => crate::cluster::process::serve(roots, network::remote::datapath_sink),
         Command::DockerPlugin { socket } => {
             crate::docker_plugin::server::serve(roots, &crate::docker_plugin::server::socket_path(&socket))?;
             Ok(0)
@@ -921,7 +921,8 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
             let template = args.format.as_deref().map(Format::parse).transpose()?;
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
-            if network::ensure_default(&host, &store, &mut state)?.is_some() {
+            let adopted = network::shared::sync_or_warn(&host, &store, &mut state);
+            if network::ensure_default(&host, &store, &mut state)?.is_some() || adopted {
                 store.save(&state)?;
             }
             let nets: Vec<_> = state.networks.values().filter(|n| format::network_matches(n, &filters)).collect();
@@ -937,13 +938,19 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
                 println!("{:<width$}{:<20}{:<10}SCOPE", "NETWORK ID", "NAME", "DRIVER");
                 for n in &nets {
                     let id = if args.no_trunc { &n.id[..] } else { &n.id[..12] };
-                    println!("{id:<width$}{:<20}{:<10}local", n.name, n.driver);
+                    println!("{id:<width$}{:<20}{:<10}{}", n.name, n.driver, network::scope(n));
                 }
             }
         }
         NetworkCommand::Inspect { format, names } => {
             let template = format.as_deref().map(Template::parse).transpose()?;
-            let (_store, state) = Store::open(&roots)?;
+            let host = Host::open(roots)?;
+            let (store, mut state) = Store::open(&host.roots)?;
+            if names.iter().any(|n| state.find_network(n).is_err())
+                && network::shared::sync_or_warn(&host, &store, &mut state)
+            {
+                store.save(&state)?;
+            }
             let docs = names
                 .iter()
                 .map(|n| Ok(network::inspect::document(&state, state.find_network(n)?)))
@@ -971,6 +978,7 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
         NetworkCommand::Connect { aliases, ip, network, sandbox: name } => {
             let host = Host::open(roots)?;
             let (store, mut state) = Store::open(&host.roots)?;
+            network::shared::adopt_if_unknown(&host, &store, &mut state, Some(&network))?;
             let network = state.find_network(&network)?.name.clone();
             let name = state.find_sandbox(&name)?.name.clone();
             sandbox::connect(&host, &mut state, &network, &name, ip.as_deref(), &aliases)?;
@@ -1073,6 +1081,7 @@ fn run(roots: Roots, a: RunArgs) -> Result<i32> {
     let host = Host::open(roots)?;
     let sandbox = {
         let (store, mut state) = Store::open(&host.roots)?;
+        network::shared::adopt_if_unknown(&host, &store, &mut state, req.network.as_deref())?;
         resolve_run_references(&state, &mut req)?;
         let mut sandbox = sandbox::create(&host, &store, &mut state, &req)?;
         if a.detach && !a.command.is_empty() {

@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray},
     programs::{
         CgroupAttachMode, CgroupSockAddr, ProgramInfo, SchedClassifier, TcAttachType, Xdp, XdpMode,
         cgroup_sock_addr::CgroupSockAddrAttachType,
@@ -33,8 +33,9 @@ use aya::{
     },
 };
 use netpath_common::{
-    Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, NetworkPolicy, Program, PublishedKey,
-    PublishedRange, PublishedTarget, REASON_SLOTS, ReasonStats, Uplink, VethKey, map_layout, map_names, program_names,
+    Counters, CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, LinkKey, NetworkPolicy, OverlayNetwork, Program,
+    PublishedKey, PublishedRange, PublishedTarget, REASON_SLOTS, ReasonStats, RemoteEndpoint, RemoteEndpointKey,
+    Uplink, VethKey, VniKey, map_layout, map_names, program_names,
 };
 
 use aya_obj::programs::XdpAttachType;
@@ -56,6 +57,7 @@ const TC_PROGRAMS: &[(&str, TcAttachType)] = &[
     (program_names::FROM_CONTAINER, TcAttachType::Ingress),
     (program_names::FROM_UPLINK, TcAttachType::Ingress),
     (program_names::TO_UPLINK, TcAttachType::Egress),
+    (program_names::FROM_OVERLAY, TcAttachType::Ingress),
 ];
 
 /// The socket programs and their cgroup hooks.
@@ -82,6 +84,7 @@ pub fn conntrack_capacity(conntrack_max: Option<u32>) -> (u32, u32) {
     (netpath_common::conntrack_entries(max, cpus), netpath_common::ct_new_entries(max, cpus))
 }
 
+#[derive(Clone, Debug)]
 pub struct Datapath {
     dir: PathBuf,
 }
@@ -371,6 +374,18 @@ impl Datapath {
         self.detach(program_names::FROM_CONTAINER, host_ifname)
     }
 
+    /// Overlay side: TC ingress of the host's VXLAN device (once).
+    pub fn attach_overlay_device(&self, ifname: &str) -> Result<()> {
+        if self.link_pin(ifname, program_names::FROM_OVERLAY).exists() {
+            return Ok(());
+        }
+        self.attach(program_names::FROM_OVERLAY, ifname)
+    }
+
+    pub fn detach_overlay_device(&self, ifname: &str) -> Result<()> {
+        self.detach(program_names::FROM_OVERLAY, ifname)
+    }
+
     pub fn is_uplink_attached(&self, ifname: &str) -> bool {
         [program_names::FROM_UPLINK, program_names::TO_UPLINK].iter().all(|p| self.link_pin(ifname, p).exists())
     }
@@ -502,6 +517,57 @@ impl Datapath {
         ignore_missing(map.remove(&index)).context("removing network policy")
     }
 
+    /// Makes local network `index` an overlay network: its VNI, and the
+    /// VXLAN device its packets to other hosts are handed to.
+    pub fn set_overlay_network(&self, index: u32, overlay: OverlayNetwork) -> Result<()> {
+        let mut nets: HashMap<MapData, u32, OverlayNetwork> =
+            HashMap::try_from(self.map(map_names::OVERLAY_NETWORKS)?)?;
+        let mut vnis: HashMap<MapData, VniKey, u32> = HashMap::try_from(self.map(map_names::VNIS)?)?;
+        vnis.insert(VniKey { vni: overlay.vni }, index, 0).context("writing VNI")?;
+        nets.insert(index, overlay, 0).context("writing overlay network")
+    }
+
+    pub fn remove_overlay_network(&self, index: u32, vni: u32, subnet: ipnetwork::Ipv4Network) -> Result<()> {
+        let mut nets: HashMap<MapData, u32, OverlayNetwork> =
+            HashMap::try_from(self.map(map_names::OVERLAY_NETWORKS)?)?;
+        let mut vnis: HashMap<MapData, VniKey, u32> = HashMap::try_from(self.map(map_names::VNIS)?)?;
+        let mut subnets = self.overlay_subnets()?;
+        let mut teardown = Teardown::new();
+        teardown.step("overlay network entry", ignore_missing(nets.remove(&index)));
+        teardown.step("VNI entry", ignore_missing(vnis.remove(&VniKey { vni })));
+        teardown.step("subnet entry", ignore_missing(subnets.remove(&subnet_key(subnet))));
+        teardown.finish()
+    }
+
+    fn overlay_subnets(&self) -> Result<LpmTrie<MapData, [u8; 4], u32>> {
+        Ok(LpmTrie::try_from(self.map(map_names::OVERLAY_SUBNETS)?)?)
+    }
+
+    /// Records that addresses in `subnet` belong to local network `index`
+    /// (an overlay network: its sandboxes may be on any host).
+    pub fn set_overlay_subnet(&self, index: u32, subnet: ipnetwork::Ipv4Network) -> Result<()> {
+        self.overlay_subnets()?.insert(&subnet_key(subnet), index, 0).context("writing overlay subnet")
+    }
+
+    /// How many overlay networks have entries (the VXLAN device goes with
+    /// the last).
+    pub fn overlay_network_count(&self) -> Result<usize> {
+        let nets: HashMap<MapData, u32, OverlayNetwork> = HashMap::try_from(self.map(map_names::OVERLAY_NETWORKS)?)?;
+        Ok(nets.keys().filter_map(|k| k.ok()).count())
+    }
+
+    pub fn remote_endpoints(&self) -> Result<HashMap<MapData, RemoteEndpointKey, RemoteEndpoint>> {
+        Ok(HashMap::try_from(self.map(map_names::REMOTE_ENDPOINTS)?)?)
+    }
+
+    pub fn set_remote_endpoint(&self, key: RemoteEndpointKey, ep: RemoteEndpoint) -> Result<()> {
+        self.remote_endpoints()?.insert(key, ep, 0).context("writing remote endpoint")
+    }
+
+    pub fn remove_remote_endpoint(&self, key: RemoteEndpointKey) -> Result<()> {
+        ignore_missing(self.remote_endpoints()?.remove(&key)).context("removing remote endpoint")
+    }
+
     fn links(&self) -> Result<HashMap<MapData, LinkKey, u8>> {
         Ok(HashMap::try_from(self.map(map_names::LINKS)?)?)
     }
@@ -626,6 +692,12 @@ impl Datapath {
     pub fn counters(&self, program: Program) -> Result<Counters> {
         let stats: PerCpuArray<MapData, ReasonStats> = PerCpuArray::try_from(self.map(map_names::STATS)?)?;
         let mut total = Counters::default();
+        // A STATS pinned by a build with fewer programs (kept through an
+        // upgrade in place) has no slots for the newer ones: they count
+        // nothing until a reset.
+        if (program as u32 + 1) * REASON_SLOTS as u32 > stats.len() {
+            return Ok(total);
+        }
         for slot in 0..REASON_SLOTS {
             let index = program as u32 * REASON_SLOTS as u32 + slot as u32;
             let per_cpu = stats.get(&index, 0).context("reading STATS")?;
@@ -666,8 +738,17 @@ impl std::fmt::Display for Upgraded {
 /// and FRAGS (first fragments' ports) start empty: a connection opened
 /// before the upgrade is already in CONNTRACK, and a datagram in flight
 /// loses at most its later fragments.
-const MIGRATIONS: &[(&str, Fill)] =
-    &[(map_names::VETHS, fill_veths), (map_names::CT_NEW, starts_empty), (map_names::FRAGS, starts_empty)];
+/// The overlay's maps start empty too: a data path pinned before them had
+/// no overlay network, and the agent refills REMOTE_ENDPOINTS on resync.
+const MIGRATIONS: &[(&str, Fill)] = &[
+    (map_names::VETHS, fill_veths),
+    (map_names::CT_NEW, starts_empty),
+    (map_names::FRAGS, starts_empty),
+    (map_names::OVERLAY_NETWORKS, starts_empty),
+    (map_names::VNIS, starts_empty),
+    (map_names::REMOTE_ENDPOINTS, starts_empty),
+    (map_names::OVERLAY_SUBNETS, starts_empty),
+];
 
 fn starts_empty(_: &Datapath) -> Result<()> {
     Ok(())
@@ -761,6 +842,10 @@ mod sys {
     }
 }
 
+fn subnet_key(subnet: ipnetwork::Ipv4Network) -> aya::maps::lpm_trie::Key<[u8; 4]> {
+    aya::maps::lpm_trie::Key::new(u32::from(subnet.prefix()), subnet.network().octets())
+}
+
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<()> {
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -824,6 +909,10 @@ mod tests {
                 ("VETHS", 4, 4),
                 ("CT_NEW", 16, 48),
                 ("FRAGS", 40, 4),
+                ("OVERLAY_NETWORKS", 4, 8),
+                ("VNIS", 4, 4),
+                ("REMOTE_ENDPOINTS", 24, 24),
+                ("OVERLAY_SUBNETS", 8, 4),
             ],
         );
         assert_eq!((map_layout::VERSION, &sizes[..]), recorded);

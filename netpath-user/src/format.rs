@@ -169,7 +169,7 @@ pub fn network_row(n: &Network, full: bool) -> Value {
         "ID": if full { &n.id[..] } else { &n.id[..12] },
         "Name": n.name,
         "Driver": n.driver,
-        "Scope": "local",
+        "Scope": crate::network::scope(n),
         "IPv6": false,
         "Internal": n.internal,
         "Labels": n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),

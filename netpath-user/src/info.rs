@@ -29,6 +29,7 @@ const HOOKS: &[(&str, &str)] = &[
     (program_names::FROM_UPLINK, "tcx ingress of uplinks"),
     (program_names::TO_UPLINK, "tcx egress of uplinks"),
     (program_names::XDP_FROM_UPLINK, "xdp of uplinks"),
+    (program_names::FROM_OVERLAY, "tcx ingress of the VXLAN device"),
     (program_names::SOCK_CONNECT4, "cgroup connect4"),
     (program_names::SOCK_SENDMSG4, "cgroup sendmsg4"),
     (program_names::SOCK_RECVMSG4, "cgroup recvmsg4"),

@@ -172,6 +172,23 @@ impl Rtnl {
         self.require_index(name)
     }
 
+    /// A `collect_md` ("external") VXLAN device sending to and listening on
+    /// UDP `port`: no VNI, remote or FDB of its own; every packet's VNI and
+    /// remote come from its tunnel metadata (set by a BPF program), and
+    /// what arrives keeps them as metadata. No address learning.
+    pub fn add_vxlan_external(&self, name: &str, port: u16) -> Result<u32> {
+        use rtnetlink::{LinkMessageBuilder, LinkVxlan, packet_route::link::InfoVxlan};
+        let msg = LinkMessageBuilder::<LinkVxlan>::new(name)
+            .port(port)
+            .learning(false)
+            .append_info_data(InfoVxlan::CollectMetadata(true))
+            .build();
+        let h = self.handle.clone();
+        self.run(async move { h.link().add(msg).execute().await })
+            .with_context(|| format!("creating VXLAN device {name} (external, port {port})"))?;
+        self.require_index(name)
+    }
+
     fn set(&self, what: &str, msg: LinkMessage) -> Result<()> {
         let h = self.handle.clone();
         self.run(async move { h.link().set(msg).execute().await }).with_context(|| what.to_string())

@@ -68,7 +68,8 @@ fn bad_input_is_rejected_and_changes_nothing() {
         (&["network", "rm", "n1"], "active endpoints"),
         (&["network", "inspect", "nosuch"], "not found"),
         (&["exec", "nosuch", "--", "true"], "No such container"),
-        (&["network", "create", "x", "-d", "overlay"], "not supported"),
+        (&["network", "create", "x", "-d", "ipvlan"], "not supported"),
+        (&["network", "create", "x", "-d", "overlay"], "need a cluster store"),
         (&["network", "create", "x", "-d", "macvlan", "--subnet", "10.51.0.0/24"], "parent"),
         (
             &["network", "create", "x", "-d", "macvlan", "-o", "parent=nosuch0", "--subnet", "10.51.0.0/24"],

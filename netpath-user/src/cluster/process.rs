@@ -158,7 +158,9 @@ extern "C" fn on_stop(_: libc::c_int) {
 
 /// `netpath agent`: runs until SIGTERM/SIGINT, or until the config no
 /// longer names a store.
-pub fn serve(roots: Roots) -> Result<i32> {
+/// `sink` builds the data path's side (given by the caller, so that this
+/// module does not depend on the overlay driver's, which depends on it).
+pub fn serve(roots: Roots, sink: fn(&Roots, &HostRecord) -> Box<dyn Sink>) -> Result<i32> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(SigHandler::Handler(on_stop), SaFlags::empty(), SigSet::empty());
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
@@ -173,20 +175,11 @@ pub fn serve(roots: Roots) -> Result<i32> {
     let host = HostRecord { id: host_id(&files.host_id)?, vtep: cluster.advertise };
     eprintln!("agent: host {} (VTEP {}) following {}", host.id, host.vtep, cluster.store.join(","));
     let config = AgentConfig { store: cluster.store, host, ttl: cluster.lease_ttl, files };
-    let sink = datapath_sink(&roots, &config.host);
+    let sink = sink(&roots, &config.host);
     let mut agent = Agent::new(config, sink, StateEndpoints(roots.state_file()));
     agent.run(&STOP);
     eprintln!("agent: stopped");
     Ok(0)
-}
-
-/// The data path's side of the agent: the overlay's map of remote
-/// endpoints, in this instance's pins, for host `host` (its own VTEP). The
-/// overlay data path provides it (one line here when it lands); until then
-/// remote endpoints reach the resolver only, which the agent feeds itself
-/// whatever the sink.
-pub fn datapath_sink(_roots: &Roots, _host: &HostRecord) -> Box<dyn Sink> {
-    Box::new(NoDatapath)
 }
 
 /// A sink that programs nothing (no overlay data path on this build).

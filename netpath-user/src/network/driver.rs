@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use anyhow::{Result, bail};
 
-use super::{bridge::Bridge, macvlan::Macvlan};
+use super::{bridge::Bridge, macvlan::Macvlan, overlay::Overlay};
 use crate::{
     host::Host,
     state::{Attachment, Network, State},
@@ -21,6 +21,17 @@ pub const DEFAULT_DRIVER: &str = super::bridge::DRIVER_NAME;
 pub trait NetworkDriver {
     /// Docker's name of the driver, as `network ls` and `inspect` show it.
     fn name(&self) -> &'static str;
+
+    /// Docker's scope: `local`, or `global` for a network spanning hosts.
+    fn scope(&self) -> &'static str {
+        "local"
+    }
+
+    /// The MTU when neither `--mtu` nor the option names one; `None`: the
+    /// configuration's.
+    fn default_mtu(&self) -> Option<u32> {
+        None
+    }
 
     /// Completes a planned network record with what this driver decides
     /// (e.g. the bridge device's name) and checks it against the networks
@@ -51,6 +62,13 @@ pub trait NetworkDriver {
     /// [`crate::teardown`]); a part already gone counts as removed.
     fn detach(&self, host: &Host, net: &Network, netns: &Path, att: &Attachment) -> Result<()>;
 
+    /// `network rm` of a network that spans hosts: takes it away from every
+    /// host (the cluster store), refusing while any host uses it. Local
+    /// networks have nothing to do.
+    fn unpublish(&self, _host: &Host, _net: &Network) -> Result<()> {
+        Ok(())
+    }
+
     /// Brings the data path's view of the network up to date (its policy
     /// entry), for drivers whose traffic passes netpath's programs. The
     /// data path is loaded when this is called.
@@ -79,6 +97,7 @@ type Open = fn(&BTreeMap<String, String>) -> Result<Box<dyn NetworkDriver>>;
 pub const DRIVERS: &[(&str, Open)] = &[
     (super::bridge::DRIVER_NAME, |options| Ok(Box::new(Bridge::new(options)?))),
     (super::macvlan::DRIVER_NAME, |options| Ok(Box::new(Macvlan::new(options)?))),
+    (super::overlay::DRIVER_NAME, |options| Ok(Box::new(Overlay::new(options)?))),
 ];
 
 /// The implementation of driver `name`, its `options` parsed and checked.
@@ -126,8 +145,9 @@ mod tests {
         assert_eq!(get("bridge", &none).unwrap().name(), "bridge");
         let parent = BTreeMap::from([("parent".to_string(), "eth0".to_string())]);
         assert_eq!(get("macvlan", &parent).unwrap().name(), "macvlan");
-        let e = get("overlay", &none).err().unwrap().to_string();
-        assert_eq!(e, r#"network driver "overlay" is not supported (supported: bridge, macvlan)"#);
+        assert_eq!(get("overlay", &none).unwrap().name(), "overlay");
+        let e = get("ipvlan", &none).err().unwrap().to_string();
+        assert_eq!(e, r#"network driver "ipvlan" is not supported (supported: bridge, macvlan, overlay)"#);
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub fn document(state: &State, net: &Network) -> Value {
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "local",
+        "Scope": super::scope(net),
         "Driver": net.driver,
         "EnableIPv6": false,
         "IPAM": {"Driver": "default", "Options": null, "Config": [ipam]},

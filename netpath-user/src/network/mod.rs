@@ -6,6 +6,9 @@ pub mod inside;
 pub mod inspect;
 pub mod ipam;
 pub mod macvlan;
+pub mod overlay;
+pub mod remote;
+pub mod shared;
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
@@ -95,7 +98,7 @@ pub fn host_subnets(host: &Host) -> Result<Vec<(String, Ipv4Network)>> {
     Ok(out)
 }
 
-fn next_index(state: &State) -> u32 {
+pub(crate) fn next_index(state: &State) -> u32 {
     state.networks.values().map(|n| n.index).max().map_or(1, |i| i + 1)
 }
 
@@ -121,13 +124,16 @@ pub fn plan_on(
         bail!("network with name {} already exists", req.name);
     }
     let options = validate::key_values(&req.options, "option")?;
+    if options.contains_key(overlay::OPT_VNI) {
+        bail!("{} is assigned by the cluster store, not given", overlay::OPT_VNI);
+    }
     let labels = validate::key_values(&req.labels, "label")?;
     let driver = driver::get(req.driver.as_deref().unwrap_or(driver::DEFAULT_DRIVER), &options)?;
     let mut taken = taken_subnets(state, config);
     if req.engine_ipam {
         taken.retain(|(_, t)| state.networks.values().any(|n| n.subnet == *t));
     }
-    if driver.name() == bridge::DRIVER_NAME {
+    if [bridge::DRIVER_NAME, overlay::DRIVER_NAME].contains(&driver.name()) {
         taken.extend(host_subnets.iter().cloned());
     }
 
@@ -171,7 +177,7 @@ pub fn plan_on(
     let mtu = match (req.mtu, options.get(OPT_MTU)) {
         (Some(m), _) => m,
         (None, Some(m)) => m.parse().map_err(|_| anyhow::anyhow!("invalid {OPT_MTU} {m:?}"))?,
-        (None, None) => config.mtu,
+        (None, None) => driver.default_mtu().unwrap_or(config.mtu),
     };
     validate::mtu(mtu)?;
     let mut net = Network {
@@ -232,7 +238,11 @@ pub(crate) fn build(host: &Host, state: &mut State, net: Network) -> Result<Netw
 }
 
 /// Creates the network on the host and records it, its intent first.
+/// Overlay networks are created in the cluster store, then here.
 pub fn create(host: &Host, store: &Store, state: &mut State, req: &CreateRequest) -> Result<Network> {
+    if req.driver.as_deref() == Some(overlay::DRIVER_NAME) {
+        return shared::create(host, store, state, req);
+    }
     let net = plan_on(state, &host.config, &host_subnets(host)?, req)?;
     store.begin(Intent::NetworkCreate { network: net.clone() })?;
     build(host, state, net)
@@ -247,6 +257,11 @@ pub fn ensure_default(host: &Host, store: &Store, state: &mut State) -> Result<O
     let net = plan_default(state, &host.config);
     store.begin(Intent::NetworkCreate { network: net.clone() })?;
     build(host, state, net).map(Some)
+}
+
+/// Docker's scope of `net` (`local`, `global`).
+pub fn scope(net: &Network) -> &'static str {
+    driver::of(net).map(|d| d.scope()).unwrap_or("local")
 }
 
 /// Brings the data path's view of every network up to date.
@@ -288,6 +303,11 @@ pub fn remove(host: &Host, store: &Store, state: &mut State, name: &str, allow_d
     let users: Vec<&str> = state.attachments_on(name).map(|(s, _)| s.name.as_str()).collect();
     if !users.is_empty() {
         bail!("network {name} has active endpoints: {}", users.join(", "));
+    }
+    // A user's `network rm` (not a reset, which only clears this host)
+    // also takes a network spanning hosts away from the others.
+    if !allow_default {
+        driver::of(&net)?.unpublish(host, &net)?;
     }
     store.begin(Intent::NetworkRemove { network: net.clone() })?;
     destroy(host, &net)?;

@@ -1,0 +1,233 @@
+//! The overlay driver's dealings with the cluster store (etcd, through
+//! [`crate::cluster`]): overlay networks are created and removed there, so
+//! every host sees them; each host adopts them locally with a block of
+//! their subnet leased to it; each sandbox attached on this host is
+//! registered there (bound to the host's lease), so the other hosts' agents
+//! program it into their `REMOTE_ENDPOINTS` and resolvers.
+//!
+//! Local networks never touch the store: with the store down they keep
+//! working, and every overlay change fails with one line naming the store.
+use std::{net::Ipv4Addr, path::Path};
+
+use anyhow::{Context, Result, bail};
+
+use super::overlay::{self, DEFAULT_MTU, Shared};
+use crate::{
+    cluster::{
+        Cluster, EndpointRecord, HostRecord, Membership, OverlayNetwork,
+        agent::{Files, host_id},
+    },
+    config::ClusterConfig,
+    host::Host,
+    state::{Attachment, Intent, Network, State, Store},
+};
+
+/// The store configuration, or why overlay networks cannot be used.
+pub fn config(host: &Host) -> Result<&ClusterConfig> {
+    host.config.cluster.as_ref().with_context(|| {
+        format!(
+            "overlay networks need a cluster store: set \"cluster-store\" and \"cluster-advertise\" in {}",
+            host.roots.config.display()
+        )
+    })
+}
+
+/// This host in the store: a connection and its membership. The agent
+/// keeps the membership alive; until it runs, the first overlay change
+/// joins (and saves the membership where the agent picks it up).
+pub struct Member {
+    pub cluster: Cluster,
+    pub membership: Membership,
+}
+
+/// Connects to the store and takes up this host's membership: the saved
+/// one while its lease lives, else a new one (saved).
+///
+/// The agent (started by every command while a store is configured) joins
+/// on its own; a command that finds it starting waits a little for its
+/// membership rather than taking a second lease, whose records would go
+/// when nobody renews it.
+pub fn member(host: &Host) -> Result<Member> {
+    let cfg = config(host)?;
+    let cluster = Cluster::connect(&cfg.store)?;
+    let files = Files::of(&host.roots);
+    // A starting agent may be writing the ID this very moment (both write
+    // through the same temporary name): the second read finds its ID.
+    let id = host_id(&files.host_id).or_else(|_| host_id(&files.host_id))?;
+    let me = HostRecord { id, vtep: cfg.advertise };
+    let saved = || -> Option<Membership> {
+        std::fs::read(&files.membership)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|m: &Membership| m.host == me)
+    };
+    let mut found = saved();
+    if found.is_none() && crate::cluster::process::running(&host.roots).is_some() {
+        for _ in 0..AGENT_JOIN_POLLS {
+            std::thread::sleep(AGENT_JOIN_POLL);
+            found = saved();
+            if found.is_some() {
+                break;
+            }
+        }
+    }
+    if let Some(m) = found {
+        if cluster.resume(&m)? {
+            return Ok(Member { cluster, membership: m });
+        }
+    }
+    let m = cluster.join(&me, cfg.lease_ttl)?;
+    write_file(&files.membership, &serde_json::to_vec(&m)?)?;
+    Ok(Member { cluster, membership: m })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// How long a command waits for a starting agent's membership: 50 x 100 ms.
+const AGENT_JOIN_POLLS: u32 = 50;
+const AGENT_JOIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The shared network with this host's block.
+fn shared(net: &OverlayNetwork, block: ipnetwork::Ipv4Network) -> Shared {
+    Shared {
+        name: net.name.clone(),
+        id: net.id.clone(),
+        subnet: net.subnet,
+        gateway: net.gateway,
+        vni: net.vni,
+        options: net.options.clone(),
+        block,
+    }
+}
+
+/// `network create -d overlay`: checked against this host's networks,
+/// created in the store (which refuses a name or subnet taken anywhere and
+/// assigns the VNI), then adopted here with a leased block.
+pub fn create(host: &Host, store: &Store, state: &mut State, req: &super::CreateRequest) -> Result<Network> {
+    config(host)?;
+    if req.internal {
+        bail!("--internal is not supported on overlay networks");
+    }
+    let planned = super::plan_on(state, &host.config, &super::host_subnets(host)?, req)?;
+    if planned.ip_range.is_some() {
+        bail!("--ip-range is not supported on overlay networks: each host gets a block of the subnet");
+    }
+    let mut options = planned.options.clone();
+    if planned.mtu != DEFAULT_MTU {
+        options.insert(super::OPT_MTU.to_string(), planned.mtu.to_string());
+    }
+    let me = member(host)?;
+    let record = OverlayNetwork {
+        name: planned.name.clone(),
+        id: planned.id.clone(),
+        subnet: planned.subnet,
+        gateway: planned.gateway,
+        vni: 0,
+        block_prefix: OverlayNetwork::default_block_prefix(planned.subnet),
+        options,
+    };
+    let stored = me.cluster.create_network(&record)?;
+    let block = me.cluster.lease_block(&stored.name, &me.membership)?;
+    overlay::adopt(host, store, state, &shared(&stored, block))
+}
+
+/// Brings this host's overlay networks in line with the store: networks
+/// created elsewhere are adopted (a block leased for each), networks
+/// removed elsewhere are taken down here when no local sandbox uses them.
+/// Without a configured store: nothing. Returns whether the state changed.
+pub fn sync(host: &Host, store: &Store, state: &mut State) -> Result<bool> {
+    if host.config.cluster.is_none() {
+        return Ok(false);
+    }
+    let me = member(host)?;
+    let shared_nets = me.cluster.networks()?;
+    let mut changed = false;
+    for net in &shared_nets {
+        if state.networks.get(&net.name).is_some_and(|n| n.id == net.id) {
+            continue;
+        }
+        let block = me.cluster.lease_block(&net.name, &me.membership)?;
+        overlay::adopt(host, store, state, &shared(net, block))
+            .with_context(|| format!("adopting overlay network {}", net.name))?;
+        changed = true;
+    }
+    let gone: Vec<Network> = state
+        .networks
+        .values()
+        .filter(|n| n.driver == overlay::DRIVER_NAME && !shared_nets.iter().any(|s| s.id == n.id))
+        .filter(|n| state.attachments_on(&n.name).next().is_none())
+        .cloned()
+        .collect();
+    for net in gone {
+        store.begin(Intent::NetworkRemove { network: net.clone() })?;
+        super::destroy(host, &net)?;
+        state.networks.remove(&net.name);
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// [`sync`] for commands that only show things: a store that cannot be
+/// reached costs a warning, not the local view.
+pub fn sync_or_warn(host: &Host, store: &Store, state: &mut State) -> bool {
+    match sync(host, store, state) {
+        Ok(changed) => changed,
+        Err(e) => {
+            eprintln!("netpath: overlay networks not refreshed: {e:#}");
+            false
+        }
+    }
+}
+
+/// Before a command that names `network`: adopts it from the store when
+/// this host does not know it (and saves the state at once, so a failing
+/// command keeps the adopted network recorded).
+pub fn adopt_if_unknown(host: &Host, store: &Store, state: &mut State, network: Option<&str>) -> Result<()> {
+    let Some(name) = network else { return Ok(()) };
+    if host.config.cluster.is_none() || state.find_network(name).is_ok() || is_mode(name) {
+        return Ok(());
+    }
+    if sync(host, store, state)? {
+        store.save(state)?;
+    }
+    Ok(())
+}
+
+/// `run --network` values that name no network.
+fn is_mode(name: &str) -> bool {
+    matches!(name, "host" | "none" | "bridge" | "default") || name.starts_with("container:")
+}
+
+/// Records the sandbox attached as `att` in the store, bound to this
+/// host's lease. `name` is the sandbox's.
+pub fn register(host: &Host, net: &Network, vni: u32, name: &str, att: &Attachment) -> Result<()> {
+    let me = member(host)?;
+    let ep = EndpointRecord {
+        network: net.name.clone(),
+        vni,
+        ip: att.ip,
+        mac: att.mac,
+        name: name.to_string(),
+        aliases: att.aliases.clone(),
+        host: me.membership.host.id.clone(),
+        vtep: me.membership.host.vtep,
+    };
+    me.cluster.register_endpoint(&ep, &me.membership)
+}
+
+pub fn release(host: &Host, net: &Network, ip: Ipv4Addr) -> Result<()> {
+    Cluster::connect(&config(host)?.store)?.release_endpoint(&net.name, ip)
+}
+
+/// `network rm` of an overlay network: gone from the store first, which
+/// refuses while any host has a sandbox on it.
+pub fn remove(host: &Host, net: &Network) -> Result<()> {
+    Cluster::connect(&config(host)?.store)?.remove_network(&net.name)
+}
