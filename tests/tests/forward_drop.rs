@@ -51,7 +51,12 @@ fn sandbox_egress_bypasses_a_dropping_forward_chain() {
     let (r, s) = tcp_check(&lab, At::Outside, 7000, At::Sandbox("a"), "198.18.0.1:7000", 1 << 20).unwrap();
     assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.2:"), "masqueraded: {r}");
     assert!(s["local"].as_str().unwrap().starts_with("10.46.0.10:"), "{s}");
-    // UDP: every datagram, from the uplink's address.
+    // UDP: every datagram, from the uplink's address. The host forgets the
+    // outside's MAC first: the first datagrams find no neighbour, and
+    // bpf_redirect_neigh resolves it (queueing them meanwhile).
+    ip_in(&lab.host_ns, &["neigh", "flush", "dev", netpath_lab::fixture::HOST_UPLINK]).unwrap();
+    let neighbours = ip_in(&lab.host_ns, &["neigh", "show", "dev", netpath_lab::fixture::HOST_UPLINK]).unwrap();
+    assert!(!neighbours.contains("lladdr"), "no neighbour known: {neighbours}");
     let (r, s) = transfer(
         probe(&lab, At::Outside, &["udp-sink", "--port", "7001", "--count", "50"]),
         probe(&lab, At::Sandbox("a"), &["udp-send", "--to", "198.18.0.1:7001", "--count", "50"]),
