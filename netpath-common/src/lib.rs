@@ -584,6 +584,10 @@ reasons! {
     /// An ARP request for a sandbox on another host, answered from
     /// REMOTE_ENDPOINTS back into the asking sandbox.
     ArpReplied = 10 => "ARP_REPLIED",
+    /// From a sandbox to beyond this host: routed by the data path itself
+    /// (FIB lookup, one hop of TTL, next hop's MACs) and redirected out of
+    /// the uplink, whose egress translates it; no netfilter FORWARD hook.
+    RedirectUplink = 11 => "REDIRECT_UPLINK",
 
     /// Not IPv4 (uplinks: ARP, IPv6, ... are the kernel's).
     PassNotIpv4 = 16 => "PASS_NOT_IPV4",
@@ -592,10 +596,13 @@ reasons! {
     /// No connection, endpoint or published port of netpath's: traffic of
     /// the host itself.
     PassNotOurs = 18 => "PASS_NOT_OURS",
-    /// From a sandbox to the host, the gateway or the outside, not yet
-    /// tracked: the kernel routes it (masquerade happens on the uplink).
+    /// From a sandbox to the host, the gateway or beyond, not yet tracked,
+    /// and not for an uplink the data path can route to itself (local,
+    /// expiring TTL, too big for the route, IP options, another interface):
+    /// the kernel routes it (masquerade happens on the uplink).
     PassRouted = 19 => "PASS_ROUTED",
-    /// A tracked connection leaving the host: translated on the uplink.
+    /// A tracked connection leaving the host that the data path does not
+    /// route itself (as for `PASS_ROUTED`): translated on the uplink.
     PassTrackedToUplink = 20 => "PASS_TRACKED_TO_UPLINK",
     /// The source's network does not masquerade.
     PassMasqueradeOff = 21 => "PASS_MASQUERADE_OFF",

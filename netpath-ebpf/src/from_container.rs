@@ -16,13 +16,17 @@
 //!   encapsulated to that host (see `tunnel.rs`), ARP for such a sandbox is
 //!   answered here (`arp.rs`); the same ICC rule applies as at home.
 //! - `--internal` networks lose everything leaving their subnet.
-//! - Everything else goes the kernel's way; masquerade happens on the uplink.
+//! - Everything for beyond this host that the FIB routes out of an uplink is
+//!   forwarded and redirected there by the data path itself (`fib.rs`), so it
+//!   never passes netfilter's FORWARD hook; masquerade happens on the
+//!   uplink's egress. Everything else goes the kernel's way.
 use aya_ebpf::programs::TcContext;
 use netpath_common::{CtEntry, Endpoint, FlowKey, NetworkPolicy, Reason, ct_flags, endpoint_flags, network_flags};
 
 use crate::{
     arp, conntrack,
     ctx::Ctx,
+    fib::{self, Egress},
     maps, nat,
     packet::{ETH_P_ARP, ETH_P_IPV6, EthHdr, Kind, Packet, Parsed, arp_sender, ethernet, parse_l3, parse_l4},
     route::{self, TC_ACT_REDIRECT},
@@ -109,7 +113,20 @@ pub fn run(ctx: &TcContext) -> V {
         // Not an endpoint of ours, yet on the network: nothing to reach.
         return drop(Reason::DropIcc);
     }
-    pass(Reason::PassRouted)
+    routed(ctx, &p, Reason::PassRouted)
+}
+
+/// A packet for beyond this host: out of an uplink by the data path's own
+/// redirect when the FIB routes it there (the uplink's egress translates
+/// it), else the kernel's forwarding, counted as `fallback`.
+#[inline(always)]
+fn routed(ctx: &TcContext, p: &Packet, fallback: Reason) -> V {
+    match fib::to_uplink(ctx, p) {
+        Egress::Redirected(TC_ACT_REDIRECT) => Verdict::new(Reason::RedirectUplink, TC_ACT_REDIRECT),
+        Egress::Redirected(_) => drop(Reason::DropRedirectFailed),
+        Egress::WriteFailed => drop(Reason::DropWriteFailed),
+        Egress::Kernel => pass(fallback),
+    }
 }
 
 #[inline(always)]
@@ -225,7 +242,7 @@ fn redirect(dst: &Endpoint, reason: Reason) -> V {
 #[inline(always)]
 fn tracked(ctx: &TcContext, p: &Packet, entry: &CtEntry) -> V {
     let Some(dst) = maps::endpoint(entry.rewrite.daddr) else {
-        return pass(Reason::PassTrackedToUplink);
+        return routed(ctx, p, Reason::PassTrackedToUplink);
     };
     let reason = if p.kind == Kind::Fragment { Reason::FragmentTranslated } else { Reason::Nat };
     deliver_translated(ctx, p, &entry.rewrite, dst, reason)

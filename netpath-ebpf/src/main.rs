@@ -8,6 +8,7 @@
 mod arp;
 mod conntrack;
 mod ctx;
+mod fib;
 mod frag;
 mod from_container;
 mod from_overlay;

@@ -51,6 +51,8 @@ pub const UPLINK_MAC: Mac = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
 pub const ROUTER_MAC: Mac = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 /// A veth with no endpoint behind it.
 pub const STRAY_VETH: &str = "vx";
+/// A network routed through the stray veth: an interface that is no uplink.
+pub const BEYOND_STRAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 0);
 
 /// A single published TCP port of every host address, to `b`.
 pub const PUB_TCP: (u16, u16) = (8080, 80);
@@ -560,11 +562,16 @@ impl Rig {
     }
 
     /// What a sandbox sends towards the outside, all the way: its veth,
-    /// then (when that passes it to the kernel, which routes it out) the
-    /// uplink's egress. The second outcome is absent when the first did
-    /// not pass the frame on.
+    /// then the uplink's egress, when the veth's program redirected it
+    /// there itself (`REDIRECT_UPLINK`: forwarded as it left it) or passed
+    /// it to the kernel, which routes it out. The second outcome is absent
+    /// when the first went neither way.
     pub fn sandbox_to_outside(&self, name: &str, frame: &[u8]) -> (Outcome, Option<Outcome>) {
         let first = self.from_container(name, frame);
+        if first.action == Action::Redirect && first.reason == Some(Reason::RedirectUplink) {
+            let second = self.to_uplink(&first.out);
+            return (first, Some(second));
+        }
         if first.action != Action::Pass {
             return (first, None);
         }
@@ -636,7 +643,20 @@ fn devices() -> Result<()> {
     for dev in SANDBOXES.iter().map(|s| s.veth).chain([STRAY_VETH, UPLINK]) {
         script += &format!("link add {dev} type veth peer name {dev}-p\nlink set {dev} up\nlink set {dev}-p up\n");
     }
-    script += &format!("addr add {UPLINK_IP}/24 dev {UPLINK}\nroute add default via {ROUTER_IP} dev {UPLINK}\n");
+    // The uplink's MAC and its router's, known: from_container's FIB
+    // lookup then finds the next hop's neighbour and writes both MACs.
+    let mac = |m: Mac| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    script += &format!(
+        "link set {UPLINK} address {}\naddr add {UPLINK_IP}/24 dev {UPLINK}\nroute add default via {ROUTER_IP} dev {UPLINK}\n\
+         neigh add {ROUTER_IP} lladdr {} dev {UPLINK} nud permanent\n\
+         route add {BEYOND_STRAY}/24 dev {STRAY_VETH}\n",
+        mac(UPLINK_MAC),
+        mac(ROUTER_MAC)
+    );
+    // The gateways are addresses of the host (of its bridges, on a real one).
+    for n in &NETS {
+        script += &format!("addr add {}/32 dev lo\n", n.gateway);
+    }
     let mut child = Command::new("ip")
         .args(["-batch", "-"])
         .stdin(Stdio::piped())

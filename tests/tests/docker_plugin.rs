@@ -226,7 +226,8 @@ fn docker_containers_on_a_netpath_network() {
     assert!(received["peer"].as_str().unwrap().starts_with(&format!("{HOST}:")), "masqueraded: {received}");
 
     // ICC off, as Docker's bridge driver spells it.
-    docker(&d, "network create -d netpath --subnet 10.89.0.0/24 -o com.docker.network.bridge.enable_icc=false n2");
+    let n2 =
+        docker(&d, "network create -d netpath --subnet 10.89.0.0/24 -o com.docker.network.bridge.enable_icc=false n2");
     docker(&d, "run -d --network n2 --name gamma bb sleep 1000000");
     docker(&d, "run -d --network n2 --name victim bb sleep 1000000");
     let v_ip = ip_of(&d, "victim", "n2");
@@ -243,11 +244,22 @@ fn docker_containers_on_a_netpath_network() {
     assert!(reach.contains("1 packets received"), "ICC off still lets it out: {reach}");
 
     // Nothing of Docker's own for these containers: no rule naming their
-    // addresses or ports, no docker-proxy.
+    // addresses or ports, no docker-proxy; and none of netpath's either
+    // (nothing names netpath or the networks' bridges), although dockerd
+    // set the FORWARD policy to DROP: container egress (masquerade and the
+    // published ports' replies, all checked above) leaves by the data
+    // path's own redirect to the uplink, never through FORWARD.
     let rules = firewall(&lab);
-    for needle in ["10.88.0.", "10.89.0.", "8080", &ephemeral.to_string()] {
+    assert!(rules.contains(":FORWARD DROP"), "dockerd's FORWARD policy is DROP:\n{rules}");
+    let bridges: Vec<String> =
+        [&n1, &n2].iter().map(|id| netpath_tests::bridge_of(&lab, &format!("docker-{}", &id[..12])).unwrap()).collect();
+    for needle in ["10.88.0.", "10.89.0.", "8080", &ephemeral.to_string(), "netpath", &bridges[0], &bridges[1]] {
         assert!(!rules.contains(needle), "the host firewall names {needle}:\n{rules}");
     }
+    assert!(
+        lab.datapath().counters(Program::FromContainer).unwrap().packets(Reason::RedirectUplink) > 0,
+        "container egress was redirected to the uplink by the data path"
+    );
     assert!(d.proxy_pids().is_empty(), "no docker-proxy runs for netpath's ports");
 
     // The plugin killed while containers run: the pinned data path carries on.

@@ -203,7 +203,41 @@ fn isolation_verdicts() {
     assert_eq!(rig.from_container("e", &udp("e", ip("d"))).verdict(), ("FORWARDED", Action::Redirect));
     assert_eq!(rig.from_container("i", &udp("i", CLIENT_IP)).verdict(), ("DROP_INTERNAL_NETWORK", Action::Drop));
     assert_eq!(rig.from_container("i", &udp("i", net(4).gateway)).verdict(), ("PASS_ROUTED", Action::Pass));
-    assert_eq!(rig.from_container("a", &udp("a", CLIENT_IP)).verdict(), ("PASS_ROUTED", Action::Pass));
+    assert_eq!(rig.from_container("a", &udp("a", CLIENT_IP)).verdict(), ("REDIRECT_UPLINK", Action::Redirect));
+}
+
+/// What the veth's program routes out of the uplink itself and what it
+/// leaves to the kernel's forwarding, untouched: the kernel must answer an
+/// expiring TTL and a packet too big for the route (path MTU discovery,
+/// fragmentation), and route anything not bound for an uplink.
+#[test]
+fn sandbox_egress_routed_by_the_data_path_only_to_uplinks() {
+    let mut rig = rig();
+    rig.clear_conntrack().unwrap();
+    let udp = |dst: Ipv4Addr, ttl: u8, len: usize| {
+        let mut h = Ipv4::new(ip("a"), dst, UDP);
+        h.ttl = ttl;
+        craft::frame(gateway_mac(1), mac("a"), &h, &craft::udp(sa(ip("a"), 6100), sa(dst, 53), &vec![7; len]))
+    };
+    let untouched = |f: &[u8], why: &str| {
+        let o = rig.from_container("a", f);
+        assert_eq!(o.verdict(), ("PASS_ROUTED", Action::Pass), "{why}");
+        assert_eq!(o.out, f, "{why}: left as it came");
+    };
+    // The largest packet the uplink's MTU (1500) carries goes out, one
+    // byte more does not.
+    let fits = rig.from_container("a", &udp(CLIENT_IP, 64, 1500 - 28));
+    assert_eq!(fits.verdict(), ("REDIRECT_UPLINK", Action::Redirect));
+    assert_eq!(craft::view(&fits.out).ttl, 63);
+    assert_checksums(&fits);
+    untouched(&udp(CLIENT_IP, 64, 1500 - 28 + 1), "bigger than the route's MTU");
+    untouched(&udp(CLIENT_IP, 1, 10), "TTL expiring");
+    untouched(&udp(Ipv4Addr::new(192, 0, 2, 9), 64, 10), "routed out of an interface that is no uplink");
+    untouched(&udp(UPLINK_IP, 64, 10), "for the host itself");
+    let ttl2 = rig.from_container("a", &udp(CLIENT_IP, 2, 10));
+    assert_eq!(ttl2.verdict(), ("REDIRECT_UPLINK", Action::Redirect));
+    assert_eq!(craft::view(&ttl2.out).ttl, 1);
+    assert_checksums(&ttl2);
 }
 
 /// A masqueraded TCP connection, both ways, through the programs in the
@@ -214,7 +248,12 @@ fn masquerade_round_trip() {
     rig.clear_conntrack().unwrap();
     let (a, client) = (sa(ip("a"), 41000), sa(CLIENT_IP, 443));
     let (first, out) = rig.sandbox_to_outside("a", &tcp_frame(out_of("a"), a, client, SYN));
-    assert_eq!(first.verdict(), ("PASS_ROUTED", Action::Pass));
+    // Routed by the veth's program itself: to the router's MAC from the
+    // uplink's, one hop of TTL, still from a's address (SNAT is egress's).
+    assert_eq!(first.verdict(), ("REDIRECT_UPLINK", Action::Redirect));
+    let v = craft::view(&first.out);
+    assert_eq!((v.eth_dst, v.eth_src, v.src, v.dst, v.ttl), (ROUTER_MAC, UPLINK_MAC, ip("a"), CLIENT_IP, 63));
+    assert_checksums(&first);
     let out = out.expect("routed to the uplink");
     assert_eq!(out.verdict(), ("SNAT_NEW", Action::Pass));
     let v = craft::view(&out.out);
@@ -235,7 +274,7 @@ fn masquerade_round_trip() {
     assert_checksums(&reply);
 
     let (first, out) = rig.sandbox_to_outside("a", &tcp_frame(out_of("a"), a, client, ACK));
-    assert_eq!(first.verdict(), ("PASS_TRACKED_TO_UPLINK", Action::Pass));
+    assert_eq!(first.verdict(), ("REDIRECT_UPLINK", Action::Redirect));
     assert_eq!(out.unwrap().verdict(), ("NAT", Action::Pass));
     // Traffic of the host itself is not netpath's.
     let host = rig.to_uplink(&tcp_frame(TO_ROUTER, sa(UPLINK_IP, 5555), client, SYN));
@@ -258,7 +297,7 @@ fn published_ports_round_trip() {
     assert_checksums(&syn);
 
     let (first, out) = rig.sandbox_to_outside("b", &tcp_frame(out_of("b"), sa(ip("b"), PUB_TCP.1), client, SYN | ACK));
-    assert_eq!(first.verdict(), ("PASS_TRACKED_TO_UPLINK", Action::Pass));
+    assert_eq!(first.verdict(), ("REDIRECT_UPLINK", Action::Redirect));
     let out = out.unwrap();
     assert_eq!(out.verdict(), ("NAT", Action::Pass));
     let v = craft::view(&out.out);
@@ -410,6 +449,7 @@ fn ip_options() {
     h.options = vec![1, 1, 1, 1, 1, 1, 1, 1];
     let f = craft::frame(gateway_mac(1), mac("a"), &h, &craft::udp(sa(ip("a"), 6000), sa(CLIENT_IP, 53), b"q"));
     let (first, out) = rig.sandbox_to_outside("a", &f);
+    // Options are the kernel's to process when it forwards.
     assert_eq!(first.verdict(), ("PASS_ROUTED", Action::Pass));
     let out = out.unwrap();
     assert_eq!(out.verdict(), ("SNAT_NEW", Action::Pass));
@@ -441,7 +481,7 @@ fn every_tcp_flag_combination() {
         let sib = rig.from_container("a", &tcp_frame(out_of("a"), a, sa(ip("b"), 80), flags));
         assert_eq!(sib.verdict(), ("FORWARDED", Action::Redirect), "flags {flags:#04x}");
         let (first, out) = rig.sandbox_to_outside("a", &tcp_frame(out_of("a"), a, sa(CLIENT_IP, 443), flags));
-        assert_eq!(first.verdict(), ("PASS_ROUTED", Action::Pass), "flags {flags:#04x}");
+        assert_eq!(first.verdict(), ("REDIRECT_UPLINK", Action::Redirect), "flags {flags:#04x}");
         let out = out.unwrap();
         // Only a SYN opens a connection (DROP_CT_NOT_SYN without one: an
         // untracked segment would leave with a private source); SYN with
@@ -626,7 +666,8 @@ fn sandbox_fragments_never_leave_with_a_private_source() {
     for (frag, l4) in pieces {
         let f = fragment(out_of("a"), ip("a"), CLIENT_IP, 0x4242, frag, l4);
         let (first, out) = rig.sandbox_to_outside("a", &f);
-        assert!(first.action != Action::Redirect);
+        // Out of the uplink (through its egress), never into a sandbox.
+        assert!(first.action != Action::Redirect || first.why() == Reason::RedirectUplink);
         if let Some(out) = out {
             assert!(
                 out.action == Action::Drop || craft::view(&out.out).src == UPLINK_IP,
@@ -707,7 +748,7 @@ fn icmp_error_about_own_flow_is_translated() {
         &craft::icmp_error(craft::ICMP_DEST_UNREACH, 3, &dgram.out[14..]),
     );
     let (first, out) = rig.sandbox_to_outside("b", &err);
-    assert_eq!(first.action, Action::Pass);
+    assert_eq!(first.verdict(), ("REDIRECT_UPLINK", Action::Redirect));
     let out = out.unwrap();
     assert_eq!(out.verdict(), ("ICMP_ERROR_TRANSLATED", Action::Pass));
     let v = craft::view(&out.out);

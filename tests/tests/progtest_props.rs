@@ -417,6 +417,10 @@ fn continuation(rig: &Rig, s: &Step, (fed, o): &(Fed, Outcome)) -> Option<Fed> {
         let frame = craft::ethernet(ROUTER_MAC, UPLINK_MAC, ETH_P_IP, &packet);
         return Some(Fed { hook: Hook::ToUplink, ifindex: rig.ifindex(UPLINK), sender: None, frame });
     }
+    if fed.hook == Hook::FromContainer && o.reason == Some(Reason::RedirectUplink) {
+        // Routed out of the uplink by the veth's program: as it left it.
+        return Some(Fed { hook: Hook::ToUplink, ifindex: rig.ifindex(UPLINK), sender: None, frame: o.out.clone() });
+    }
     let v = craft::view(&o.out);
     let (proto, flags) = (v.proto, s.sel[9] | ACK);
     let (from, to) = (SocketAddrV4::new(v.dst, v.dport), SocketAddrV4::new(v.src, v.sport));
@@ -449,6 +453,7 @@ const VETH_ONLY: &[Reason] = &[
     Reason::PassArp,
     Reason::PassRouted,
     Reason::PassTrackedToUplink,
+    Reason::RedirectUplink,
     Reason::DropSpoofedSource,
     Reason::DropSpoofedMac,
     Reason::DropSpoofedArp,
@@ -548,7 +553,7 @@ fn check(fed: &Fed, o: &Outcome) -> Result<(), TestCaseError> {
         prop_assert!(o.ct_new.is_empty(), "a cut transport header opened {:?}: {}", o.ct_new, ctx());
         match fed.hook {
             Hook::FromContainer => prop_assert!(
-                o.action != Action::Redirect || reason == Reason::Forwarded,
+                o.action != Action::Redirect || matches!(reason, Reason::Forwarded | Reason::RedirectUplink),
                 "a cut transport header was translated: {}",
                 ctx()
             ),
@@ -558,7 +563,14 @@ fn check(fed: &Fed, o: &Outcome) -> Result<(), TestCaseError> {
     }
     // 6. Deliveries reach the sandbox the packet names, translations keep
     //    checksums.
-    if o.action == Action::Redirect {
+    if reason == Reason::RedirectUplink {
+        // Routed out of the uplink: to the router, one hop of TTL less,
+        // addresses untouched (the uplink's egress translates).
+        let (v, before) = (craft::view(&o.out), craft::view(&fed.frame));
+        prop_assert_eq!((v.eth_dst, v.eth_src), (ROUTER_MAC, UPLINK_MAC), "{}", ctx());
+        prop_assert_eq!((v.src, v.dst, v.ttl + 1), (before.src, before.dst, before.ttl), "{}", ctx());
+        prop_assert!(craft::ip_checksum_ok(&o.out), "IPv4 checksum broken by the TTL: {}", ctx());
+    } else if o.action == Action::Redirect {
         let v = craft::view(&o.out);
         let to = SANDBOXES.iter().find(|s| s.ip == v.dst);
         prop_assert!(to.is_some(), "redirected to {} which is no sandbox: {}", v.dst, ctx());

@@ -188,13 +188,14 @@ fn each_verdict_moves_exactly_its_reason() {
     assert_eq!(w.send("outside", &[f.clone(), f]), expect(&[("from_uplink", "NAT", 2)]));
     assert!(recv(&b_sock, 3).iter().all(|(from, p)| *from == addr("198.18.0.1:40000") && p == b"pub"));
 
-    // Masquerade: routed by the kernel, opened on the uplink, then tracked.
+    // Masquerade: routed to the uplink by the veth's program itself, opened
+    // on the uplink's egress, then tracked.
     let f = frames::udp(w.gw1, w.a, addr("10.60.0.10:5001"), addr("198.18.0.1:6000"), b"masq");
     assert_eq!(
         w.send("a", std::slice::from_ref(&f)),
-        expect(&[("from_container", "PASS_ROUTED", 1), ("to_uplink", "SNAT_NEW", 1)])
+        expect(&[("from_container", "REDIRECT_UPLINK", 1), ("to_uplink", "SNAT_NEW", 1)])
     );
-    assert_eq!(w.send("a", &[f]), expect(&[("from_container", "PASS_TRACKED_TO_UPLINK", 1), ("to_uplink", "NAT", 1)]));
+    assert_eq!(w.send("a", &[f]), expect(&[("from_container", "REDIRECT_UPLINK", 1), ("to_uplink", "NAT", 1)]));
     assert_eq!(recv(&out_sock, 2), vec![(addr("198.18.0.2:5001"), b"masq".to_vec()); 2], "masqueraded, port kept");
 
     // And the packets dropped above reached no one.

@@ -195,21 +195,12 @@ pub fn create_request(req: &CreateNetworkRequest) -> Result<network::CreateReque
 }
 
 fn create_network(host: &Host, store: &Store, state: &mut State, req: CreateNetworkRequest) -> Result<Empty> {
-    if let Some(net) = find_network(state, &req.network_id) {
-        super::forward::allow(net)?;
+    if find_network(state, &req.network_id).is_some() {
         return Ok(Empty {});
     }
     let create = create_request(&req)?;
-    let net = network::create(host, store, state, &create)?;
+    network::create(host, store, state, &create)?;
     store.save(state)?;
-    if let Err(cause) = super::forward::allow(&net) {
-        let undone = super::forward::revoke(&net).and(network::remove(host, store, state, &net.name, false));
-        store.save(state)?;
-        return Err(match undone {
-            Ok(()) => cause,
-            Err(rollback) => crate::teardown::RolledBackBadly { cause, rollback }.into(),
-        });
-    }
     Ok(Empty {})
 }
 
@@ -225,7 +216,6 @@ fn delete_network(host: &Host, store: &Store, state: &mut State, req: NetworkReq
     for name in leftovers {
         sandbox::remove(host, store, state, &name, true)?;
     }
-    super::forward::revoke(&net)?;
     let removed = network::remove(host, store, state, &net.name, false);
     store.save(state)?;
     removed.map(|()| Empty {})

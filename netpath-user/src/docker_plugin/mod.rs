@@ -14,12 +14,9 @@
 //! - [`handlers`]: each call mapped onto library functions.
 //! - [`server`]: HTTP/1.1 on the Unix socket Docker finds in
 //!   `/run/docker/plugins`.
-//! - [`forward`]: the FORWARD rule per network bridge that Docker's
-//!   DROP policy needs (no rule per container, address or port).
 //! - [`engine_api`]: the few Docker Engine API reads `netpath port` needs
 //!   (Docker does not show a remote driver's ports: moby/libnetwork#2451).
 pub mod engine_api;
-pub mod forward;
 pub mod handlers;
 pub mod protocol;
 pub mod server;

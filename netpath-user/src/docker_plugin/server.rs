@@ -27,10 +27,6 @@ pub fn serve(roots: Roots, socket: &Path) -> Result<()> {
     if let Err(e) = crate::system::recover(&roots) {
         eprintln!("netpath docker-plugin: warning: {e:#}");
     }
-    {
-        let (_store, state) = crate::state::Store::open(&roots)?;
-        super::forward::reconcile(&state)?;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
