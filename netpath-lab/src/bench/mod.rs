@@ -154,7 +154,7 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
     let mut results = Vec::new();
     let mut errors = Vec::new();
     let (mut ports, mut conntrack, mut control) = (Vec::new(), Vec::new(), Vec::new());
-    let mut docker_control = Vec::new();
+    let mut engine_control = Vec::new();
     let mut note = |what: &str, r: Result<()>| {
         if let Err(e) = r {
             eprintln!("bench: {what}: {e:#}");
@@ -221,15 +221,13 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
                     if !docker::available() {
                         anyhow::bail!("dockerd, runc or busybox-static missing (cargo xtask bench installs them)");
                     }
-                    let tb = docker::testbed(bins, system == System::Docker, &plan.scenarios, LIFETIME)?;
+                    let tb = docker::testbed(bins, system == System::Docker, &scaling_scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
-                    if plan.scaling && system == System::Docker {
+                    // Docker's own networking in its normal configuration
+                    // (userland proxy on): the row docker-netpath compares with.
+                    if system == System::Docker {
                         let d = docker::dockerd_of(&tb).expect("docker testbed has a dockerd");
-                        docker_control.extend(scaling::docker_control_plane(
-                            d,
-                            &plan.docker_sandbox_sizes,
-                            plan.reps.max(5),
-                        )?);
+                        engine_scaling(&tb, system, d, plan, &mut ports, &mut engine_control)?;
                     }
                 }
                 System::DockerNetpath => {
@@ -238,15 +236,8 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
                     }
                     let tb = docker_netpath::testbed(bins, &scaling_scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
-                    if plan.scaling {
-                        let d = docker::dockerd_of(&tb).expect("docker testbed has a dockerd");
-                        ports.extend(docker_netpath::ports(&tb, d, &plan.port_sizes, plan.reps, &plan.durations)?);
-                        docker_control.extend(docker_netpath::control_plane(
-                            d,
-                            &plan.docker_sandbox_sizes,
-                            plan.reps.max(5),
-                        )?);
-                    }
+                    let d = docker::dockerd_of(&tb).expect("docker testbed has a dockerd");
+                    engine_scaling(&tb, system, &docker_netpath::engine(d), plan, &mut ports, &mut engine_control)?;
                 }
                 System::Podman => {
                     if !podman::available() {
@@ -256,7 +247,8 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
                     }
                     let tb = podman::testbed(bins, &scaling_scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
-                    engine_scaling(&tb, system, plan, &mut ports, &mut docker_control)?;
+                    let engine = podman_netpath::engine_of(&tb).context("the testbed has no engine")?;
+                    engine_scaling(&tb, system, engine, plan, &mut ports, &mut engine_control)?;
                 }
                 System::PodmanNetpath => {
                     if !podman_netpath::available(bins) {
@@ -264,7 +256,8 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
                     }
                     let tb = podman_netpath::testbed(bins, &scaling_scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
-                    engine_scaling(&tb, system, plan, &mut ports, &mut docker_control)?;
+                    let engine = podman_netpath::engine_of(&tb).context("the testbed has no engine")?;
+                    engine_scaling(&tb, system, engine, plan, &mut ports, &mut engine_control)?;
                 }
                 System::DockerProxy => {}
             }
@@ -272,7 +265,10 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
         })();
         note(system.label(), r);
     }
-    if plan.scaling && !plan.conntrack_sizes.is_empty() {
+    // netpath's own scaling runs belong to its row: a run of other systems
+    // only (e.g. the engines) skips them.
+    let netpath_scaling = plan.scaling && plan.systems.contains(&System::Netpath);
+    if netpath_scaling && !plan.conntrack_sizes.is_empty() {
         let r = (|| -> Result<()> {
             let max = plan.conntrack_sizes.iter().max().copied().unwrap_or(0);
             // conntrack-max counts connections; the fill writes `max` entries (two per connection).
@@ -284,7 +280,7 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
         note("conntrack scaling", r);
     }
     let mut crowded = Vec::new();
-    if plan.scaling && !plan.sandbox_sizes.is_empty() {
+    if netpath_scaling && !plan.sandbox_sizes.is_empty() {
         let r = (|| -> Result<()> {
             let tb = np::testbed(bins, &plan.scenarios, None, LIFETIME)?;
             control = scaling::control_plane(&tb, &plan.sandbox_sizes, plan.reps.max(5))?;
@@ -305,17 +301,18 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
         results,
         ports,
         conntrack,
-        control_plane: control.into_iter().chain(docker_control).collect(),
+        control_plane: control.into_iter().chain(engine_control).collect(),
         crowded,
         errors,
     })
 }
 
-/// A Podman testbed's published-port scaling and control plane (the
-/// engine's `run -p`/`rm` with containers present).
+/// A container engine's published-port scaling and control plane (its
+/// `run -p`/`rm` with containers present), for its row of the engine table.
 fn engine_scaling(
     tb: &testbed::Testbed,
     system: System,
+    engine: &dyn systems::engine::Engine,
     plan: &Plan,
     ports: &mut Vec<scaling::Point>,
     control: &mut Vec<scaling::Point>,
@@ -323,8 +320,7 @@ fn engine_scaling(
     if !plan.scaling {
         return Ok(());
     }
-    let engine = podman_netpath::engine_of(tb).context("the testbed has no engine")?;
-    let sizes = podman_netpath::engine_port_sizes(system, plan.mode, &plan.port_sizes);
+    let sizes = scaling::engine_port_sizes(system, plan.mode, &plan.port_sizes);
     ports.extend(scaling::engine_ports(tb, system, engine, &sizes, plan.reps, &plan.durations)?);
     control.extend(scaling::engine_control_plane(system, engine, &plan.docker_sandbox_sizes, plan.reps.max(5))?);
     Ok(())

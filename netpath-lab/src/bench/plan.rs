@@ -26,7 +26,9 @@ pub struct BenchArgs {
     pub scenarios: Vec<String>,
     /// Only these systems (netpath, netpath-xdp, netpath-tc-same-wire,
     /// iptables-nft, iptables-legacy, docker-proxy, docker,
-    /// docker-no-proxy, podman, bridge, veth).
+    /// docker-no-proxy, docker-netpath, podman, podman-netpath, bridge,
+    /// veth); netpath's own scaling runs (conntrack, control plane) only
+    /// with netpath among them.
     #[arg(long = "system")]
     pub systems: Vec<String>,
     /// Skip the scaling, conntrack and control-plane runs.

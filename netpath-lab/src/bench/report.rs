@@ -119,8 +119,10 @@ pub fn markdown(r: &Report) -> String {
          and Docker 20.10's ruleset for `--userland-proxy=false` loaded with iptables-restore (DNAT, hairpin \
          MASQUERADE, isolation chains, route_localnet); **docker-proxy**: Debian's `/usr/sbin/docker-proxy` on \
          127.0.0.1 in that lab; **docker / docker (no userland proxy)**: Docker Engine 20.10 itself, dockerd in \
-         the lab host; **podman + netavark**: Podman 4.3 rootful with netavark 1.4 (its `NETAVARK-*` \
-         iptables-nft chains), in the lab host; **bridge, no NAT (bound)**: the same bridge and veths with no rule, the outside \
+         the lab host; **docker with netpath driver**: the same dockerd (userland proxy off) with its containers on a \
+         `docker network create -d netpath` network served by `netpath docker-plugin`; **podman + netavark**: \
+         Podman 4.3 rootful with netavark 1.4 (its `NETAVARK-*` iptables-nft chains), in the lab host; \
+         **podman + netpath CNI**: the same Podman with the CNI backend and `netpath-cni`; **bridge, no NAT (bound)**: the same bridge and veths with no rule, the outside \
          routing to the sandbox subnet; **raw veth (bound)**: one veth pair between two namespaces. \
          Bench clients and servers run via setns in each namespace (the engines' containers are busybox \
          sleeping). Wire frames: UDP frames handed to the uplink as a NIC would (XDP live frames through \
@@ -175,6 +177,7 @@ pub fn markdown(r: &Report) -> String {
          OUTPUT→DOCKER); docker-proxy: CPU ticks plus read/write system calls of the proxy processes; bounds: packets received in the server's \
          namespace.\n\n",
     );
+    engines_table(&mut md, r);
     points_table(&mut md, "Published ports: new connections and latency (outside → published port)", &r.ports, true);
     points_table(&mut md, "Conntrack entries present (netpath, outside → published port)", &r.conntrack, false);
     if !r.control_plane.is_empty() {
@@ -332,6 +335,16 @@ const LIMITS: &[(&str, &str)] = &[
          attach, device deletion); netpath's own CPU is ~6 ms (§6)",
     ),
     (
+        "docker: conn/s with",
+        "Docker's bridge DNATs with one rule per port in its `DOCKER` chain, walked in order by every new \
+         connection (the iptables rows' collapse)",
+    ),
+    (
+        "podman + netavark: conn/s with",
+        "netavark DNATs through per-container `NETAVARK-DN-*` chains with one rule per port, walked in order by \
+         every new connection",
+    ),
+    (
         "conn/s with ",
         "a new connection costs one hash lookup whatever the number of ports: a miss is the probe's run-to-run \
          noise on 2 CPUs, not the table",
@@ -343,6 +356,77 @@ const LIMITS: &[(&str, &str)] = &[
 
 fn limit_of(target: &str) -> &'static str {
     LIMITS.iter().find(|(part, _)| target.contains(part)).map_or("not profiled", |(_, why)| why)
+}
+
+/// The engines side by side: (on netpath, on its own networking).
+const ENGINES: [(System, System); 2] =
+    [(System::DockerNetpath, System::Docker), (System::PodmanNetpath, System::Podman)];
+
+/// An engine's published-port scaling: the largest number of ports
+/// measured, and its median new conn/s there and at 0 ports.
+fn engine_scaling(r: &Report, engine: System) -> Option<(usize, Option<f64>, Option<f64>)> {
+    let pts: Vec<&Point> = r.ports.iter().filter(|p| p.system == engine).collect();
+    let at = |n: usize| pts.iter().find(|p| p.size == n).and_then(|p| p.conn_per_s.as_ref()).map(|s| s.median);
+    let top = pts.iter().map(|p| p.size).max().filter(|&n| n > 0)?;
+    Some((top, at(top), at(0)))
+}
+
+/// One table for issue #11's engine rows: each engine on netpath next to
+/// the same engine on its own networking, from figures measured in this run.
+fn engines_table(md: &mut String, r: &Report) {
+    let measured = |s: System| r.ports.iter().any(|p| p.system == s) || r.results.iter().any(|x| x.system == s);
+    let rows: Vec<System> = ENGINES.iter().flat_map(|&(a, b)| [a, b]).filter(|&s| measured(s)).collect();
+    if rows.is_empty() {
+        return;
+    }
+    md.push_str(
+        "## Container engines: on netpath and on their own networking\n\n\
+         | engine | new conn/s, 0 ports | new conn/s, N ports | N | N vs. 0 (target ≥ 0.9x) | `run -d -p` ms | `rm -f` ms | \
+         published port TCP 1 stream Gbit/s | sandbox->outside TCP 1 stream Gbit/s |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in rows {
+        let (top, at_top, at_zero) = engine_scaling(r, s).unwrap_or((0, None, None));
+        let num = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or("–".into());
+        let vs = match (at_top, at_zero) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "–".into(),
+        };
+        // The control plane with the fewest containers present.
+        let cp = r.control_plane.iter().filter(|p| p.system == s).min_by_key(|p| p.size);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.label(),
+            num(at_zero),
+            num(at_top),
+            if top > 0 { top.to_string() } else { "–".into() },
+            vs,
+            ms(cp.and_then(|p| p.add_us.as_ref())),
+            ms(cp.and_then(|p| p.remove_us.as_ref())),
+            cell(
+                r.results
+                    .iter()
+                    .find(|x| x.system == s && x.scenario == Scenario::Published)
+                    .and_then(|x| x.figures.get("tput1_gbps")),
+                2
+            ),
+            cell(
+                r.results
+                    .iter()
+                    .find(|x| x.system == s && x.scenario == Scenario::Masquerade)
+                    .and_then(|x| x.figures.get("tput1_gbps")),
+                2
+            ),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nN is the largest number of ports measured for that engine (a `--quick` run stops Docker's bridge and \
+         netavark at 1,000: their iptables rules go in one `iptables` call at a time). `run -d -p` / `rm -f`: \
+         with the fewest containers present (details in the control-plane table). Docker's bridge runs in its \
+         default configuration (userland proxy on: a `docker-proxy` process per published port; packets from \
+         outside go through its DNAT rules); Docker on netpath has no proxy and no rule per container.\n"
+    );
 }
 
 /// (target, figure, met) for each target of the issue.
@@ -416,18 +500,15 @@ pub fn targets(r: &Report) -> Vec<(String, String, Option<bool>)> {
     let at = |n: usize| np_ports.iter().find(|p| p.size == n).and_then(|p| p.conn_per_s.as_ref()).map(|s| s.median);
     let largest = np_ports.iter().map(|p| p.size).max().unwrap_or(0);
     ratio(&mut t, &format!("conn/s with {largest} ports ≥ 0.9x netpath at 0"), at(largest), at(0), 0.9, true);
-    // The engines: on netpath's CNI plugin Podman should keep netpath's flat
-    // scaling, where its own networking (netavark's rules) falls.
-    for engine in [PodmanNetpath, Podman] {
-        let pts: Vec<&Point> = r.ports.iter().filter(|p| p.system == engine).collect();
-        let at = |n: usize| pts.iter().find(|p| p.size == n).and_then(|p| p.conn_per_s.as_ref()).map(|s| s.median);
-        let top = pts.iter().map(|p| p.size).max().unwrap_or(0);
-        if top > 0 {
+    // The engines: on netpath (plugin, CNI) they should keep netpath's flat
+    // scaling, where their own networking (Docker's and netavark's rules) falls.
+    for engine in ENGINES.iter().flat_map(|&(a, b)| [a, b]) {
+        if let Some((top, at_top, at_zero)) = engine_scaling(r, engine) {
             ratio(
                 &mut t,
                 &format!("{}: conn/s with {top} ports ≥ 0.9x its own at 0", engine.label()),
-                at(top),
-                at(0),
+                at_top,
+                at_zero,
                 0.9,
                 true,
             );
@@ -551,8 +632,7 @@ pub fn plot(r: &Report, path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_target_names_what_limits_it() {
+    fn empty_report() -> Report {
         let args = crate::bench::BenchArgs {
             quick: false,
             smoke: false,
@@ -561,7 +641,7 @@ mod tests {
             no_scaling: false,
             out: std::env::temp_dir(),
         };
-        let report = Report {
+        Report {
             date: String::new(),
             machine: String::new(),
             plan: crate::bench::Plan::from_args(&args).unwrap(),
@@ -574,7 +654,50 @@ mod tests {
             control_plane: Vec::new(),
             crowded: Vec::new(),
             errors: Vec::new(),
-        };
+        }
+    }
+
+    fn point(system: System, size: usize, conn_per_s: f64) -> Point {
+        Point {
+            system,
+            size,
+            conn_per_s: Summary::of(&[conn_per_s]),
+            connect_p99_us: None,
+            tcp_rr_p99_us: None,
+            add_us: None,
+            remove_us: None,
+            load_ms: None,
+            note: String::new(),
+        }
+    }
+
+    /// Each engine is judged against its own 0-port figure at the largest
+    /// size measured for it, whatever the other engines' sizes.
+    #[test]
+    fn engines_are_judged_against_their_own_zero_port_figure() {
+        let mut r = empty_report();
+        r.ports = vec![
+            point(System::Docker, 0, 8000.0),
+            point(System::Docker, 1000, 2000.0),
+            point(System::DockerNetpath, 0, 8000.0),
+            point(System::DockerNetpath, 10000, 7600.0),
+            point(System::PodmanNetpath, 0, 9000.0),
+        ];
+        let t = targets(&r);
+        let find = |name: &str| t.iter().find(|(n, ..)| n == name).map(|(_, _, met)| *met);
+        assert_eq!(find("docker: conn/s with 1000 ports ≥ 0.9x its own at 0"), Some(Some(false)));
+        assert_eq!(find("docker with netpath driver: conn/s with 10000 ports ≥ 0.9x its own at 0"), Some(Some(true)));
+        // Measured at 0 ports only: no target row, no made-up figure.
+        assert!(!t.iter().any(|(n, ..)| n.starts_with("podman + netpath CNI")), "{t:?}");
+        assert!(limit_of("docker: conn/s with 1000 ports ≥ 0.9x its own at 0").contains("DOCKER"));
+        let md = markdown(&r);
+        assert!(md.contains("| docker | 8000 | 2000 | 1000 | 0.25x |"), "{md}");
+        assert!(md.contains("| docker with netpath driver | 8000 | 7600 | 10000 | 0.95x |"), "{md}");
+    }
+
+    #[test]
+    fn every_target_names_what_limits_it() {
+        let report = empty_report();
         let names: Vec<String> = targets(&report).into_iter().map(|(name, ..)| name).collect();
         assert!(names.len() >= 15, "{names:?}");
         let unexplained: Vec<&String> = names.iter().filter(|n| limit_of(n) == "not profiled").collect();

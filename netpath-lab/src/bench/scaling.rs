@@ -13,7 +13,7 @@ use netpath::publish::{self, Proto, Published};
 use super::{
     catalog::{Scenario, System},
     measure::{Durations, Metric, Summary, conn_rate, measure},
-    systems::{docker::Dockerd, engine::Engine, iptables},
+    systems::{engine::Engine, iptables},
     testbed::Testbed,
     topology::{FILLER_FIRST, FILLER_IP, GATEWAY},
 };
@@ -216,20 +216,6 @@ pub fn control_plane(tb: &Testbed, sizes: &[usize], reps: usize) -> Result<Vec<P
     )
 }
 
-/// The same for Docker Engine: `docker run -d -p 18080:80` and `docker rm
-/// -f` with `sizes` containers present.
-pub fn docker_control_plane(d: &Dockerd, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
-    timed_add_remove(
-        System::Docker,
-        sizes,
-        reps,
-        "add = `docker run -d -p 18080:80 bb sleep`, remove = `docker rm -f`",
-        |n| d.docker(&["run", "-d", "--name", &format!("bg{n}"), "bb", "sleep", "1000000"]).map(drop),
-        || d.docker(&["run", "-d", "--name", "cp", "-p", "18080:80", "bb", "sleep", "1000000"]).map(drop),
-        || d.docker(&["rm", "-f", "cp"]).map(drop),
-    )
-}
-
 /// Times `add` and `remove` `reps` times at each size, after `background`
 /// brought the number of other sandboxes up to that size.
 pub(super) fn timed_add_remove(
@@ -272,11 +258,12 @@ pub(super) fn timed_add_remove(
     Ok(points)
 }
 
-/// A container engine (Podman with netavark or with netpath's CNI plugin)
-/// with 0..=max published ports: at each size one filler container
-/// publishes all of them with a single `run -d -p ... -p ...` (the previous
-/// filler removed first), timed as the load; then the published-port
-/// connection rate through the testbed's `srv`.
+/// A container engine (Docker on its bridge or with netpath's network
+/// plugin, Podman with netavark or with netpath's CNI plugin) with
+/// 0..=max published ports: at each size one filler container publishes
+/// all of them with a single `run -d -p ... -p ...` (the previous filler
+/// removed first), timed as the load; then the published-port connection
+/// rate through the testbed's `srv`.
 pub fn engine_ports(
     tb: &Testbed,
     system: System,
@@ -289,7 +276,7 @@ pub fn engine_ports(
     let mut filler: Option<String> = None;
     for &size in sizes {
         if let Some(name) = filler.take() {
-            engine.cli(&["rm", "-f", "-t", "0", &name])?;
+            engine.remove(&name)?;
         }
         let mut load = None;
         if size > 0 {
@@ -302,11 +289,11 @@ pub fn engine_ports(
         }
         let mut p = conn_point(tb, system, reps, d, size)?;
         p.load_ms = load.map(|l| l.as_secs_f64() * 1e3);
-        p.note = format!("load = wall time of one `run -d` of a container with {size} `-p`");
+        p.note = format!("load = wall time of one `{} run -d` of a container with {size} `-p`", engine.program());
         points.push(p);
     }
     if let Some(name) = filler {
-        engine.cli(&["rm", "-f", "-t", "0", &name])?;
+        engine.remove(&name)?;
     }
     Ok(points)
 }
@@ -314,13 +301,31 @@ pub fn engine_ports(
 /// `run -d -p 18080:80` and `rm -f` of a container engine with `sizes`
 /// containers present.
 pub fn engine_control_plane(system: System, engine: &dyn Engine, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
+    let program = engine.program();
+    let network = engine.run_options().join(" ");
+    let network = if network.is_empty() { String::new() } else { format!(" {network}") };
     timed_add_remove(
         system,
         sizes,
         reps,
-        "add = `podman run -d -p 18080:80 bb sleep`, remove = `podman rm -f -t 0`",
+        &format!("add = `{program} run -d{network} -p 18080:80 bb sleep`, remove = `{program} rm -f`"),
         |n| engine.run_sleeper(&format!("bg{n}"), &[]),
         || engine.run_sleeper("cp", &["18080:80".to_string()]),
-        || engine.cli(&["rm", "-f", "-t", "0", "cp"]).map(drop),
+        || engine.remove("cp"),
     )
+}
+
+/// The port counts an engine is measured at: none and 10,000 (or the
+/// largest size of a smaller plan). Each `-p` costs an engine's own
+/// networking iptables rules added one `iptables` call at a time (and
+/// Docker with its userland proxy on a `docker-proxy` process): 10,000 of
+/// them take netavark well over five minutes here (about 4,000 rules in the
+/// first four), so a `--quick` run measures the engines' own networking
+/// (Docker's bridge, netavark) at 1,000. On netpath a `-p` is a map entry.
+pub fn engine_port_sizes(system: System, mode: &str, sizes: &[usize]) -> Vec<usize> {
+    let own_networking = matches!(system, System::Podman | System::Docker | System::DockerNoProxy);
+    let cap = if own_networking && mode == "quick" { 1_000 } else { 10_000 };
+    let first = sizes.iter().copied().min().unwrap_or(0);
+    let top = sizes.iter().copied().filter(|&s| s <= cap).max().unwrap_or(first);
+    if top == first { vec![first] } else { vec![first, top] }
 }

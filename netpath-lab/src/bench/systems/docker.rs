@@ -215,6 +215,10 @@ impl Dockerd {
 }
 
 impl Engine for Dockerd {
+    fn program(&self) -> &'static str {
+        "docker"
+    }
+
     fn cli(&self, args: &[&str]) -> Result<String> {
         self.docker(args)
     }

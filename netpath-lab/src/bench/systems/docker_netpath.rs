@@ -22,10 +22,7 @@ use super::{
 use crate::{
     bench::{
         catalog::{Scenario, System},
-        measure::Durations,
-        scaling::{self, Point},
         testbed::{Place, Procs, Testbed, routes_for, start_servers},
-        topology::FILLER_FIRST,
     },
     fixture::{Binaries, Lab},
 };
@@ -76,6 +73,10 @@ impl Drop for Plugin {
 struct OnNetwork<'a>(&'a Dockerd);
 
 impl Engine for OnNetwork<'_> {
+    fn program(&self) -> &'static str {
+        "docker"
+    }
+
     fn cli(&self, args: &[&str]) -> Result<String> {
         self.0.docker(args)
     }
@@ -121,59 +122,8 @@ pub fn testbed(bins: &Binaries, scenarios: &[Scenario], lifetime: Duration) -> R
     Ok(tb)
 }
 
-/// Published-port connections with 0..=max ports published by a Docker
-/// container on the netpath network: at each size one filler container
-/// publishes all of them with a single `docker run -p ... -p ...` (the
-/// previous one removed first), timed as the load.
-pub fn ports(tb: &Testbed, d: &Dockerd, sizes: &[usize], reps: usize, durations: &Durations) -> Result<Vec<Point>> {
-    let mut points = Vec::new();
-    let mut filler: Option<String> = None;
-    for &size in sizes {
-        if let Some(name) = filler.take() {
-            d.docker(&["rm", "-f", &name])?;
-        }
-        let mut load = None;
-        if size > 0 {
-            let name = format!("fill{size}");
-            let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", NETWORK].map(String::from).to_vec();
-            for i in 0..size {
-                args.push("-p".into());
-                args.push(format!("{}:80", FILLER_FIRST as usize + i));
-            }
-            args.extend(["bb", "sleep", "1000000"].map(String::from));
-            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            let t = Instant::now();
-            d.docker(&argv)?;
-            load = Some(t.elapsed());
-            filler = Some(name);
-        }
-        let mut p = scaling::conn_point(tb, System::DockerNetpath, reps, durations, size)?;
-        p.load_ms = load.map(|l| l.as_secs_f64() * 1e3);
-        p.note = format!("load = wall time of one `docker run -d` with {size} `-p` (its container included)");
-        points.push(p);
-    }
-    if let Some(name) = filler {
-        d.docker(&["rm", "-f", &name])?;
-    }
-    Ok(points)
-}
-
-/// `docker run -d -p` / `docker rm -f` on the netpath network with `sizes`
-/// containers present there.
-pub fn control_plane(d: &Dockerd, sizes: &[usize], reps: usize) -> Result<Vec<Point>> {
-    scaling::timed_add_remove(
-        System::DockerNetpath,
-        sizes,
-        reps,
-        "add = `docker run -d --network bench -p 18080:80 bb sleep` (netpath driver), remove = `docker rm -f`",
-        |n| {
-            let name = format!("bg{n}");
-            d.docker(&["run", "-d", "--name", &name, "--network", NETWORK, "bb", "sleep", "1000000"]).map(drop)
-        },
-        || {
-            d.docker(&["run", "-d", "--name", "cp", "--network", NETWORK, "-p", "18080:80", "bb", "sleep", "1000000"])
-                .map(drop)
-        },
-        || d.docker(&["rm", "-f", "cp"]).map(drop),
-    )
+/// The testbed's Docker as an engine whose containers go on the netpath
+/// network (for the engine scaling runs).
+pub fn engine(d: &Dockerd) -> impl Engine + '_ {
+    OnNetwork(d)
 }

@@ -64,7 +64,15 @@ impl Footprint {
 /// A container engine's command line (docker and podman take the same
 /// `import`, `run` and `inspect`), and the bench's two containers on it.
 pub trait Engine {
+    /// The command line's name (`docker`, `podman`), for the report's notes.
+    fn program(&self) -> &'static str;
+
     fn cli(&self, args: &[&str]) -> Result<String>;
+
+    /// `rm -f` of one container.
+    fn remove(&self, name: &str) -> Result<()> {
+        self.cli(&["rm", "-f", name]).map(drop)
+    }
 
     /// The engine's private root, where the image tarball is built.
     fn root(&self) -> &Path;

@@ -113,8 +113,17 @@ tmp_dir = "{dir}/tmp"
 }
 
 impl Engine for Podman {
+    fn program(&self) -> &'static str {
+        "podman"
+    }
+
     fn cli(&self, args: &[&str]) -> Result<String> {
         self.podman(args)
+    }
+
+    /// Without `-t 0` podman waits 10 s for `sleep` to end on SIGTERM.
+    fn remove(&self, name: &str) -> Result<()> {
+        self.podman(&["rm", "-f", "-t", "0", name]).map(drop)
     }
 
     fn root(&self) -> &Path {

@@ -78,8 +78,16 @@ impl PodmanNetpath {
 }
 
 impl Engine for PodmanNetpath {
+    fn program(&self) -> &'static str {
+        "podman"
+    }
+
     fn cli(&self, args: &[&str]) -> Result<String> {
         self.podman.podman(args)
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        self.podman.remove(name)
     }
 
     fn root(&self) -> &Path {
@@ -129,16 +137,4 @@ pub fn engine_of(tb: &Testbed) -> Option<&dyn Engine> {
             .map(|p| p as &dyn Engine)
             .or_else(|| g.downcast_ref::<PodmanNetpath>().map(|p| p as &dyn Engine))
     })
-}
-
-/// The port counts an engine is measured at: none and 10,000 (or the
-/// largest size of a smaller plan). Each `-p` costs the engine a socket
-/// and, on netavark, iptables rules added one `iptables` call at a time:
-/// 10,000 of them take netavark well over five minutes here (about 4,000
-/// rules in the first four), so a `--quick` run measures netavark at 1,000.
-pub fn engine_port_sizes(system: System, mode: &str, sizes: &[usize]) -> Vec<usize> {
-    let cap = if system == System::Podman && mode == "quick" { 1_000 } else { 10_000 };
-    let first = sizes.iter().copied().min().unwrap_or(0);
-    let top = sizes.iter().copied().filter(|&s| s <= cap).max().unwrap_or(first);
-    if top == first { vec![first] } else { vec![first, top] }
 }
