@@ -138,8 +138,7 @@ impl Lab {
     /// outside namespace is the upstream resolver: nothing a lab does may
     /// query the machine's own (off-box) resolver.
     pub fn configure(&self, json: &str) -> Result<()> {
-        let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)?;
-        config.entry("dns").or_insert_with(|| serde_json::json!([OUTSIDE_IP.to_string()]));
+        let config = lab_config(json, OUTSIDE_IP)?;
         let xdp = config.get("uplink-xdp").and_then(|v| v.as_str()).is_some_and(|m| m != "off");
         // The outside stands for a real wire, whose frames carry complete
         // checksums; a veth's partial ones do not survive XDP redirection.
@@ -152,12 +151,7 @@ impl Lab {
 
     /// A `netpath` command that runs in the lab host with the lab's roots.
     pub fn netpath<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<Command> {
-        let mut cmd = self.host_cmd(&self.netpath_bin)?;
-        cmd.args(args);
-        for (k, v) in self.roots.env() {
-            cmd.env(k, v);
-        }
-        Ok(cmd)
+        netpath_in(&self.host_ns, &self.netpath_bin, &self.roots, args)
     }
 
     /// Runs netpath, failing with its stderr unless it succeeds; returns stdout.
@@ -362,7 +356,27 @@ pub fn join_cgroup(cmd: &mut Command, cgroup: &Path) -> Result<()> {
     Ok(())
 }
 
-fn show_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+/// `netpath ARGS` in network namespace `ns`, with the instance's `roots`
+/// (a lab host of [`Lab`] or of the multi-host lab).
+pub fn netpath_in<S: AsRef<std::ffi::OsStr>>(ns: &Path, bin: &Path, roots: &Roots, args: &[S]) -> Result<Command> {
+    let mut cmd = netns::Join::net(ns).command(bin)?;
+    cmd.args(args);
+    for (k, v) in roots.env() {
+        cmd.env(k, v);
+    }
+    Ok(cmd)
+}
+
+/// A lab's daemon.json from `json`: unless it names resolvers, the lab's
+/// outside namespace (at `outside`) is the upstream resolver, so nothing a
+/// lab does may query the machine's own (off-box) one.
+pub fn lab_config(json: &str, outside: Ipv4Addr) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)?;
+    config.entry("dns").or_insert_with(|| serde_json::json!([outside.to_string()]));
+    Ok(config)
+}
+
+pub fn show_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
     args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
 }
 

@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use netpath::{datapath::Datapath, link::Rtnl, netns, paths::Roots};
 
-use crate::fixture::{Binaries, check, join_cgroup};
+use crate::fixture::{Binaries, check, join_cgroup, lab_config, netpath_in, show_args};
 
 const NETNS_RUN_DIR: &str = "/run/netns";
 pub const UNDERLAY_BRIDGE: &str = "ulbr0";
@@ -74,19 +74,13 @@ impl Host {
 
     /// `netpath ARGS` in this host, with its roots.
     pub fn netpath<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<Command> {
-        let mut cmd = self.cmd(&self.netpath_bin)?;
-        cmd.args(args);
-        for (k, v) in self.roots.env() {
-            cmd.env(k, v);
-        }
-        Ok(cmd)
+        netpath_in(&self.ns, &self.netpath_bin, &self.roots, args)
     }
 
     /// Runs netpath, failing with its stderr unless it succeeds; returns stdout.
     pub fn netpath_ok<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<String> {
         let out = self.netpath(args)?.output().context("running netpath")?;
-        let shown: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
-        check(&out, &format!("host {}: netpath {}", self.index, shown.join(" ")))
+        check(&out, &format!("host {}: netpath {}", self.index, show_args(args)))
     }
 
     /// A command in sandbox `name` of this host.
@@ -97,9 +91,7 @@ impl Host {
     /// Writes this host's daemon.json. Unless `json` names resolvers, the
     /// outside namespace is the upstream one (never the machine's own).
     pub fn configure(&self, json: &str) -> Result<()> {
-        let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)?;
-        config.entry("dns").or_insert_with(|| serde_json::json!([OUTSIDE_IP.to_string()]));
-        std::fs::write(&self.roots.config, serde_json::to_vec_pretty(&config)?)?;
+        std::fs::write(&self.roots.config, serde_json::to_vec_pretty(&lab_config(json, OUTSIDE_IP)?)?)?;
         Ok(())
     }
 
