@@ -1,6 +1,7 @@
 //! netpath: Docker's bridge networking with the per-packet work in eBPF.
 //! The `netpath` CLI calls into this library, and so does the test and
 //! benchmark rig (`netpath-lab`), which depends on it (never the reverse).
+pub mod background;
 pub mod cli;
 pub mod cluster;
 pub mod cni;

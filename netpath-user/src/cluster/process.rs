@@ -9,74 +9,43 @@
 //! leaves for real, revoking the lease with every record bound to it.
 use std::{
     fs::File,
-    path::PathBuf,
-    process::Stdio,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
 use anyhow::{Context, Result};
-use nix::fcntl::{Flock, FlockArg};
 use serde_json::{Value, json};
 
 use super::{
     Cluster, EndpointRecord, HostRecord, Membership, Sink,
     agent::{Agent, AgentConfig, Files, StateEndpoints, Status, host_id},
 };
-use crate::{config::Config, paths::Roots};
+use crate::{background::Background, config::Config, paths::Roots};
 
 /// The hidden subcommand that runs the agent.
 pub const SUBCOMMAND: &str = "agent";
 
-fn pid_file(roots: &Roots) -> PathBuf {
-    roots.run.join("agent.pid")
-}
-
-fn lock(roots: &Roots) -> Result<Flock<File>> {
-    std::fs::create_dir_all(&roots.run).with_context(|| format!("creating {}", roots.run.display()))?;
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(roots.run.join("agent.lock"))
-        .context("opening the agent lock")?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| errno).context("locking the agent lock")
-}
-
-fn recorded_pid(roots: &Roots) -> Option<i32> {
-    std::fs::read_to_string(pid_file(roots)).ok()?.trim().parse().ok()
-}
-
-/// Whether `pid` is this instance's agent (its command line names this
-/// run directory); a reused PID or a zombie is not.
-fn is_ours(pid: i32, roots: &Roots) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
-    use std::os::unix::ffi::OsStrExt;
-    args.len() == 4
-        && args[1] == SUBCOMMAND.as_bytes()
-        && args[2] == b"--run-dir"
-        && args[3] == roots.run.as_os_str().as_bytes()
-}
+/// The agent's process: hidden subcommand, files in the run directory.
+const AGENT: Background = Background { subcommand: SUBCOMMAND, file_stem: "agent", what: "agent" };
 
 /// The agent's PID, if it runs.
 pub fn running(roots: &Roots) -> Option<i32> {
-    recorded_pid(roots).filter(|&pid| is_ours(pid, roots))
+    AGENT.running(roots)
 }
 
 /// Starts or stops the agent to match the config. Cheap when nothing is
 /// to do: no lock, no store access.
 pub fn ensure(roots: &Roots) -> Result<()> {
     let wanted = crate::config::load_cluster(&roots.config).is_ok_and(|c| c.is_some());
-    if wanted == running(roots).is_some() {
+    if wanted == AGENT.running(roots).is_some() {
         return Ok(());
     }
-    let _lock = lock(roots)?;
-    match (wanted, running(roots)) {
+    let _lock = AGENT.lock(roots)?;
+    match (wanted, AGENT.running(roots)) {
         (true, None) => start(roots),
         (false, Some(pid)) => {
             stop_pid(pid);
-            let _ = std::fs::remove_file(pid_file(roots));
+            AGENT.remove_pid_file(roots);
             Ok(())
         }
         _ => Ok(()),
@@ -86,23 +55,8 @@ pub fn ensure(roots: &Roots) -> Result<()> {
 fn start(roots: &Roots) -> Result<()> {
     let log =
         File::options().create(true).append(true).open(roots.run.join("agent.log")).context("opening the agent log")?;
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args([SUBCOMMAND, "--run-dir"]).arg(&roots.run);
-    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    for (k, v) in roots.env() {
-        cmd.env(k, v);
-    }
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            nix::unistd::setsid().map(|_| ()).map_err(Into::into)
-        });
-    }
-    let child = cmd.spawn().context("starting the cluster agent")?;
-    let tmp = pid_file(roots).with_extension("pid.tmp");
-    std::fs::write(&tmp, child.id().to_string())?;
-    std::fs::rename(&tmp, pid_file(roots))?;
-    Ok(())
+    let child = AGENT.command(roots, log)?.spawn().context("starting the cluster agent")?;
+    AGENT.write_pid_file(roots, child.id())
 }
 
 /// SIGTERM, and up to three seconds for it to go (it finishes the request
@@ -127,11 +81,11 @@ fn stop_pid(pid: i32) {
 /// runs out by itself within its TTL.
 pub fn stop(roots: &Roots, leave: bool) -> Result<()> {
     {
-        let _lock = lock(roots)?;
-        if let Some(pid) = running(roots) {
+        let _lock = AGENT.lock(roots)?;
+        if let Some(pid) = AGENT.running(roots) {
             stop_pid(pid);
         }
-        let _ = std::fs::remove_file(pid_file(roots));
+        AGENT.remove_pid_file(roots);
     }
     let files = Files::of(roots);
     if !leave {
@@ -206,7 +160,7 @@ pub fn info(roots: &Roots, config: &Config) -> Value {
     let files = Files::of(roots);
     let id = std::fs::read_to_string(&files.host_id).map(|s| s.trim().to_string()).unwrap_or_default();
     let status: Option<Status> = std::fs::read(&files.status).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let agent = running(roots);
+    let agent = AGENT.running(roots);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let lease = match &status {
         None => "unknown (the agent has not reported yet)".to_string(),

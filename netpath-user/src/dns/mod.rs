@@ -17,35 +17,18 @@ mod handler;
 pub mod server;
 mod view;
 
-use std::{
-    fs::File,
-    os::fd::AsRawFd,
-    path::{Path, PathBuf},
-    process::Stdio,
-};
+use std::{fs::File, os::fd::AsRawFd};
 
 use anyhow::{Context, Result};
-use nix::fcntl::{Flock, FlockArg};
 
-use crate::{host::Host, paths::Roots, state::State};
+use crate::{background::Background, host::Host, paths::Roots, state::State};
 
-/// The hidden subcommand that runs the resolver.
-const SUBCOMMAND: &str = "dns-serve";
+/// The resolver's process: hidden subcommand, files in the run directory.
+const RESOLVER: Background = Background { subcommand: "dns-serve", file_stem: "dns", what: "resolver" };
 
-fn pid_file(roots: &Roots) -> PathBuf {
-    roots.run.join("dns.pid")
-}
-
-/// Serialises starting, stopping and reviving the resolver.
-fn lock(roots: &Roots) -> Result<Flock<File>> {
-    std::fs::create_dir_all(&roots.run).with_context(|| format!("creating {}", roots.run.display()))?;
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(roots.run.join("dns.lock"))
-        .context("opening the resolver lock")?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| errno).context("locking the resolver lock")
+/// The resolver's PID, if it runs.
+pub fn running(roots: &Roots) -> Option<i32> {
+    RESOLVER.running(roots)
 }
 
 /// Whether any user-defined network has members, which is when the
@@ -54,42 +37,20 @@ pub fn needed(state: &State) -> bool {
     state.networks.values().any(|n| n.has_resolver() && state.attachments_on(&n.name).next().is_some())
 }
 
-fn recorded_pid(roots: &Roots) -> Option<i32> {
-    std::fs::read_to_string(pid_file(roots)).ok()?.trim().parse().ok()
-}
-
-/// Whether `pid` is this instance's resolver: its command line is the one
-/// [`start`] gives it, run directory included (another instance's resolver,
-/// a reused PID or a zombie, whose command line is empty, is not).
-fn is_ours(pid: i32, roots: &Roots) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
-    use std::os::unix::ffi::OsStrExt;
-    args.len() == 4
-        && args[1] == SUBCOMMAND.as_bytes()
-        && args[2] == b"--run-dir"
-        && args[3] == roots.run.as_os_str().as_bytes()
-}
-
-/// The resolver's PID, if it runs.
-pub fn running(roots: &Roots) -> Option<i32> {
-    recorded_pid(roots).filter(|&pid| is_ours(pid, roots))
-}
-
 /// Starts or stops the resolver to match `state`.
 pub fn ensure(host: &Host, state: &State) -> Result<()> {
     let roots = &host.roots;
-    let _lock = lock(roots)?;
-    match (needed(state), running(roots)) {
+    let _lock = RESOLVER.lock(roots)?;
+    match (needed(state), RESOLVER.running(roots)) {
         (true, None) => start(roots),
         (false, Some(pid)) => {
             stop_pid(pid);
-            remove_pid_file(roots);
+            RESOLVER.remove_pid_file(roots);
             Ok(())
         }
         (false, None) => {
             // A resolver that died while it was no longer needed.
-            remove_pid_file(roots);
+            RESOLVER.remove_pid_file(roots);
             Ok(())
         }
         (true, Some(_)) => Ok(()),
@@ -98,27 +59,27 @@ pub fn ensure(host: &Host, state: &State) -> Result<()> {
 
 /// Stops the resolver if it runs.
 pub fn stop(roots: &Roots) {
-    let _lock = lock(roots);
-    if let Some(pid) = running(roots) {
+    let _lock = RESOLVER.lock(roots);
+    if let Some(pid) = RESOLVER.running(roots) {
         stop_pid(pid);
     }
-    remove_pid_file(roots);
+    RESOLVER.remove_pid_file(roots);
 }
 
 /// Starts the resolver again if it died while it was meant to run. Cheap
 /// when nothing died: a read of the PID file and of the process's command
 /// line, no lock.
 pub fn revive(roots: &Roots) -> Result<()> {
-    match recorded_pid(roots) {
+    match RESOLVER.recorded_pid(roots) {
         None => return Ok(()),
-        Some(pid) if is_ours(pid, roots) => return Ok(()),
+        Some(pid) if RESOLVER.is_ours(pid, roots) => return Ok(()),
         Some(_) => {}
     }
-    let _lock = lock(roots)?;
+    let _lock = RESOLVER.lock(roots)?;
     // Checked again under the lock: a command may have stopped or
     // restarted it meanwhile.
-    match recorded_pid(roots) {
-        Some(pid) if !is_ours(pid, roots) => start(roots).context("restarting the resolver"),
+    match RESOLVER.recorded_pid(roots) {
+        Some(pid) if !RESOLVER.is_ours(pid, roots) => start(roots).context("restarting the resolver"),
         _ => Ok(()),
     }
 }
@@ -126,14 +87,10 @@ pub fn revive(roots: &Roots) -> Result<()> {
 /// Called by the resolver when it leaves on its own (no user-defined
 /// network left): the PID file goes, so that nothing revives it.
 pub(crate) fn forget(roots: &Roots, own_pid: i32) {
-    let Ok(_lock) = lock(roots) else { return };
-    if recorded_pid(roots) == Some(own_pid) {
-        remove_pid_file(roots);
+    let Ok(_lock) = RESOLVER.lock(roots) else { return };
+    if RESOLVER.recorded_pid(roots) == Some(own_pid) {
+        RESOLVER.remove_pid_file(roots);
     }
-}
-
-fn remove_pid_file(roots: &Roots) {
-    let _ = std::fs::remove_file(pid_file(roots));
 }
 
 /// Signals the resolver's process group: the supervisor and the resolver
@@ -144,23 +101,16 @@ fn stop_pid(pid: i32) {
 
 fn start(roots: &Roots) -> Result<()> {
     let log = File::create(roots.run.join("dns.log")).context("creating the resolver log")?;
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    // The run directory on the command line names the instance (see `is_ours`).
-    cmd.args([SUBCOMMAND, "--run-dir"]).arg(&roots.run);
-    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    for (k, v) in roots.env() {
-        cmd.env(k, v);
-    }
+    let mut cmd = RESOLVER.command(roots, log)?;
     // The resolver says on this pipe when it listens, so that the command
     // that started it (a `run`) returns only then: a sandbox's first
     // question must not meet a closed port.
     let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let ready_fd = ready_write.as_raw_fd();
     cmd.env(READY_FD_ENV, ready_fd.to_string());
-    // SAFETY: setsid and fcntl are async-signal-safe.
+    // SAFETY: fcntl is async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            nix::unistd::setsid()?;
             // The write end is the one descriptor the resolver inherits.
             if libc::fcntl(ready_fd, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -170,7 +120,7 @@ fn start(roots: &Roots) -> Result<()> {
     }
     let child = cmd.spawn().context("starting the resolver")?;
     drop(ready_write);
-    write_pid_file(&pid_file(roots), child.id())?;
+    RESOLVER.write_pid_file(roots, child.id())?;
     wait_ready(ready_read);
     Ok(())
 }
@@ -196,12 +146,4 @@ pub(crate) fn take_ready_fd() -> Option<std::os::fd::OwnedFd> {
     unsafe { std::env::remove_var(READY_FD_ENV) };
     // SAFETY: `start` passed this descriptor open and to this process alone.
     Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-}
-
-/// Replaces the PID file atomically, so that a reader without the lock
-/// ([`revive`]'s first look) never sees it half written.
-fn write_pid_file(path: &Path, pid: u32) -> Result<()> {
-    let tmp = path.with_extension("pid.tmp");
-    std::fs::write(&tmp, pid.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
