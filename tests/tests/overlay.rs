@@ -460,18 +460,14 @@ fn three_hosts_through_the_store() {
             "{name} leaves as host {i}: {r}"
         );
     }
-    // A port published on host 2 is reached at host 2's address only.
+    // A port published on host 2 is reached at host 2's address only: the
+    // sink listens while hosts 1 and 3 are tried, so their refusal is the
+    // data path's, not an absent listener's; host 2 is tried last.
     h(1).netpath_ok(&words("run -d --name web --network ov -p 8080:80")).unwrap();
-    let (r, _) = transfer(
-        mh.probe(Where::Sandbox(1, "web"), &words("tcp-sink --port 80 --timeout 10")).unwrap(),
-        mh.probe(
-            Where::Outside,
-            &["tcp-send", "--to", &format!("{}:8080", multihost::host_ip(1)), "--bytes", "1000", "--timeout", "5"],
-        )
-        .unwrap(),
+    let (mut sink, mut sink_out) = netpath_lab::probes::start_sink(
+        mh.probe(Where::Sandbox(1, "web"), &words("tcp-sink --port 80 --timeout 15")).unwrap(),
     )
     .unwrap();
-    assert!(r["peer"].as_str().unwrap().starts_with(&format!("{}:", multihost::OUTSIDE_IP)), "{r}");
     for i in [0, 2] {
         let (code, ..) = output(
             &mut mh
@@ -484,6 +480,22 @@ fn three_hosts_through_the_store() {
         .unwrap();
         assert_ne!(code, 0, "port 8080 is not published on host {i}");
     }
+    let (code, sent, err) = output(
+        &mut mh
+            .probe(
+                Where::Outside,
+                &["tcp-send", "--to", &format!("{}:8080", multihost::host_ip(1)), "--bytes", "1000", "--timeout", "5"],
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(code, 0, "host 2's published port: {sent} {err}");
+    let mut received = String::new();
+    std::io::Read::read_to_string(&mut sink_out, &mut received).unwrap();
+    assert!(sink.wait().unwrap().success(), "sink: {received}");
+    let r: serde_json::Value = serde_json::from_str(received.trim()).unwrap();
+    assert_eq!(r["bytes"], 1000, "{r}");
+    assert!(r["peer"].as_str().unwrap().starts_with(&format!("{}:", multihost::OUTSIDE_IP)), "{r}");
 
     // Another overlay network reaches nothing of this one across hosts.
     h(0).netpath_ok(&words("network create -d overlay --subnet 10.0.10.0/24 other")).unwrap();
