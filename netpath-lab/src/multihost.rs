@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use netpath::{datapath::Datapath, link::Rtnl, netns, paths::Roots};
 
-use crate::fixture::{Binaries, check, join_cgroup, lab_config, netpath_in, show_args};
+use crate::fixture::{Binaries, check, lab_config, netpath_in, show_args};
 
 const NETNS_RUN_DIR: &str = "/run/netns";
 pub const UNDERLAY_BRIDGE: &str = "ulbr0";
@@ -45,7 +45,6 @@ pub enum Where<'a> {
     Sandbox(usize, &'a str),
     Host(usize),
     Outside,
-    Underlay,
 }
 
 /// One netpath host of a multi-host lab.
@@ -62,14 +61,6 @@ pub struct Host {
 impl Host {
     pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         netns::Join::net(&self.ns).command(program)
-    }
-
-    /// A command in the host inside its cgroup (where netpath's socket
-    /// programs apply).
-    pub fn cmd_in_cgroup(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
-        let mut cmd = self.cmd(program)?;
-        join_cgroup(&mut cmd, &self.roots.cgroup)?;
-        Ok(cmd)
     }
 
     /// `netpath ARGS` in this host, with its roots.
@@ -97,10 +88,6 @@ impl Host {
 
     pub fn datapath(&self) -> Datapath {
         Datapath::at(&self.roots.bpf)
-    }
-
-    pub fn in_ns<T: Send>(&self, f: impl FnOnce(&Rtnl) -> Result<T> + Send) -> Result<T> {
-        netns::run_in(&self.ns, || f(&Rtnl::new()?))
     }
 
     /// Ends every process in this host's namespace and its sandboxes' (a
@@ -300,18 +287,9 @@ impl MultiHost {
             Where::Sandbox(i, name) => self.hosts[i].sandbox_cmd(name, &self.lab_bin),
             Where::Host(i) => self.hosts[i].cmd(&self.lab_bin),
             Where::Outside => netns::Join::net(&self.outside_ns).command(&self.lab_bin),
-            Where::Underlay => netns::Join::net(&self.underlay_ns).command(&self.lab_bin),
         }?;
         cmd.args(args);
         Ok(cmd)
-    }
-
-    pub fn outside_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
-        netns::Join::net(&self.outside_ns).command(program)
-    }
-
-    pub fn underlay_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
-        netns::Join::net(&self.underlay_ns).command(program)
     }
 
     /// Removes everything: each host's netpath objects (through netpath),
@@ -380,10 +358,6 @@ impl Etcd {
     /// The gRPC endpoint (`http://ADDR:2379`).
     pub fn endpoint(&self) -> String {
         format!("http://{}:{ETCD_CLIENT_PORT}", self.addr)
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> PathBuf {

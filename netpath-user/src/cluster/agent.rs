@@ -169,10 +169,6 @@ impl<S: Sink, L: Local> Agent<S, L> {
         Agent { config, sink, local, remote: BTreeMap::new(), status }
     }
 
-    pub fn sink(&self) -> &S {
-        &self.sink
-    }
-
     /// Sessions until `stop` is set; a failed session (store down) is
     /// retried after a pause that grows to five seconds. Never revokes
     /// the lease: stopping is not leaving (see `leave`).

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use super::{
-    Cluster, EndpointRecord, HostRecord, Membership, Sink,
+    Cluster, HostRecord, Membership, Sink,
     agent::{Agent, AgentConfig, Files, StateEndpoints, Status, host_id},
 };
 use crate::{background::Background, config::Config, paths::Roots};
@@ -134,21 +134,6 @@ pub fn serve(roots: Roots, sink: fn(&Roots, &HostRecord) -> Box<dyn Sink>) -> Re
     agent.run(&STOP);
     eprintln!("agent: stopped");
     Ok(0)
-}
-
-/// A sink that programs nothing (no overlay data path on this build).
-pub struct NoDatapath;
-
-impl Sink for NoDatapath {
-    fn resync(&mut self, _all: &[EndpointRecord]) -> Result<()> {
-        Ok(())
-    }
-    fn upsert(&mut self, _ep: &EndpointRecord) -> Result<()> {
-        Ok(())
-    }
-    fn remove(&mut self, _network: &str, _vni: u32, _ip: std::net::Ipv4Addr) -> Result<()> {
-        Ok(())
-    }
 }
 
 /// `netpath info`'s "Cluster" section: the store, this host's ID and VTEP,
