@@ -41,6 +41,37 @@ pub struct Bridge {
 }
 
 impl Bridge {
+    /// The host side's part of an attachment, once the veth exists: bridge
+    /// port, up, the data path's program and endpoint entry (`attach`,
+    /// `attach_external`).
+    fn plug_host_side<'a>(
+        &self,
+        host: &'a Host,
+        net: &Network,
+        att: &'a Attachment,
+        host_index: u32,
+        rollback: &mut Rollback<'a>,
+    ) -> Result<()> {
+        let bridge_index = host.rtnl.require_index(&net.bridge)?;
+        host.rtnl.set_master(host_index, bridge_index)?;
+        crate::sysctl::disable_ipv6(&att.host_ifname)?;
+        host.rtnl.set_up(host_index)?;
+        host.datapath.attach_sandbox(&att.host_ifname)?;
+        rollback.push("data path link", || host.datapath.detach_sandbox(&att.host_ifname));
+        self.set_endpoint(host, net, att, host_index)
+    }
+
+    /// The attachment's ENDPOINTS entry.
+    fn set_endpoint(&self, host: &Host, net: &Network, att: &Attachment, host_index: u32) -> Result<()> {
+        let xdp_target = host.config.uplink_xdp != crate::config::UplinkXdp::Off;
+        let endpoint = Endpoint {
+            host_ifindex: host_index,
+            network_id: net.index,
+            mac: att.mac,
+            flags: self.endpoint_flags(xdp_target),
+        };
+        host.datapath.set_endpoint(EndpointKey { ipv4: att.ip.octets() }, endpoint)
+    }
     pub fn new(options: &BTreeMap<String, String>) -> Result<Bridge> {
         let device = options.get(OPT_BRIDGE_NAME).cloned();
         if let Some(d) = &device {
@@ -148,20 +179,7 @@ impl NetworkDriver for Bridge {
             })
             .context("configuring the sandbox interface")?;
 
-            let bridge_index = host.rtnl.require_index(&net.bridge)?;
-            host.rtnl.set_master(host_index, bridge_index)?;
-            crate::sysctl::disable_ipv6(&att.host_ifname)?;
-            host.rtnl.set_up(host_index)?;
-
-            host.datapath.attach_sandbox(&att.host_ifname)?;
-            rollback.push("data path link", || host.datapath.detach_sandbox(&att.host_ifname));
-            let endpoint = Endpoint {
-                host_ifindex: host_index,
-                network_id: net.index,
-                mac: att.mac,
-                flags: self.endpoint_flags(xdp_target),
-            };
-            host.datapath.set_endpoint(EndpointKey { ipv4: att.ip.octets() }, endpoint)
+            self.plug_host_side(host, net, att, host_index, rollback)
         })
     }
 
@@ -180,19 +198,7 @@ impl NetworkDriver for Bridge {
                 // Device features travel with it into the container.
                 crate::ethtool::set_gro(peer, true)?;
             }
-            let bridge_index = host.rtnl.require_index(&net.bridge)?;
-            host.rtnl.set_master(host_index, bridge_index)?;
-            crate::sysctl::disable_ipv6(&att.host_ifname)?;
-            host.rtnl.set_up(host_index)?;
-            host.datapath.attach_sandbox(&att.host_ifname)?;
-            rollback.push("data path link", || host.datapath.detach_sandbox(&att.host_ifname));
-            let endpoint = Endpoint {
-                host_ifindex: host_index,
-                network_id: net.index,
-                mac: att.mac,
-                flags: self.endpoint_flags(xdp_target),
-            };
-            host.datapath.set_endpoint(EndpointKey { ipv4: att.ip.octets() }, endpoint)
+            self.plug_host_side(host, net, att, host_index, rollback)
         })
     }
 
@@ -210,14 +216,7 @@ impl NetworkDriver for Bridge {
     fn reattach(&self, host: &Host, net: &Network, att: &Attachment) -> Result<()> {
         let host_index = host.rtnl.require_index(&att.host_ifname)?;
         host.datapath.attach_sandbox(&att.host_ifname)?;
-        let xdp_target = host.config.uplink_xdp != crate::config::UplinkXdp::Off;
-        let endpoint = Endpoint {
-            host_ifindex: host_index,
-            network_id: net.index,
-            mac: att.mac,
-            flags: self.endpoint_flags(xdp_target),
-        };
-        host.datapath.set_endpoint(EndpointKey { ipv4: att.ip.octets() }, endpoint)
+        self.set_endpoint(host, net, att, host_index)
     }
 
     fn sync_datapath(&self, host: &Host, net: &Network) -> Result<()> {
