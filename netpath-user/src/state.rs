@@ -368,8 +368,16 @@ fn read_state(path: &std::path::Path) -> Result<std::result::Result<State, Strin
 /// Writes `bytes` to a temporary file (synced to disk with `sync`) and
 /// renames it over `path`: readers see the old contents or the new, never a
 /// torn file.
-fn write_atomically(path: &std::path::Path, bytes: &[u8], sync: bool) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
+/// Replaces `path` with `bytes` in one rename, so that a reader sees the
+/// old or the new file, never a part. The temporary name carries the PID:
+/// two processes replacing the same file never write into one temporary.
+pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8], sync: bool) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
     let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(bytes)?;
     if sync {

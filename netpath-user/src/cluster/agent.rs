@@ -69,10 +69,7 @@ pub fn host_id(path: &Path) -> Result<String> {
     let mut raw = [0u8; 8];
     getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("kernel randomness: {e}"))?;
     let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    write_atomically(path, id.as_bytes())?;
+    crate::state::write_atomically(path, id.as_bytes(), false)?;
     Ok(id)
 }
 
@@ -251,7 +248,7 @@ impl<S: Sink, L: Local> Agent<S, L> {
             }
         }
         let m = cluster.join(&self.config.host, self.config.ttl)?;
-        write_atomically(&self.config.files.membership, &serde_json::to_vec(&m)?)?;
+        crate::state::write_atomically(&self.config.files.membership, &serde_json::to_vec(&m)?, false)?;
         Ok(m)
     }
 
@@ -336,14 +333,14 @@ impl<S: Sink, L: Local> Agent<S, L> {
 
     fn publish_remote(&mut self) -> Result<()> {
         let list: Vec<&EndpointRecord> = self.remote.values().collect();
-        write_atomically(&self.config.files.remote, &serde_json::to_vec(&list)?)?;
+        crate::state::write_atomically(&self.config.files.remote, &serde_json::to_vec(&list)?, false)?;
         self.status.remote_endpoints = list.len();
         Ok(())
     }
 
     fn write_status(&self) {
         if let Ok(bytes) = serde_json::to_vec(&self.status) {
-            let _ = write_atomically(&self.config.files.status, &bytes);
+            let _ = crate::state::write_atomically(&self.config.files.status, &bytes, false);
         }
     }
 }
@@ -357,13 +354,4 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

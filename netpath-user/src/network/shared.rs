@@ -7,7 +7,7 @@
 //!
 //! Local networks never touch the store: with the store down they keep
 //! working, and every overlay change fails with one line naming the store.
-use std::{net::Ipv4Addr, path::Path};
+use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, bail};
 
@@ -77,17 +77,8 @@ pub fn member(host: &Host) -> Result<Member> {
         }
     }
     let m = cluster.join(&me, cfg.lease_ttl)?;
-    write_file(&files.membership, &serde_json::to_vec(&m)?)?;
+    crate::state::write_atomically(&files.membership, &serde_json::to_vec(&m)?, false)?;
     Ok(Member { cluster, membership: m })
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// How long a command waits for a starting agent's membership: 50 x 100 ms.
