@@ -13,8 +13,8 @@
 //! options, a destination that is local, unreachable or behind an interface
 //! that is not an uplink (another bridge, a tunnel).
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup},
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
+    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::generated::{bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
 
@@ -23,9 +23,8 @@ use crate::{
     maps::UPLINKS,
     nat,
     packet::{IP_OFF, IPV4_HLEN, Kind, Packet},
+    route,
 };
-
-const AF_INET: u8 = 2;
 
 /// What became of a packet offered to an uplink.
 pub enum Egress {
@@ -52,9 +51,8 @@ pub fn to_uplink(ctx: &TcContext, p: &Packet) -> Egress {
     let Some([_, tos]) = Ctx::load::<[u8; 2]>(ctx, IP_OFF) else {
         return Egress::Kernel;
     };
-    // SAFETY: zeroed is a valid bpf_fib_lookup.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
+    // As received on the veth: the lookup checks forwarding is on there.
+    let mut params = route::fib_params(ctx.ifindex(), p.key.saddr, p.key.daddr);
     params.l4_protocol = p.key.proto;
     if matches!(p.kind, Kind::Tcp | Kind::Udp) {
         // For multipath routes: the flow hashes as the kernel would hash it.
@@ -65,13 +63,8 @@ pub fn to_uplink(ctx: &TcContext, p: &Packet) -> Egress {
     // the route's MTU (device, route or learnt path MTU), before even
     // looking for a neighbour.
     params.__bindgen_anon_1.tot_len = tot_len;
-    // As received on the veth: the lookup checks forwarding is on there.
-    params.ifindex = ctx.ifindex();
     params.__bindgen_anon_2.tos = tos;
-    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(p.key.saddr);
-    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(p.key.daddr);
-    // SAFETY: params lives on the stack for the duration of the call.
-    let ret = unsafe { fib_lookup(ctx.raw(), &mut params, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
+    let ret = route::fib(ctx.raw(), &mut params);
     let neighbour_known = match ret as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => true,
         BPF_FIB_LKUP_RET_NO_NEIGH => false,

@@ -71,14 +71,6 @@ pub fn run(ctx: &TcContext) -> V {
                 return to_remote(ctx, &p, src, &remote.mac, remote.vtep_ipv4(), ov.vni, ov.tunnel_ifindex);
             }
         }
-        // An address of another overlay network (whose sandboxes may live
-        // on any host): isolated as a local network's sandbox would be. Its
-        // gateway is this host's own address, reachable as with bridges.
-        if let Some(owner) = maps::overlay_subnet(p.key.daddr) {
-            if owner != src.network_id && maps::network(owner).is_none_or(|n| n.gateway != p.key.daddr) {
-                return drop(Reason::DropOtherNetwork);
-            }
-        }
     }
     if !parse_l4(ctx, &mut p) {
         return drop(Reason::DropMalformed);
@@ -95,6 +87,16 @@ pub fn run(ctx: &TcContext) -> V {
             return drop(Reason::DropOtherNetwork);
         }
         return neighbour(ctx, &p, src, dst);
+    }
+    // An address of another overlay network (whose sandboxes may live on
+    // any host): isolated as a local network's sandbox is, just above, and
+    // like it only for packets no connection of ours carries (a tracked
+    // flow's first packet passed here), so the trie lookup is per flow.
+    // Its gateway is this host's own address, reachable as with bridges.
+    if let Some(owner) = maps::overlay_subnet(p.key.daddr) {
+        if owner != src.network_id && maps::network(owner).is_none_or(|n| n.gateway != p.key.daddr) {
+            return drop(Reason::DropOtherNetwork);
+        }
     }
     let Some(net) = maps::network(src.network_id) else {
         return pass(Reason::PassNoNetwork);

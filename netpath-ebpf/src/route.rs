@@ -23,13 +23,26 @@ pub fn into_sandbox(ep: &Endpoint) -> i32 {
 /// `ctx` is the program's context (`__sk_buff` or `xdp_md`).
 #[inline(always)]
 pub fn is_local(ctx: *mut c_void, ifindex: u32, saddr: [u8; 4], daddr: [u8; 4]) -> bool {
+    let mut params = fib_params(ifindex, saddr, daddr);
+    fib(ctx, &mut params) == BPF_FIB_LKUP_RET_NOT_FWDED as i64
+}
+
+/// A FIB question about an IPv4 packet from `saddr` to `daddr` as received
+/// on `ifindex`; callers add what else they know (ports, length, TOS).
+#[inline(always)]
+pub fn fib_params(ifindex: u32, saddr: [u8; 4], daddr: [u8; 4]) -> bpf_fib_lookup {
     // SAFETY: zeroed is a valid bpf_fib_lookup.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
     params.ifindex = ifindex;
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(saddr);
     params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(daddr);
-    // SAFETY: params lives on the stack for the duration of the call.
-    let ret = unsafe { fib_lookup(ctx, &mut params, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
-    ret == BPF_FIB_LKUP_RET_NOT_FWDED as i64
+    params
+}
+
+/// Asks the FIB (`bpf_fib_lookup`, no flags); the helper's return value.
+#[inline(always)]
+pub fn fib(ctx: *mut c_void, params: &mut bpf_fib_lookup) -> i64 {
+    // SAFETY: params lives on the caller's stack for the duration of the call.
+    unsafe { fib_lookup(ctx, params, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) }
 }
