@@ -615,21 +615,16 @@ fn dispatch(cli: Cli) -> Result<i32> {
         config: cli.config,
         cgroup: cli.cgroup.unwrap_or_else(Roots::default_cgroup),
     };
-    // Work a crashed command left is finished or rolled back, and the first
-    // command after boot restores, before anything else.
     if !matches!(
         cli.command,
         Command::DnsServe | Command::Agent | Command::System(_) | Command::Completion { .. } | Command::Man { .. }
     ) {
+        // Work a crashed command left is finished or rolled back, and the
+        // first command after boot restores, before anything else.
         if let Err(e) = system::recover(&roots) {
             eprintln!("netpath: warning: {}", one_line(&e));
         }
-    }
-    // A resolver that died (kill -9, a crash) comes back with the next command.
-    if !matches!(
-        cli.command,
-        Command::DnsServe | Command::Agent | Command::System(_) | Command::Completion { .. } | Command::Man { .. }
-    ) {
+        // A resolver that died (kill -9, a crash) comes back with the next command.
         if let Err(e) = crate::dns::revive(&roots) {
             eprintln!("netpath: warning: {}", one_line(&e));
         }

@@ -36,7 +36,12 @@ pub fn running(roots: &Roots) -> Option<i32> {
 /// Starts or stops the agent to match the config. Cheap when nothing is
 /// to do: no lock, no store access.
 pub fn ensure(roots: &Roots) -> Result<()> {
-    let wanted = crate::config::load_cluster(&roots.config).is_ok_and(|c| c.is_some());
+    // A daemon.json that cannot be read says nothing about the store: the
+    // agent is left as it is (stopping it would let this host's lease, and
+    // every record bound to it, expire across the cluster).
+    let wanted = crate::config::load_cluster(&roots.config)
+        .context("the cluster agent follows daemon.json, which cannot be read")?
+        .is_some();
     if wanted == AGENT.running(roots).is_some() {
         return Ok(());
     }

@@ -22,11 +22,9 @@ const MAX_BODY: usize = 1 << 20;
 
 /// Serves the plugin on `socket` until SIGTERM or SIGINT; the socket file
 /// goes then. Work a killed plugin left is finished before the first call
-/// is answered.
+/// is answered (by the CLI's start-up check, as for every command, and
+/// again at each call).
 pub fn serve(roots: Roots, socket: &Path) -> Result<()> {
-    if let Err(e) = crate::system::recover(&roots) {
-        eprintln!("netpath docker-plugin: warning: {e:#}");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
