@@ -51,9 +51,7 @@ pub fn member(host: &Host) -> Result<Member> {
     let cfg = config(host)?;
     let cluster = Cluster::connect(&cfg.store)?;
     let files = Files::of(&host.roots);
-    // A starting agent may be writing the ID this very moment (both write
-    // through the same temporary name): the second read finds its ID.
-    let id = host_id(&files.host_id).or_else(|_| host_id(&files.host_id))?;
+    let id = host_id(&files.host_id)?;
     let me = HostRecord { id, vtep: cfg.advertise };
     let saved = || -> Option<Membership> {
         std::fs::read(&files.membership)
@@ -137,13 +135,19 @@ pub fn sync(host: &Host, store: &Store, state: &mut State) -> Result<bool> {
     if host.config.cluster.is_none() {
         return Ok(false);
     }
-    let me = member(host)?;
-    let shared_nets = me.cluster.networks()?;
+    // Reading the list needs no membership; only adopting a network (a
+    // block leased for it) does, so listing commands take no lease.
+    let shared_nets = Cluster::connect(&config(host)?.store)?.networks()?;
+    let mut me = None;
     let mut changed = false;
     for net in &shared_nets {
         if state.networks.get(&net.name).is_some_and(|n| n.id == net.id) {
             continue;
         }
+        let me = match &mut me {
+            Some(me) => me,
+            None => me.insert(member(host)?),
+        };
         let block = me.cluster.lease_block(&net.name, &me.membership)?;
         overlay::adopt(host, store, state, &shared(net, block))
             .with_context(|| format!("adopting overlay network {}", net.name))?;
