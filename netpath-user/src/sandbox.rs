@@ -416,47 +416,33 @@ pub struct ExternalRequest {
     pub peer_ifname: String,
 }
 
-/// The record [`create_external`] will make, checked against `state`:
-/// a free name, an existing network, an address of its subnet nobody holds,
-/// a MAC nobody has. Changes nothing.
-pub fn plan_external(state: &State, req: &ExternalRequest) -> Result<Sandbox> {
-    validate::name(&req.name)?;
+/// The record [`create_external`] will make: `run`'s [`plan`] (a free
+/// name, an existing network, the engine's address free on its subnet, a
+/// MAC nobody has), then what the engine decided in place of netpath (the
+/// ID, the devices' names) and no namespace yet. Changes nothing.
+pub fn plan_external(config: &Config, roots: &Roots, state: &State, req: &ExternalRequest) -> Result<Sandbox> {
     validate::ifname(&req.host_ifname)?;
     validate::ifname(&req.peer_ifname)?;
-    if state.sandboxes.contains_key(&req.name) {
-        bail!("the sandbox name {} is already in use", req.name);
-    }
-    let net = state.network(&req.network)?;
-    let ip = ipam::allocate(net, state.addresses_on(&net.name), Some(req.ip))?;
-    let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
-    if state.sandboxes.values().flat_map(|s| &s.attachments).any(|a| a.mac == mac) {
-        bail!("MAC address {} is already in use", validate::format_mac(&mac));
-    }
-    Ok(Sandbox {
+    let run = RunRequest {
         name: req.name.clone(),
-        id: req.id.clone(),
-        created: state::now(),
-        hostname: String::new(),
-        // Known when the engine's container joins (and only until it leaves).
-        netns: PathBuf::new(),
-        uts: PathBuf::new(),
-        attachments: vec![Attachment {
-            network: net.name.clone(),
-            endpoint_id: req.endpoint_id.clone(),
-            ifname: "eth0".into(),
-            host_ifname: req.host_ifname.clone(),
-            ip,
-            mac,
-            aliases: Vec::new(),
-        }],
-        pid: None,
-        command: Vec::new(),
-        published: Vec::new(),
-        mode: Mode::External { owner: req.owner.clone() },
-        host_config: HostConfig::default(),
-        links: Vec::new(),
-        expose: Vec::new(),
-    })
+        network: Some(req.network.clone()),
+        ip: Some(req.ip.to_string()),
+        mac: req.mac.as_ref().map(validate::format_mac),
+        ..Default::default()
+    };
+    // The default network a first `run` would create is not the engine's
+    // business: only the sandbox is taken from the plan.
+    let mut sandbox = plan(config, roots, state, &run)?.sandbox;
+    sandbox.id = req.id.clone();
+    sandbox.mode = Mode::External { owner: req.owner.clone() };
+    // Known when the engine's container joins (and only until it leaves).
+    sandbox.netns = PathBuf::new();
+    sandbox.uts = PathBuf::new();
+    sandbox.hostname = String::new();
+    let att = &mut sandbox.attachments[0];
+    att.endpoint_id = req.endpoint_id.clone();
+    att.host_ifname = req.host_ifname.clone();
+    Ok(sandbox)
 }
 
 /// Wires an interface for a container engine that moves it into its
@@ -466,7 +452,7 @@ pub fn plan_external(state: &State, req: &ExternalRequest) -> Result<Sandbox> {
 /// crash is rolled back by the next command; on failure every step is
 /// reversed. `rm` of the record unwires it ([`take_down`]).
 pub fn create_external(host: &Host, store: &Store, state: &mut State, req: &ExternalRequest) -> Result<Sandbox> {
-    let sandbox = plan_external(state, req)?;
+    let sandbox = plan_external(&host.config, &host.roots, state, req)?;
     let net = state.network(&req.network)?.clone();
     let driver = network::driver::of(&net)?;
     let was_loaded = host.datapath.is_loaded();
