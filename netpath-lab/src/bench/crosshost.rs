@@ -12,11 +12,7 @@
 //!
 //! The overlay systems of netpath (and Docker swarm's) join as further
 //! `System`s measured over the same `Route`s.
-use std::{
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -28,7 +24,7 @@ use super::systems::{
 use super::{
     catalog::{Scenario, System},
     measure::{self, Durations, Figures, Metric},
-    testbed::{Place, Procs, Route, wait_listening},
+    testbed::{Place, Procs, Route, start_servers},
     topology::{IPERF_PORT, RR_PORT},
 };
 use crate::{
@@ -230,20 +226,6 @@ fn swarm(lab: &MultiHost, daemons: &mut Vec<Dockerd>) -> Result<(Place, Place, I
     let ip = daemons[1].cli(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "srv"])?;
     let ip = ip.trim().parse().with_context(|| format!("srv's overlay address: {ip:?}"))?;
     Ok((client, server, ip))
-}
-
-/// iperf3 and the echo servers at `server`, for `lifetime` at most.
-fn start_servers(procs: &mut Procs, lab_bin: &Path, server: &Place, lifetime: Duration) -> Result<()> {
-    let mut iperf = server.cmd("iperf3")?;
-    iperf.args(["-s", "-p", &IPERF_PORT.to_string()]);
-    procs.spawn(iperf, false)?;
-    for proto in ["tcp", "udp"] {
-        let mut rr = server.cmd(lab_bin)?;
-        rr.args(["rr-serve", "--port", &RR_PORT.to_string(), "--proto", proto]);
-        rr.args(["--timeout", &lifetime.as_secs().to_string()]);
-        procs.spawn(rr, true)?;
-    }
-    wait_listening(server, IPERF_PORT)
 }
 
 fn route(system: System, client: Place, server: Place, addr: Ipv4Addr) -> Route {

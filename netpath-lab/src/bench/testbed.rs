@@ -191,12 +191,12 @@ impl Testbed {
 }
 
 /// Starts iperf3 and the echo servers (TCP and UDP) at `server`.
-pub fn start_servers(procs: &mut Procs, lab: &Lab, server: &Place, lifetime: Duration) -> Result<()> {
+pub fn start_servers(procs: &mut Procs, lab_bin: &std::path::Path, server: &Place, lifetime: Duration) -> Result<()> {
     let mut iperf = server.cmd("iperf3")?;
     iperf.args(["-s", "-p", &IPERF_PORT.to_string()]);
     procs.spawn(iperf, false)?;
     for proto in ["tcp", "udp"] {
-        let mut rr = server.cmd(&lab.lab_bin)?;
+        let mut rr = server.cmd(lab_bin)?;
         rr.args(["rr-serve", "--port", &RR_PORT.to_string(), "--proto", proto]);
         rr.args(["--timeout", &lifetime.as_secs().to_string()]);
         procs.spawn(rr, true)?;

@@ -33,9 +33,9 @@ pub fn bridge_testbed(bins: &Binaries, scenarios: &[Scenario], lifetime: Duratio
     .map(|(scenario, client, server, addr)| direct(System::Bridge, scenario, client, server, addr))
     .collect();
     let mut procs = Procs::default();
-    start_servers(&mut procs, &lab, &server, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &server, lifetime)?;
     if scenarios.contains(&Scenario::Masquerade) {
-        start_servers(&mut procs, &lab, &outside, lifetime)?;
+        start_servers(&mut procs, &lab.lab_bin, &outside, lifetime)?;
     }
     let mut tb = Testbed::new(System::Bridge, lab, routes, procs).with_evidence(System::Bridge, ServerRx);
     tb.extra = Some(extra);
@@ -49,7 +49,7 @@ pub fn veth_testbed(bins: &Binaries, lifetime: Duration) -> Result<Testbed> {
     let host = Place::ns(&lab.host_ns);
     let outside = Place::ns(&lab.outside_ns);
     let mut procs = Procs::default();
-    start_servers(&mut procs, &lab, &outside, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &outside, lifetime)?;
     let routes = vec![direct(System::Veth, Scenario::SandboxToSandbox, &host, &outside, OUTSIDE_IP)];
     Ok(Testbed::new(System::Veth, lab, routes, procs).with_evidence(System::Veth, ServerRx))
 }

@@ -244,8 +244,8 @@ pub fn testbed(bins: &Binaries, userland_proxy: bool, scenarios: &[Scenario], li
     let outside = Place::ns(&lab.outside_ns);
     let host = Place::ns(&lab.host_ns);
     let mut procs = Procs::default();
-    start_servers(&mut procs, &lab, &server, lifetime)?;
-    start_servers(&mut procs, &lab, &outside, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &server, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &outside, lifetime)?;
     let routes = routes_for(system, &client, (&server, srv_ip), &outside, &host, scenarios);
     let proxies = if userland_proxy { dockerd.proxy_pids() } else { Vec::new() };
     let mut tb = Testbed::new(system, lab, routes, procs).with_evidence(system, DockerWork { host, proxies });

@@ -111,8 +111,8 @@ pub fn testbed(bins: &Binaries, scenarios: &[Scenario], lifetime: Duration) -> R
     // programs, which act for sockets in the instance's cgroup.
     let host_local = Place { ns: lab.host_ns.clone(), cgroup: Some(lab.roots.cgroup.clone()) };
     let mut procs = Procs::default();
-    start_servers(&mut procs, &lab, &server, lifetime)?;
-    start_servers(&mut procs, &lab, &outside, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &server, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &outside, lifetime)?;
     let routes = routes_for(system, &client, (&server, srv_ip), &outside, &host_local, scenarios);
     let datapath = lab.datapath();
     let mut tb = Testbed::new(system, lab, routes, procs).with_evidence(system, TcCounters(datapath));

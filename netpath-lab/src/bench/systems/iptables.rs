@@ -33,9 +33,9 @@ pub fn testbed(bins: &Binaries, flavour: System, scenarios: &[Scenario], lifetim
     host.run("sysctl", &["-qw", "net.ipv4.conf.docker0.route_localnet=1"])?;
     let routes = routes_for(flavour, &client, (&server, SERVER_IP), &outside, &host, scenarios);
     let mut procs = Procs::default();
-    start_servers(&mut procs, &lab, &server, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &server, lifetime)?;
     if scenarios.contains(&Scenario::Masquerade) {
-        start_servers(&mut procs, &lab, &outside, lifetime)?;
+        start_servers(&mut procs, &lab.lab_bin, &outside, lifetime)?;
     }
     let mut tb = Testbed::new(flavour, lab, routes, procs)
         .with_evidence(flavour, RuleCounter { host: host.clone(), save: save_bin(flavour) });

@@ -45,8 +45,8 @@ pub fn testbed(
     // which act for sockets in the instance's cgroup.
     let host_local = Place { ns: lab.host_ns.clone(), cgroup: Some(lab.roots.cgroup.clone()) };
     let mut procs = Procs::default();
-    start_servers(&mut procs, &lab, &server, lifetime)?;
-    start_servers(&mut procs, &lab, &outside, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &server, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &outside, lifetime)?;
     let routes = routes_for(System::Netpath, &client, (&server, SERVER_IP), &outside, &host_local, scenarios);
     let datapath = lab.datapath();
     Ok(Testbed::new(System::Netpath, lab, routes, procs).with_evidence(System::Netpath, TcCounters(datapath)))

@@ -161,8 +161,8 @@ pub fn testbed(bins: &Binaries, scenarios: &[Scenario], lifetime: Duration) -> R
     let outside = Place::ns(&lab.outside_ns);
     let host = Place::ns(&lab.host_ns);
     let mut procs = Procs::default();
-    start_servers(&mut procs, &lab, &server, lifetime)?;
-    start_servers(&mut procs, &lab, &outside, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &server, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &outside, lifetime)?;
     let routes = routes_for(System::Podman, &client, (&server, srv_ip), &outside, &host, scenarios);
     let mut tb = Testbed::new(System::Podman, lab, routes, procs).with_evidence(System::Podman, NetavarkRules { host });
     tb.guards.push(Box::new(podman));

@@ -118,8 +118,8 @@ pub fn testbed(bins: &Binaries, scenarios: &[Scenario], lifetime: Duration) -> R
     // sockets in the instance's cgroup.
     let host = Place { ns: lab.host_ns.clone(), cgroup: Some(lab.roots.cgroup.clone()) };
     let mut procs = Procs::default();
-    start_servers(&mut procs, &lab, &server, lifetime)?;
-    start_servers(&mut procs, &lab, &outside, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &server, lifetime)?;
+    start_servers(&mut procs, &lab.lab_bin, &outside, lifetime)?;
     let routes = routes_for(System::PodmanNetpath, &client, (&server, srv_ip), &outside, &host, scenarios);
     // The evidence is netpath's own counters, as for netpath's row.
     let datapath = lab.datapath();
