@@ -69,6 +69,46 @@ pub fn transfer(sink: std::process::Command, mut send: std::process::Command) ->
     Ok((serde_json::from_str(received.trim())?, serde_json::from_str(sent.trim())?))
 }
 
+/// The bytes [`tcp_pair`] sends.
+pub const PAIR_BYTES: usize = 4096;
+
+/// The probe line of a TCP sink on `port`, for [`tcp_pair`].
+pub fn sink_line(port: u16) -> String {
+    format!("tcp-sink --port {port} --timeout 10")
+}
+
+/// The probe line of a [`PAIR_BYTES`] TCP send to `to`, for [`tcp_pair`].
+pub fn send_line(to: &str) -> String {
+    format!("tcp-send --to {to} --bytes {PAIR_BYTES} --timeout 5")
+}
+
+/// One TCP transfer between two probe commands built from [`sink_line`]
+/// and [`send_line`] (anywhere: sandboxes, engines' namespaces, the
+/// outside); the payload is checked to have arrived whole. Returns
+/// (receiver report, sender report).
+pub fn tcp_pair(sink: std::process::Command, send: std::process::Command) -> (Value, Value) {
+    let (r, s) = transfer(sink, send).unwrap();
+    assert!(r["bytes"] == PAIR_BYTES && r["sha256"] == s["sha256"], "payload mismatch: {r} vs {s}");
+    (r, s)
+}
+
+/// `netpath-lab PROBE ...` (`line` split on spaces) in the network
+/// namespace at `ns` (an engine's, or one made with `ip netns add`).
+pub fn probe_in(lab: &Lab, ns: &Path, line: &str) -> std::process::Command {
+    let mut cmd = netpath::netns::Join::net(ns).command(&lab.lab_bin).unwrap();
+    cmd.args(words(line));
+    cmd
+}
+
+/// What the data path holds for the sandbox address `ip`: its endpoint
+/// entry and the published ports that lead to it.
+pub fn datapath_entries(lab: &Lab, ip: [u8; 4]) -> usize {
+    let dp = lab.datapath();
+    let endpoint = dp.endpoints().unwrap().get(&netpath_common::EndpointKey { ipv4: ip }, 0).is_ok();
+    let published = dp.published().unwrap().iter().flatten().filter(|(_, t)| t.addr == ip).count();
+    usize::from(endpoint) + published
+}
+
 /// One TCP transfer of `bytes` from `from` to `to_addr` (port `port` of a
 /// sink at `sink_at`); returns (receiver report, sender report) after
 /// checking the payload arrived intact.

@@ -3,29 +3,12 @@
 //! outside through masquerade, a published port with the client's real
 //! address), `network detach` leaves nothing of netpath's and the namespace
 //! itself, and bad input is one line that changes nothing.
-use netpath_tests::{At, Lab, foreign::ForeignNs, lab, output, probe, sandboxes, transfer, words};
+use netpath_tests::{
+    At, Lab, foreign::ForeignNs, lab, output, probe, sandboxes, send_line, sink_line, tcp_pair, words,
+};
 use serde_json::Value;
 
 const GATEWAY: &str = "10.61.0.1";
-
-/// A TCP transfer from `from` to the sink `sink`; checks the payload.
-fn tcp(sink: std::process::Command, from: std::process::Command) -> (Value, Value) {
-    let (r, s) = transfer(sink, from).unwrap();
-    assert!(r["bytes"] == 4096 && r["sha256"] == s["sha256"], "payload mismatch: {r} vs {s}");
-    (r, s)
-}
-
-fn sink_args(port: u16) -> Vec<String> {
-    words(&format!("tcp-sink --port {port} --timeout 10")).into_iter().map(String::from).collect()
-}
-
-fn send_args(to: &str) -> Vec<String> {
-    words(&format!("tcp-send --to {to} --bytes 4096 --timeout 5")).into_iter().map(String::from).collect()
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 /// `lab dig NAME` from sandbox `from` at the network's resolver.
 fn resolve(lab: &Lab, from: &str, name: &str) -> Vec<String> {
@@ -89,23 +72,27 @@ fn an_attached_namespace_works_as_run_and_detach_leaves_nothing() {
     // netpath's resolver.
     assert_eq!(resolve(&lab, "peer", "app"), ["10.61.0.2"]);
     assert_eq!(resolve(&lab, "peer", "web"), ["10.61.0.2"]);
-    let (r, s) = tcp(
-        app.probe(&lab, &refs(&sink_args(7100))),
-        probe(&lab, At::Sandbox("peer"), &refs(&send_args("10.61.0.2:7100"))),
+    let (r, s) = tcp_pair(
+        app.probe(&lab, &words(&sink_line(7100))),
+        probe(&lab, At::Sandbox("peer"), &words(&send_line("10.61.0.2:7100"))),
     );
     assert_eq!(r["peer"], s["local"]);
     assert!(r["peer"].as_str().unwrap().starts_with("10.61.0.3:"), "{r}");
     // And the attached namespace reaches the peer and the outside (masqueraded).
-    tcp(
-        probe(&lab, At::Sandbox("peer"), &refs(&sink_args(7101))),
-        app.probe(&lab, &refs(&send_args("10.61.0.3:7101"))),
+    tcp_pair(
+        probe(&lab, At::Sandbox("peer"), &words(&sink_line(7101))),
+        app.probe(&lab, &words(&send_line("10.61.0.3:7101"))),
     );
-    let (r, _) =
-        tcp(probe(&lab, At::Outside, &refs(&sink_args(7102))), app.probe(&lab, &refs(&send_args("198.18.0.1:7102"))));
+    let (r, _) = tcp_pair(
+        probe(&lab, At::Outside, &words(&sink_line(7102))),
+        app.probe(&lab, &words(&send_line("198.18.0.1:7102"))),
+    );
     assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.2:"), "masqueraded: {r}");
     // Its published port, from the outside, with the client's address seen.
-    let (r, s) =
-        tcp(app.probe(&lab, &refs(&sink_args(80))), probe(&lab, At::Outside, &refs(&send_args("198.18.0.2:8080"))));
+    let (r, s) = tcp_pair(
+        app.probe(&lab, &words(&sink_line(80))),
+        probe(&lab, At::Outside, &words(&send_line("198.18.0.2:8080"))),
+    );
     assert_eq!(r["peer"], s["local"], "the attached namespace sees the real client");
     assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.1:"), "{r}");
     let ports = lab.netpath_ok(&["port", "app"]).unwrap();

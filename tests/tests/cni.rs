@@ -9,7 +9,9 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use netpath_tests::{At, Lab, foreign::ForeignNs, lab, output, probe, sandboxes, transfer, words};
+use netpath_tests::{
+    At, Lab, datapath_entries, foreign::ForeignNs, lab, output, probe, sandboxes, send_line, sink_line, tcp_pair, words,
+};
 use serde_json::{Value, json};
 
 /// The plugin next to the netpath binary under test.
@@ -82,20 +84,6 @@ fn with_runtime(mut conf: Value, runtime: Value) -> Value {
     conf
 }
 
-fn tcp(sink: std::process::Command, send: std::process::Command) -> (Value, Value) {
-    let (r, s) = transfer(sink, send).unwrap();
-    assert!(r["bytes"] == 4096 && r["sha256"] == s["sha256"], "payload mismatch: {r} vs {s}");
-    (r, s)
-}
-
-fn sink(port: u16) -> String {
-    format!("tcp-sink --port {port} --timeout 10")
-}
-
-fn send(to: &str) -> String {
-    format!("tcp-send --to {to} --bytes 4096 --timeout 5")
-}
-
 /// `lab dig NAME` from inside `ns` at the network's resolver.
 fn resolve(lab: &Lab, ns: &ForeignNs, name: &str) -> Vec<String> {
     let (code, out, err) =
@@ -109,14 +97,6 @@ fn host_links(lab: &Lab) -> Vec<String> {
     let mut l = lab.in_host(|r| r.link_names()).unwrap();
     l.sort();
     l
-}
-
-/// What the data path holds for `ip`: its endpoint and published ports.
-fn datapath_entries(lab: &Lab, ip: [u8; 4]) -> usize {
-    let dp = lab.datapath();
-    let endpoint = dp.endpoints().unwrap().get(&netpath_common::EndpointKey { ipv4: ip }, 0).is_ok();
-    let published = dp.published().unwrap().iter().flatten().filter(|(_, t)| t.addr == ip).count();
-    usize::from(endpoint) + published
 }
 
 #[test]
@@ -179,14 +159,18 @@ fn add_check_del_status_gc_as_libcni_calls_them() {
     // Real packets: peer by address and by name, the outside, published ports.
     assert_eq!(resolve(&lab, &c2, "web"), ["10.64.0.2"]);
     assert_eq!(resolve(&lab, &c1, "second"), ["10.64.0.50"]);
-    let (r, _) = tcp(c1.probe(&lab, &words(&sink(7200))), c2.probe(&lab, &words(&send("10.64.0.2:7200"))));
+    let (r, _) =
+        tcp_pair(c1.probe(&lab, &words(&sink_line(7200))), c2.probe(&lab, &words(&send_line("10.64.0.2:7200"))));
     assert!(r["peer"].as_str().unwrap().starts_with("10.64.0.50:"), "{r}");
-    let (r, _) = tcp(probe(&lab, At::Outside, &words(&sink(7201))), c1.probe(&lab, &words(&send("198.18.0.1:7201"))));
+    let (r, _) = tcp_pair(
+        probe(&lab, At::Outside, &words(&sink_line(7201))),
+        c1.probe(&lab, &words(&send_line("198.18.0.1:7201"))),
+    );
     assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.2:"), "masqueraded: {r}");
     for (ns, port, host_port) in [(&c1, 80, 8080), (&c2, 90, 9090)] {
-        let (r, s) = tcp(
-            ns.probe(&lab, &words(&sink(port))),
-            probe(&lab, At::Outside, &words(&send(&format!("198.18.0.2:{host_port}")))),
+        let (r, s) = tcp_pair(
+            ns.probe(&lab, &words(&sink_line(port))),
+            probe(&lab, At::Outside, &words(&send_line(&format!("198.18.0.2:{host_port}")))),
         );
         assert_eq!(r["peer"], s["local"], "the container sees the real client");
         assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.1:"), "{r}");

@@ -12,7 +12,7 @@ use std::{
 };
 
 use netpath_lab::bench::systems::engine::Footprint;
-use netpath_tests::{At, Lab, lab, output, probe, sandboxes, transfer, words};
+use netpath_tests::{At, Lab, lab, output, probe, probe_in, sandboxes, tcp_pair, words};
 use serde_json::{Value, json};
 
 const CONTAINERD: &str = "/usr/bin/containerd";
@@ -167,18 +167,6 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
     rootfs
 }
 
-fn tcp(sink: Command, send: Command) -> (Value, Value) {
-    let (r, s) = transfer(sink, send).unwrap();
-    assert!(r["bytes"] == 4096 && r["sha256"] == s["sha256"], "payload mismatch: {r} vs {s}");
-    (r, s)
-}
-
-fn in_ns(lab: &Lab, ns: &Path, args: &str) -> Command {
-    let mut cmd = netpath::netns::Join::net(ns).command(&lab.lab_bin).unwrap();
-    cmd.args(words(args));
-    cmd
-}
-
 #[test]
 fn ctr_run_cni_container_on_netpath() {
     for p in [CONTAINERD, CTR, LOOPBACK, "/usr/sbin/runc", "/bin/busybox"] {
@@ -217,15 +205,15 @@ fn ctr_run_cni_container_on_netpath() {
     let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
 
     // The peer reaches the container, and the container the outside.
-    let (r, _) = tcp(in_ns(&lab, &netns, "tcp-sink --port 7500 --timeout 10"), {
+    let (r, _) = tcp_pair(probe_in(&lab, &netns, "tcp-sink --port 7500 --timeout 10"), {
         let mut c = probe(&lab, At::Sandbox("peer"), &[]);
         c.args(words(&format!("tcp-send --to {ip}:7500 --bytes 4096 --timeout 5")));
         c
     });
     assert!(r["peer"].as_str().unwrap().starts_with("10.67.0.200:"), "{r}");
-    let (r, _) = tcp(
+    let (r, _) = tcp_pair(
         probe(&lab, At::Outside, &words("tcp-sink --port 7501 --timeout 10")),
-        in_ns(&lab, &netns, "tcp-send --to 198.18.0.1:7501 --bytes 4096 --timeout 5"),
+        probe_in(&lab, &netns, "tcp-send --to 198.18.0.1:7501 --bytes 4096 --timeout 5"),
     );
     assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.2:"), "masqueraded: {r}");
 

@@ -3,44 +3,17 @@
 //! `podman run --network NET -p 8080:80` is reachable from the outside (the
 //! client's own address seen) and from the lab host, two containers talk by
 //! address and by name, and `podman rm` leaves nothing of netpath's.
-use std::path::Path;
 
 use netpath_lab::bench::systems::{
     engine::Engine,
     podman_netpath::{self, NETWORK, PodmanNetpath},
 };
-use netpath_tests::{At, Lab, bins, lab, output, probe, sandboxes, transfer, words};
+use netpath_tests::{
+    At, bins, datapath_entries, lab, output, probe, probe_in, sandboxes, send_line, sink_line, tcp_pair, words,
+};
 use serde_json::Value;
 
 const GATEWAY: &str = "10.66.0.1";
-
-/// `netpath-lab PROBE ...` in the namespace at `ns`.
-fn in_ns(lab: &Lab, ns: &Path, args: &str) -> std::process::Command {
-    let mut cmd = netpath::netns::Join::net(ns).command(&lab.lab_bin).unwrap();
-    cmd.args(words(args));
-    cmd
-}
-
-fn tcp(sink: std::process::Command, send: std::process::Command) -> (Value, Value) {
-    let (r, s) = transfer(sink, send).unwrap();
-    assert!(r["bytes"] == 4096 && r["sha256"] == s["sha256"], "payload mismatch: {r} vs {s}");
-    (r, s)
-}
-
-fn send(to: &str) -> String {
-    format!("tcp-send --to {to} --bytes 4096 --timeout 5")
-}
-
-fn sink(port: u16) -> String {
-    format!("tcp-sink --port {port} --timeout 10")
-}
-
-fn datapath_entries(lab: &Lab, ip: [u8; 4]) -> usize {
-    let dp = lab.datapath();
-    let endpoint = dp.endpoints().unwrap().get(&netpath_common::EndpointKey { ipv4: ip }, 0).is_ok();
-    let published = dp.published().unwrap().iter().flatten().filter(|(_, t)| t.addr == ip).count();
-    usize::from(endpoint) + published
-}
 
 #[test]
 fn podman_containers_on_netpath_cni() {
@@ -66,18 +39,24 @@ fn podman_containers_on_netpath_cni() {
     }
 
     // The published port from the outside: the container sees the client.
-    let (r, s) = tcp(in_ns(&lab, &web_ns, &sink(80)), probe(&lab, At::Outside, &words(&send("198.18.0.2:8080"))));
+    let (r, s) = tcp_pair(
+        probe_in(&lab, &web_ns, &sink_line(80)),
+        probe(&lab, At::Outside, &words(&send_line("198.18.0.2:8080"))),
+    );
     assert_eq!(r["peer"], s["local"], "the container sees the real client");
     assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.1:"), "{r}");
     // And from the lab host, to its own address and to loopback.
     for to in ["198.18.0.2:8080", "127.0.0.1:8080"] {
-        tcp(in_ns(&lab, &web_ns, &sink(80)), probe(&lab, At::HostCgroup, &words(&send(to))));
+        tcp_pair(probe_in(&lab, &web_ns, &sink_line(80)), probe(&lab, At::HostCgroup, &words(&send_line(to))));
     }
     // The two containers talk by address, and by name through netpath's
     // resolver (Podman passes the container name as K8S_POD_NAME).
-    let (r, _) = tcp(in_ns(&lab, &web_ns, &sink(7400)), in_ns(&lab, &cli_ns, &send(&format!("{web_ip}:7400"))));
+    let (r, _) = tcp_pair(
+        probe_in(&lab, &web_ns, &sink_line(7400)),
+        probe_in(&lab, &cli_ns, &send_line(&format!("{web_ip}:7400"))),
+    );
     assert!(r["peer"].as_str().unwrap().starts_with(&format!("{cli_ip}:")), "{r}");
-    let (code, out, err) = output(&mut in_ns(&lab, &cli_ns, &format!("dig --name web --server {GATEWAY}"))).unwrap();
+    let (code, out, err) = output(&mut probe_in(&lab, &cli_ns, &format!("dig --name web --server {GATEWAY}"))).unwrap();
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["answers"], serde_json::json!([web_ip.to_string()]), "{v}");
@@ -88,7 +67,10 @@ fn podman_containers_on_netpath_cni() {
     let looked = pm.podman(&["exec", "cli", "nslookup", "web"]).unwrap();
     assert!(looked.contains(&format!("Address: {web_ip}")), "{looked}");
     // And the outside, masqueraded.
-    let (r, _) = tcp(probe(&lab, At::Outside, &words(&sink(7401))), in_ns(&lab, &cli_ns, &send("198.18.0.1:7401")));
+    let (r, _) = tcp_pair(
+        probe(&lab, At::Outside, &words(&sink_line(7401))),
+        probe_in(&lab, &cli_ns, &send_line("198.18.0.1:7401")),
+    );
     assert!(r["peer"].as_str().unwrap().starts_with("198.18.0.2:"), "masqueraded: {r}");
 
     // podman rm: every DEL ran, nothing of netpath's is left for them.
