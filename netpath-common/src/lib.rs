@@ -4,9 +4,11 @@
 //! order, so that dumps read as written.
 #![no_std]
 
-/// Map names as they appear in the object file and under the pin directory.
 pub mod csum;
 
+/// Map names as they appear in the object file and under the pin directory.
+/// The list of them all is [`map_layout::ALL`], which also gives each
+/// map's layout.
 pub mod map_names {
     pub const ENDPOINTS: &str = "ENDPOINTS";
     pub const NETWORKS: &str = "NETWORKS";
@@ -26,26 +28,6 @@ pub mod map_names {
     pub const VNIS: &str = "VNIS";
     pub const REMOTE_ENDPOINTS: &str = "REMOTE_ENDPOINTS";
     pub const OVERLAY_SUBNETS: &str = "OVERLAY_SUBNETS";
-    pub const ALL: &[&str] = &[
-        ENDPOINTS,
-        NETWORKS,
-        UPLINKS,
-        PUBLISHED,
-        PUBLISHED_RANGES,
-        CONNTRACK,
-        CT_NEW,
-        FRAGS,
-        HOST_ADDRS,
-        SOCK_REVNAT,
-        LINKS,
-        CONFIG,
-        STATS,
-        VETHS,
-        OVERLAY_NETWORKS,
-        VNIS,
-        REMOTE_ENDPOINTS,
-        OVERLAY_SUBNETS,
-    ];
 }
 
 /// The layout of every pinned map, versioned. A newer build reuses the maps
@@ -79,6 +61,8 @@ pub mod map_layout {
         MapLayout { name, key_size: size_of::<K>(), value_size: size_of::<V>() }
     }
 
+    /// Every map of the object, each once: the loader pins these (a map
+    /// missing here would be neither pinned nor carried over).
     pub const ALL: &[MapLayout] = &[
         map::<EndpointKey, Endpoint>(map_names::ENDPOINTS),
         map::<u32, NetworkPolicy>(map_names::NETWORKS),

@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::maps::{MapData, MapType};
-use netpath_common::{map_names, program_names};
+use netpath_common::{map_layout, map_names, program_names};
 use serde_json::{Value, json};
 
 use crate::{
@@ -125,7 +125,7 @@ fn datapath(roots: &Roots) -> Value {
             })
         })
         .collect();
-    let mut maps: Vec<Value> = map_names::ALL.iter().map(|&name| map(&dp.maps_dir().join(name), name)).collect();
+    let mut maps: Vec<Value> = map_layout::ALL.iter().map(|m| map(&dp.maps_dir().join(m.name), m.name)).collect();
     // The range table is an array: its fill is the slots in use.
     if let Ok(slots) = dp.range_slots() {
         let used = slots.iter().filter(|r| r.proto != 0).count();

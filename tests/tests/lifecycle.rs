@@ -111,7 +111,7 @@ fn every_map_dumps_with_field_names() {
         }
     }
     let listed: Vec<_> = std::fs::read_dir(&maps).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(listed.len(), netpath_common::map_names::ALL.len(), "every pinned map is covered: {listed:?}");
+    assert_eq!(listed.len(), netpath_common::map_layout::ALL.len(), "every pinned map is covered: {listed:?}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath_common::{FlowKey, Program, UPGRADE_PROBE_SLOT, map_names, program_names};
+use netpath_common::{FlowKey, Program, UPGRADE_PROBE_SLOT, map_layout, map_names, program_names};
 use netpath_tests::{At, Lab, lab, output, probe};
 use serde_json::Value;
 
@@ -146,7 +146,7 @@ fn upgrade_in_place_keeps_flows_and_conntrack() {
     let dp = lab.datapath();
     let programs_before = program_ids(&lab);
     let links_before = dp.link_programs().unwrap();
-    let map_ids = || -> Vec<u32> { map_names::ALL.iter().map(|m| dp.map_id(m).unwrap()).collect() };
+    let map_ids = || -> Vec<u32> { map_layout::ALL.iter().map(|m| dp.map_id(m.name).unwrap()).collect() };
     let maps_before = map_ids();
     let flows_before = conntrack_keys(&lab);
     assert!(links_before.len() >= 3, "sandbox veths and the uplink are attached: {links_before:?}");
@@ -216,7 +216,7 @@ fn incompatible_layouts_are_refused_and_old_pins_migrated() {
     lab.netpath_ok(&["run", "-d", "--name", "a", "--network", "n1"]).unwrap();
 
     // Pins of a newer, unknown layout: refused in one line, nothing changed.
-    let marker = lab.roots.bpf.join(format!("layout-{}", netpath_common::map_layout::VERSION));
+    let marker = lab.roots.bpf.join(format!("layout-{}", map_layout::VERSION));
     assert!(marker.exists(), "the loader marks the layout");
     std::fs::remove_dir(&marker).unwrap();
     std::fs::create_dir(lab.roots.bpf.join("layout-999")).unwrap();
