@@ -9,51 +9,18 @@
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use netpath::link::LinkCounters;
 use netpath_common::{Program, Reason};
-use netpath_lab::bench::systems::{docker::Dockerd, engine::Engine as _};
+use netpath_lab::bench::systems::{docker::Dockerd, docker_netpath::Plugin, engine::Engine as _};
 use netpath_tests::{lab, output, transfer};
 use serde_json::Value;
 
 const OUTSIDE: &str = "198.18.0.1";
 const HOST: &str = "198.18.0.2";
-
-/// `netpath docker-plugin` serving the lab's plugin directory; killed by
-/// PID when dropped.
-struct Plugin {
-    child: Child,
-}
-
-impl Plugin {
-    fn start(lab: &netpath_tests::Lab, socket: &Path) -> Plugin {
-        let log =
-            std::fs::File::options().create(true).append(true).open(socket.with_extension("log")).expect("plugin log");
-        let mut cmd = lab.netpath(&["docker-plugin", "--socket", socket.to_str().unwrap()]).unwrap();
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
-        let child = cmd.spawn().expect("starting the plugin");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(socket).is_err() {
-            assert!(Instant::now() < deadline, "the plugin did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Plugin { child }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn docker(d: &Dockerd, line: &str) -> String {
     let args: Vec<&str> = line.split_whitespace().collect();
@@ -115,10 +82,9 @@ fn docker_containers_on_a_netpath_network() {
     let lab = lab("dkplugin");
     let base = lab.roots.state.parent().unwrap().to_path_buf();
     let plugins: PathBuf = base.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let socket = plugins.join("netpath.sock");
-    let mut plugin = Plugin::start(&lab, &socket);
-    let mode = std::fs::metadata(&socket).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap();
+    let mut plugin = Plugin::start(&lab, &plugins).expect("starting the plugin");
+    let mode =
+        std::fs::metadata(&plugin.socket).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap();
     assert_eq!(mode & 0o777, 0o600, "the plugin's socket is root's only");
     // The userland proxy on, as Docker's default: it must start no
     // docker-proxy for netpath's ports.
@@ -275,7 +241,7 @@ fn docker_containers_on_a_netpath_network() {
     assert!(forwarded(&lab) > before);
     assert_eq!(fetch_from_outside(&lab, &format!("http://{HOST}:8080/cgi-bin/peer")).as_deref(), Some(OUTSIDE));
     // Restarted (the stale socket file replaced): dockerd works with it again.
-    let mut plugin = Plugin::start(&lab, &socket);
+    let mut plugin = Plugin::start(&lab, &plugins).expect("restarting the plugin");
     docker(&d, "run -d --network n1 --name late bb sleep 1000000");
     let late = ip_of(&d, "late", "n1");
     let pinged = docker(&d, &format!("exec late ping -c 1 -W 2 {a_ip}"));
@@ -344,9 +310,8 @@ fn docker_id(n: u32) -> String {
 fn a_plugin_killed_in_the_middle_of_a_call_leaves_nothing_a_restart_cannot_finish() {
     let lab = lab("dkcrash");
     let dir = lab.roots.state.parent().unwrap().join("plugins");
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("netpath.sock");
-    let mut plugin = Plugin::start(&lab, &socket);
+    let mut plugin = Plugin::start(&lab, &dir).expect("starting the plugin");
+    let socket = plugin.socket.clone();
     let (status, caps) = call(&socket, "NetworkDriver.GetCapabilities", &serde_json::json!({})).unwrap();
     assert_eq!((status, caps["Scope"].as_str()), (200, Some("local")));
     let net = docker_id(0xfeed);
@@ -391,7 +356,7 @@ fn a_plugin_killed_in_the_middle_of_a_call_leaves_nothing_a_restart_cannot_finis
         if lab.roots.intent_file().exists() {
             mid_call += 1;
         }
-        plugin = Plugin::start(&lab, &socket);
+        plugin = Plugin::start(&lab, &dir).expect("restarting the plugin");
         // What the kernel holds matches the record: all of it or nothing.
         let name = format!("docker-{}", &docker_id(k)[..12]);
         let recorded =

@@ -32,9 +32,12 @@ pub const SUBNET: &str = "10.203.0.0/24";
 /// The network's name in Docker.
 const NETWORK: &str = "bench";
 
-/// `netpath docker-plugin` for a lab's instance, on a socket in `dir`;
-/// ended by PID when dropped (after dockerd, which needs it to remove its
-/// containers).
+/// `netpath docker-plugin` for a lab's instance, on `netpath.sock` in
+/// `dir` (what dockerd's plugin directory holds), its output appended to
+/// `plugin.log` there; ended by PID when dropped (after dockerd, which
+/// needs it to remove its containers) or killed. Started again on the same
+/// directory, it replaces the stale socket. The bench and the Docker plugin
+/// tests both start it here.
 pub struct Plugin {
     child: Child,
     pub socket: PathBuf,
@@ -44,27 +47,33 @@ impl Plugin {
     pub fn start(lab: &Lab, dir: &Path) -> Result<Plugin> {
         std::fs::create_dir_all(dir)?;
         let socket = dir.join("netpath.sock");
-        let log = std::fs::File::create(dir.join("plugin.log"))?;
+        let log_path = dir.join("plugin.log");
+        let log = std::fs::File::options().create(true).append(true).open(&log_path)?;
         let mut cmd = lab.netpath(&["docker-plugin".as_ref(), "--socket".as_ref(), socket.as_os_str()])?;
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        let mut child = cmd.spawn().context("starting netpath docker-plugin")?;
+        let child = cmd.spawn().context("starting netpath docker-plugin")?;
+        let mut plugin = Plugin { child, socket };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            if Instant::now() > deadline || child.try_wait()?.is_some() {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("netpath docker-plugin did not come up; see {}", dir.join("plugin.log").display());
+        while std::os::unix::net::UnixStream::connect(&plugin.socket).is_err() {
+            if Instant::now() > deadline || plugin.child.try_wait()?.is_some() {
+                plugin.kill();
+                bail!("netpath docker-plugin did not come up; see {}", log_path.display());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Plugin { child, socket })
+        Ok(plugin)
+    }
+
+    /// SIGKILL, as a crash would end it; the socket file stays behind.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for Plugin {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
