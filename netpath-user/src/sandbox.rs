@@ -304,7 +304,8 @@ pub fn create(host: &Host, store: &Store, state: &mut State, req: &RunRequest) -
     apply(host, store, state, plan)
 }
 
-fn remove_dir(dir: &Path) -> Result<()> {
+/// Removes a sandbox's files; already gone is done.
+pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -670,27 +671,38 @@ pub fn remove_orphan(host: &Host, name: &str) -> Result<bool> {
         return Ok(false);
     }
     let mut teardown = Teardown::new();
-    let mut addresses = Vec::new();
-    if netns_path.exists() {
-        kill_all_in(&netns_path);
-        match clear_namespace(&netns_path) {
-            Ok(found) => addresses = found,
-            Err(e) => teardown.step("its interfaces", Err(e)),
-        }
-    }
+    let addresses = remove_orphan_netns(&netns_path, &mut teardown);
     if host.datapath.is_loaded() && !addresses.is_empty() {
         teardown.step("data path entries", forget_addresses(host, &addresses));
     }
-    teardown.step("network namespace", netns::remove(&netns_path));
-    teardown.step("UTS namespace", netns::remove(&uts));
+    teardown.step(format!("namespace file {}", uts.display()), netns::remove(&uts));
     teardown.step("sandbox files", remove_dir(&dir));
     teardown.finish().map(|()| true)
+}
+
+/// Takes away a network namespace file of this instance's that no record
+/// names (see [`remove_orphan`] and `system check --repair`): the
+/// processes in the namespace, its interfaces, the file. A missing file is
+/// nothing to do. Returns the IPv4 addresses the interfaces held, whose
+/// data path entries the caller forgets ([`forget_addresses`]).
+pub(crate) fn remove_orphan_netns(path: &Path, teardown: &mut Teardown) -> Vec<Ipv4Addr> {
+    kill_all_in(path);
+    let mut addresses = Vec::new();
+    // A file never mounted (a run that crashed while making it) has no interfaces.
+    if netns::is_live(path) {
+        match clear_namespace(path) {
+            Ok(found) => addresses = found,
+            Err(e) => teardown.step(format!("interfaces in {}", path.display()), Err(e)),
+        }
+    }
+    teardown.step(format!("namespace file {}", path.display()), netns::remove(path));
+    addresses
 }
 
 /// Deletes every interface in the namespace at `path` but `lo` (a veth's
 /// host side goes with it, at once rather than when the namespace dies);
 /// returns the IPv4 addresses they held.
-pub(crate) fn clear_namespace(path: &Path) -> Result<Vec<Ipv4Addr>> {
+fn clear_namespace(path: &Path) -> Result<Vec<Ipv4Addr>> {
     netns::run_in(path, || {
         let rtnl = crate::link::Rtnl::new()?;
         let addrs: Vec<Ipv4Addr> =

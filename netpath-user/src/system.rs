@@ -366,15 +366,11 @@ fn sweep(
                 continue;
             }
             if is_net {
-                sandbox::kill_all_in(&path);
-                if netns::is_live(&path) {
-                    match sandbox::clear_namespace(&path) {
-                        Ok(found) => orphan_addresses.extend(found.into_iter().filter(|a| !used.contains(a))),
-                        Err(e) => teardown.step(format!("interfaces in {}", path.display()), Err(e)),
-                    }
-                }
+                let found = sandbox::remove_orphan_netns(&path, teardown);
+                orphan_addresses.extend(found.into_iter().filter(|a| !used.contains(a)));
+            } else {
+                teardown.step(format!("namespace file {}", path.display()), netns::remove(&path));
             }
-            teardown.step(format!("namespace file {}", path.display()), netns::remove(&path));
         }
     }
     for (name, path) in entries(&roots.run.join("sandboxes")) {
@@ -383,8 +379,7 @@ fn sweep(
         }
         report.push(format!("sandbox files {} belong to no sandbox: {verb}", path.display()));
         if act {
-            let removed = fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()));
-            teardown.step("sandbox files", removed);
+            teardown.step("sandbox files", sandbox::remove_dir(&path));
         }
     }
     let prefix = state::instance_tag_prefix(roots);
