@@ -10,7 +10,6 @@
 //! (`crate::cni`) are thin callers of this module.
 use std::{
     fs,
-    net::Ipv4Addr,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
@@ -23,7 +22,6 @@ use crate::{
     link::Rtnl,
     netns,
     paths::Roots,
-    publish,
     sandbox::{self, Plan, RunRequest},
     state::{Mode, Sandbox, State, Store},
     validate,
@@ -148,8 +146,7 @@ pub fn attach(host: &Host, store: &Store, state: &mut State, req: &AttachRequest
     if taken.is_some() {
         bail!("interface {} already exists in {}", req.ifname, req.netns.display());
     }
-    let host_addrs: Vec<Ipv4Addr> = host.rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).collect();
-    publish::check_host_addresses(&plan.sandbox.published, &host_addrs)?;
+    sandbox::check_host_addresses(host, &plan.sandbox.published)?;
     sandbox::apply_routed(host, store, state, plan, !routed)
 }
 

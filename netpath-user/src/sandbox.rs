@@ -178,13 +178,7 @@ pub fn plan(config: &Config, roots: &Roots, state: &State, req: &RunRequest) -> 
     let links = parse_links(state, &req.links)?;
     let expose = req.expose.iter().map(|e| publish::parse_filter(e)).collect::<Result<Vec<_>>>()?;
     let specs = req.publish.iter().map(|p| publish::parse(p)).collect::<Result<Vec<_>>>()?;
-    let bind_ip = match &network {
-        Some(net) => network::driver::of(net)?.host_binding(),
-        None => None,
-    }
-    .unwrap_or(config.default_bind_ip);
-    let already = state.sandboxes.values().flat_map(|s| &s.published);
-    let published = publish::allocate(already, &specs, bind_ip)?;
+    let published = allocate_ports(config, state, network.as_ref(), &specs, &req.name)?;
     let host_config = parse_host_config(config, state, req)?;
 
     let id = state::new_id();
@@ -233,6 +227,32 @@ pub fn plan(config: &Config, roots: &Roots, state: &State, req: &RunRequest) -> 
         expose,
     };
     Ok(Plan { sandbox, network: creates_network })
+}
+
+/// Host ports for `specs` on `net` (on the address its driver binds to,
+/// else the configured one), chosen against those every sandbox but
+/// `except` holds.
+fn allocate_ports(
+    config: &Config,
+    state: &State,
+    net: Option<&Network>,
+    specs: &[publish::Spec],
+    except: &str,
+) -> Result<Vec<publish::Published>> {
+    let bind_ip = match net {
+        Some(net) => network::driver::of(net)?.host_binding(),
+        None => None,
+    }
+    .unwrap_or(config.default_bind_ip);
+    let taken = state.sandboxes.values().filter(|s| s.name != except).flat_map(|s| &s.published);
+    publish::allocate(taken, specs, bind_ip)
+}
+
+/// Refuses published ports on addresses the host does not have
+/// ([`publish::check_host_addresses`]).
+pub(crate) fn check_host_addresses(host: &Host, published: &[publish::Published]) -> Result<()> {
+    let host_addrs: Vec<Ipv4Addr> = host.rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).collect();
+    publish::check_host_addresses(published, &host_addrs)
 }
 
 /// Makes what `plan` worked out, step by step, after recording it as the
@@ -299,8 +319,7 @@ pub fn apply_routed(host: &Host, store: &Store, state: &mut State, plan: Plan, d
 /// Creates a sandbox and records it: [`plan`], then [`apply`].
 pub fn create(host: &Host, store: &Store, state: &mut State, req: &RunRequest) -> Result<Sandbox> {
     let plan = plan(&host.config, &host.roots, state, req)?;
-    let host_addrs: Vec<Ipv4Addr> = host.rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).collect();
-    publish::check_host_addresses(&plan.sandbox.published, &host_addrs)?;
+    check_host_addresses(host, &plan.sandbox.published)?;
     apply(host, store, state, plan)
 }
 
@@ -485,11 +504,8 @@ pub fn publish_external(
     let mut sandbox = state.sandbox(name)?.clone();
     let att = sandbox.attachments.first().with_context(|| format!("sandbox {name} has no interface"))?.clone();
     let net = state.network(&att.network)?;
-    let bind_ip = network::driver::of(net)?.host_binding().unwrap_or(host.config.default_bind_ip);
-    let others = state.sandboxes.values().filter(|s| s.name != name).flat_map(|s| &s.published);
-    let mut published = publish::allocate(others, specs, bind_ip)?;
-    let host_addrs: Vec<Ipv4Addr> = host.rtnl.all_ipv4_addresses()?.into_iter().map(|(a, _)| a).collect();
-    publish::check_host_addresses(&published, &host_addrs)?;
+    let mut published = allocate_ports(&host.config, state, Some(net), specs, name)?;
+    check_host_addresses(host, &published)?;
     unpublish_external(host, state, name)?;
     sandbox.published = published.clone();
     state.sandboxes.insert(name.to_string(), sandbox.clone());
@@ -509,12 +525,8 @@ pub fn unpublish_external(host: &Host, state: &mut State, name: &str) -> Result<
     if sandbox.published.is_empty() {
         return Ok(());
     }
-    let addresses: Vec<Ipv4Addr> = sandbox.attachments.iter().map(|a| a.ip).collect();
     if host.datapath.is_loaded() {
-        let mut teardown = Teardown::new();
-        teardown.step("published ports", publish::uninstall(&host.datapath, &sandbox.published));
-        teardown.step("published ranges", clear_ranges_to(host, &addresses));
-        teardown.finish()?;
+        uninstall_published(host, &sandbox)?;
     }
     sandbox.published.clear();
     state.sandboxes.insert(name.to_string(), sandbox);
@@ -605,9 +617,7 @@ pub(crate) fn take_down(host: &Host, state: &State, sandbox: &Sandbox, extra_net
     }
     let addresses: Vec<Ipv4Addr> = sandbox.attachments.iter().map(|a| a.ip).collect();
     if host.datapath.is_loaded() {
-        teardown.step("published ports", publish::uninstall(&host.datapath, &sandbox.published));
-        // A record from a plan does not know the range slots its ranges got.
-        teardown.step("published ranges", clear_ranges_to(host, &addresses));
+        teardown.absorb(uninstall_published(host, sandbox));
         teardown.step("links", set_links(host, &link_pairs(state, sandbox), false));
         teardown.step("links of its addresses", host.datapath.remove_links_of(&addresses));
     }
@@ -644,6 +654,17 @@ pub(crate) fn reinstall(host: &Host, state: &State, sandbox: &mut Sandbox) -> Re
         set_links(host, &link_pairs(state, sandbox), true)?;
     }
     Ok(())
+}
+
+/// Takes a sandbox's published ports out of the (loaded) data path: its
+/// entries, and every range slot leading to its addresses (a record from a
+/// plan does not know the range slots its ranges got). Every step runs.
+fn uninstall_published(host: &Host, sandbox: &Sandbox) -> Result<()> {
+    let addresses: Vec<Ipv4Addr> = sandbox.attachments.iter().map(|a| a.ip).collect();
+    let mut teardown = Teardown::new();
+    teardown.step("published ports", publish::uninstall(&host.datapath, &sandbox.published));
+    teardown.step("published ranges", clear_ranges_to(host, &addresses));
+    teardown.finish()
 }
 
 /// Frees the published range slots leading to `addresses` (only a live
