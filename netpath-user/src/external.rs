@@ -94,12 +94,15 @@ pub fn free_ifname(netns_path: &Path) -> Result<String> {
 
 /// Works out the record `attach` will make, checking everything first;
 /// changes nothing. Reads nothing but its arguments and the namespace
-/// files' identities.
+/// files' identities (the host's own namespace is refused).
 pub fn plan(config: &Config, roots: &Roots, state: &State, req: &AttachRequest) -> Result<Plan> {
     if ["host", "none", "default"].contains(&req.network.as_str()) || req.network.starts_with("container:") {
         bail!("network attach needs a network, not the network mode {}", req.network);
     }
     validate::ifname(&req.ifname)?;
+    if same_namespace(Path::new("/proc/self/ns/net"), &req.netns) {
+        bail!("{} is the host's own namespace: netpath wires containers, not its host", req.netns.display());
+    }
     for s in state.sandboxes.values().filter(|s| same_namespace(&s.netns, &req.netns)) {
         if s.owns_namespaces() {
             bail!("{} is the namespace of sandbox {}: use network connect", req.netns.display(), s.name);
@@ -130,14 +133,19 @@ pub fn plan(config: &Config, roots: &Roots, state: &State, req: &AttachRequest) 
     Ok(plan)
 }
 
-/// Wires the namespace onto the network: [`plan`], then the same
-/// [`sandbox::apply`] as `run`. The caller saves the state.
+/// Wires the namespace onto the network: [`plan`], then [`apply`]. The
+/// caller saves the state.
 pub fn attach(host: &Host, store: &Store, state: &mut State, req: &AttachRequest) -> Result<Sandbox> {
-    let own = Path::new("/proc/self/ns/net");
-    if same_namespace(own, &req.netns) {
-        bail!("{} is the host's own namespace: netpath wires containers, not its host", req.netns.display());
-    }
     let plan = plan(&host.config, &host.roots, state, req)?;
+    apply(host, store, state, req, plan)
+}
+
+/// Makes the [`plan`] of `req` with the same [`sandbox::apply`] as `run`,
+/// once the system has answered what a plan cannot know: the interface
+/// name is free in the namespace, the published ports' host addresses
+/// exist. A namespace routed already (on another network) keeps its
+/// default route.
+pub fn apply(host: &Host, store: &Store, state: &mut State, req: &AttachRequest, plan: Plan) -> Result<Sandbox> {
     let (taken, routed) = netns::run_in(&req.netns, || {
         let rtnl = Rtnl::new()?;
         Ok((rtnl.index(&req.ifname)?, !rtnl.default_route_links()?.is_empty()))

@@ -320,12 +320,14 @@ fn add(env: &Env, conf: &NetConf, roots: Roots) -> Result<CniResult, CniError> {
     if let Some(net) = &planned {
         trial.networks.insert(net.name.clone(), net.clone());
     }
-    external::plan(&host.config, &host.roots, &trial, &req).map_err(failed)?;
-    if planned.is_some() {
-        network::create(&host, &store, &mut state, &create_request(conf)).map_err(failed)?;
+    // Planned once, against the state as it will be: making the planned
+    // network records it exactly as `trial` holds it.
+    let plan = external::plan(&host.config, &host.roots, &trial, &req).map_err(failed)?;
+    if let Some(net) = planned {
+        network::create_planned(&host, &store, &mut state, net).map_err(failed)?;
         store.save(&state).map_err(failed)?;
     }
-    let attached = external::attach(&host, &store, &mut state, &req);
+    let attached = external::apply(&host, &store, &mut state, &req, plan);
     store.save(&state).map_err(failed)?;
     let sandbox = attached.map_err(failed)?;
     result(&host, &state, &sandbox, &conf.cni_version).map_err(failed)

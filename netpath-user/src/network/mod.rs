@@ -244,6 +244,12 @@ pub fn create(host: &Host, store: &Store, state: &mut State, req: &CreateRequest
         return shared::create(host, store, state, req);
     }
     let net = plan_on(state, &host.config, &host_subnets(host)?, req)?;
+    create_planned(host, store, state, net)
+}
+
+/// Creates a network [`plan_on`] planned (not an overlay network: the
+/// cluster store makes those) and records it, its intent first.
+pub fn create_planned(host: &Host, store: &Store, state: &mut State, net: Network) -> Result<Network> {
     store.begin(Intent::NetworkCreate { network: net.clone() })?;
     build(host, state, net)
 }
@@ -254,9 +260,7 @@ pub fn ensure_default(host: &Host, store: &Store, state: &mut State) -> Result<O
     if state.networks.contains_key(DEFAULT_NETWORK_NAME) {
         return Ok(None);
     }
-    let net = plan_default(state, &host.config);
-    store.begin(Intent::NetworkCreate { network: net.clone() })?;
-    build(host, state, net).map(Some)
+    create_planned(host, store, state, plan_default(state, &host.config)).map(Some)
 }
 
 /// Docker's scope of `net` (`local`, `global`).
