@@ -991,13 +991,12 @@ fn network_command(roots: Roots, cmd: NetworkCommand) -> Result<i32> {
             let req = external::AttachRequest {
                 name: a.name.unwrap_or_else(|| external::default_name(&a.netns)),
                 network,
-                netns: netns_path,
-                ifname,
                 ip: a.ip,
                 mac: a.mac_address,
                 aliases: a.aliases,
                 publish: a.publish,
                 owner: external::OWNER_ATTACH.into(),
+                mover: external::Mover::Netpath { netns: netns_path, ifname },
             };
             let sandbox = external::attach(&host, &store, &mut state, &req)?;
             store.save(&state)?;

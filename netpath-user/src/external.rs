@@ -1,13 +1,16 @@
-//! Bring your own namespace: wiring a network namespace netpath did not
-//! make (a container engine's, or one made with `ip netns add`) onto a
-//! netpath network, the way pipework and nova-docker wire containers. It is
-//! `run` with the namespace given instead of created: the same
-//! [`sandbox::plan`] (address by IPAM or requested, MAC, aliases, published
-//! ports), the same [`sandbox::apply`] (intent recorded first, every step
-//! rolled back on failure) and the same teardown, on a record whose mode is
+//! Namespaces netpath did not make: wiring a container engine's network
+//! namespace (or one made with `ip netns add`) onto a netpath network, the
+//! way pipework and nova-docker wire containers. It is `run` with the
+//! namespace given instead of created: the same [`sandbox::plan`] (address
+//! by IPAM or requested, MAC, aliases, published ports), the same
+//! [`sandbox::apply`] (intent recorded first, every step rolled back on
+//! failure) and the same teardown, on a record whose mode is
 //! [`Mode::External`]: netpath never creates, writes files into or deletes
-//! such a namespace. `network attach`/`detach` and the CNI plugin
-//! (`crate::cni`) are thin callers of this module.
+//! such a namespace. Its callers differ in one thing, who moves the
+//! container end of the veth pair into the namespace ([`Mover`]): netpath,
+//! for `network attach` and the CNI plugin (`crate::cni`), which name the
+//! namespace; the engine itself, for Docker's remote driver
+//! (`crate::docker_plugin`), which takes the end from the host namespace.
 use std::{
     fs,
     os::unix::fs::MetadataExt,
@@ -22,7 +25,7 @@ use crate::{
     link::Rtnl,
     netns,
     paths::Roots,
-    sandbox::{self, Plan, RunRequest},
+    sandbox::{self, End, Plan, RunRequest},
     state::{Mode, Sandbox, State, Store},
     validate,
 };
@@ -31,18 +34,30 @@ use crate::{
 pub const OWNER_ATTACH: &str = "attach";
 pub const OWNER_CNI: &str = "cni";
 
-/// What wiring an existing namespace needs: `run`'s network options plus
-/// the namespace and the interface name inside it.
-#[derive(Clone, Debug, Default)]
+/// Who moves the container end of the interface into the container's
+/// namespace: the one thing the callers of this module differ in.
+#[derive(Clone, Debug)]
+pub enum Mover {
+    /// netpath, into the namespace at `netns` (as [`netns_path`] resolved
+    /// it), where it becomes `ifname`, addressed and routed by netpath
+    /// (`network attach`, CNI).
+    Netpath { netns: PathBuf, ifname: String },
+    /// The container engine (Docker's remote driver): the end waits in the
+    /// host namespace as `peer`, with the attachment's MAC, for the engine
+    /// to move, rename and address; the namespace is known only while the
+    /// container is joined. The record, its attachment and its host device
+    /// take the engine's ID for the interface (Docker's EndpointID).
+    Engine { endpoint_id: String, peer: String },
+}
+
+/// What wiring a container's namespace needs: `run`'s network options,
+/// who owns the namespace, and who moves the interface into it.
+#[derive(Clone, Debug)]
 pub struct AttachRequest {
     /// The sandbox record's name (what `ps` shows and the resolver answers to).
     pub name: String,
     /// The network's stored name.
     pub network: String,
-    /// The namespace, as [`netns_path`] resolved it.
-    pub netns: PathBuf,
-    /// The interface inside the namespace.
-    pub ifname: String,
     pub ip: Option<String>,
     pub mac: Option<String>,
     pub aliases: Vec<String>,
@@ -50,6 +65,7 @@ pub struct AttachRequest {
     pub publish: Vec<String>,
     /// `attach`, `cni` or `docker`.
     pub owner: String,
+    pub mover: Mover,
 }
 
 /// `--netns PATH|PID`: a PID names that process's namespace
@@ -94,25 +110,14 @@ pub fn free_ifname(netns_path: &Path) -> Result<String> {
 
 /// Works out the record `attach` will make, checking everything first;
 /// changes nothing. Reads nothing but its arguments and the namespace
-/// files' identities (the host's own namespace is refused).
+/// files' identities.
 pub fn plan(config: &Config, roots: &Roots, state: &State, req: &AttachRequest) -> Result<Plan> {
     if ["host", "none", "default"].contains(&req.network.as_str()) || req.network.starts_with("container:") {
         bail!("network attach needs a network, not the network mode {}", req.network);
     }
-    validate::ifname(&req.ifname)?;
-    if same_namespace(Path::new("/proc/self/ns/net"), &req.netns) {
-        bail!("{} is the host's own namespace: netpath wires containers, not its host", req.netns.display());
-    }
-    for s in state.sandboxes.values().filter(|s| same_namespace(&s.netns, &req.netns)) {
-        if s.owns_namespaces() {
-            bail!("{} is the namespace of sandbox {}: use network connect", req.netns.display(), s.name);
-        }
-        if s.attachment(&req.network).is_some() {
-            bail!("{} is already attached to network {} (sandbox {})", req.netns.display(), req.network, s.name);
-        }
-        if s.attachments.iter().any(|a| a.ifname == req.ifname) {
-            bail!("interface {} in {} is already wired by sandbox {}", req.ifname, req.netns.display(), s.name);
-        }
+    match &req.mover {
+        Mover::Netpath { netns, ifname } => check_namespace(state, &req.network, netns, ifname)?,
+        Mover::Engine { peer, .. } => validate::ifname(peer)?,
     }
     let run = RunRequest {
         name: req.name.clone(),
@@ -126,11 +131,51 @@ pub fn plan(config: &Config, roots: &Roots, state: &State, req: &AttachRequest) 
     let mut plan = sandbox::plan(config, roots, state, &run)?;
     let sb = &mut plan.sandbox;
     sb.mode = Mode::External { owner: req.owner.clone() };
-    sb.netns = req.netns.clone();
     sb.uts = PathBuf::new();
-    sb.hostname = req.name.clone();
-    sb.attachments[0].ifname = req.ifname.clone();
+    match &req.mover {
+        Mover::Netpath { netns, ifname } => {
+            sb.netns = netns.clone();
+            sb.hostname = req.name.clone();
+            sb.attachments[0].ifname = ifname.clone();
+        }
+        Mover::Engine { endpoint_id, .. } => {
+            // Known when the engine's container joins (and only until it leaves).
+            sb.netns = PathBuf::new();
+            sb.hostname = String::new();
+            sb.id = endpoint_id.clone();
+            let att = &mut sb.attachments[0];
+            att.endpoint_id = endpoint_id.clone();
+            att.host_ifname = sandbox::host_ifname(endpoint_id);
+            validate::ifname(&att.host_ifname)?;
+            // The engine has a default network of its own (Docker's
+            // docker0, on the subnet netpath's would take): the one a
+            // first `run` makes is not made for it.
+            plan.network = None;
+        }
+    }
     Ok(plan)
+}
+
+/// Refuses a namespace netpath is not to wire as `ifname` on `network`:
+/// the host's own, a sandbox's of netpath's (`network connect` wires
+/// those), one on the network already, or an interface name wired there.
+fn check_namespace(state: &State, network: &str, netns: &Path, ifname: &str) -> Result<()> {
+    validate::ifname(ifname)?;
+    if same_namespace(Path::new("/proc/self/ns/net"), netns) {
+        bail!("{} is the host's own namespace: netpath wires containers, not its host", netns.display());
+    }
+    for s in state.sandboxes.values().filter(|s| same_namespace(&s.netns, netns)) {
+        if s.owns_namespaces() {
+            bail!("{} is the namespace of sandbox {}: use network connect", netns.display(), s.name);
+        }
+        if s.attachment(network).is_some() {
+            bail!("{} is already attached to network {network} (sandbox {})", netns.display(), s.name);
+        }
+        if s.attachments.iter().any(|a| a.ifname == ifname) {
+            bail!("interface {ifname} in {} is already wired by sandbox {}", netns.display(), s.name);
+        }
+    }
+    Ok(())
 }
 
 /// Wires the namespace onto the network: [`plan`], then [`apply`]. The
@@ -144,18 +189,24 @@ pub fn attach(host: &Host, store: &Store, state: &mut State, req: &AttachRequest
 /// once the system has answered what a plan cannot know: the interface
 /// name is free in the namespace, the published ports' host addresses
 /// exist. A namespace routed already (on another network) keeps its
-/// default route.
+/// default route; an engine's interface is left in the host namespace.
 pub fn apply(host: &Host, store: &Store, state: &mut State, req: &AttachRequest, plan: Plan) -> Result<Sandbox> {
-    let (taken, routed) = netns::run_in(&req.netns, || {
-        let rtnl = Rtnl::new()?;
-        Ok((rtnl.index(&req.ifname)?, !rtnl.default_route_links()?.is_empty()))
-    })
-    .with_context(|| format!("reading the interfaces of {}", req.netns.display()))?;
-    if taken.is_some() {
-        bail!("interface {} already exists in {}", req.ifname, req.netns.display());
-    }
+    let end = match &req.mover {
+        Mover::Netpath { netns, ifname } => {
+            let (taken, routed) = netns::run_in(netns, || {
+                let rtnl = Rtnl::new()?;
+                Ok((rtnl.index(ifname)?, !rtnl.default_route_links()?.is_empty()))
+            })
+            .with_context(|| format!("reading the interfaces of {}", netns.display()))?;
+            if taken.is_some() {
+                bail!("interface {ifname} already exists in {}", netns.display());
+            }
+            End::Inside { default_route: !routed }
+        }
+        Mover::Engine { peer, .. } => End::InHost { peer },
+    };
     sandbox::check_host_addresses(host, &plan.sandbox.published)?;
-    sandbox::apply_routed(host, store, state, plan, !routed)
+    sandbox::apply_to(host, store, state, plan, end)
 }
 
 /// Whether `sandbox` is a record of an external namespace.

@@ -189,7 +189,7 @@ pub fn plan(config: &Config, roots: &Roots, state: &State, req: &RunRequest) -> 
                 network: net.name.clone(),
                 endpoint_id: state::new_id(),
                 ifname: "eth0".into(),
-                host_ifname: format!("veth{}", &id[..7]),
+                host_ifname: host_ifname(&id),
                 ip,
                 mac: mac.unwrap_or_else(|| ipam::mac_for(ip)),
                 aliases: req.aliases.clone(),
@@ -260,13 +260,22 @@ pub(crate) fn check_host_addresses(host: &Host, published: &[publish::Published]
 /// reversals that failed are reported too. A crash instead leaves the intent
 /// for `system::repair` to roll back.
 pub fn apply(host: &Host, store: &Store, state: &mut State, plan: Plan) -> Result<Sandbox> {
-    apply_routed(host, store, state, plan, true)
+    apply_to(host, store, state, plan, End::Inside { default_route: true })
 }
 
-/// [`apply`], saying whether the interface gets the default route: an
-/// external namespace that has one already (it is on another network too)
-/// keeps it.
-pub fn apply_routed(host: &Host, store: &Store, state: &mut State, plan: Plan, default_route: bool) -> Result<Sandbox> {
+/// Where [`apply_to`] leaves the sandbox end of the new interface.
+#[derive(Clone, Copy, Debug)]
+pub enum End<'a> {
+    /// In the sandbox's namespace, addressed, with the default route or
+    /// without it (an external namespace routed already keeps its route).
+    Inside { default_route: bool },
+    /// In the host namespace as `peer`, for a container engine that moves
+    /// it into its container itself ([`crate::external::Mover::Engine`]).
+    InHost { peer: &'a str },
+}
+
+/// [`apply`], leaving the sandbox end of the interface where `end` says.
+pub fn apply_to(host: &Host, store: &Store, state: &mut State, plan: Plan, end: End) -> Result<Sandbox> {
     let Plan { mut sandbox, network: new_network } = plan;
     let was_loaded = host.datapath.is_loaded();
     store.begin(Intent::Run {
@@ -295,7 +304,18 @@ pub fn apply_routed(host: &Host, store: &Store, state: &mut State, plan: Plan, d
             }
             network::prepare_datapath(host, state)?;
             let net = state.network(&att.network)?.clone();
-            network::attach(host, &net, &sandbox.netns, &att, default_route, rollback)?;
+            match end {
+                End::Inside { default_route } => {
+                    network::attach(host, &net, &sandbox.netns, &att, default_route, rollback)?
+                }
+                End::InHost { peer } => {
+                    let driver = network::driver::of(&net)?;
+                    driver.attach_external(host, &net, &att, peer)?;
+                    let what = format!("attachment to {}", net.name);
+                    let (net, att) = (net.clone(), att.clone());
+                    rollback.push(what, move || driver.detach(host, &net, Path::new(""), &att));
+                }
+            }
             let target = att.ip;
             publish::install(&host.datapath, &mut sandbox.published, target)?;
             let installed = sandbox.published.clone();
@@ -314,6 +334,12 @@ pub fn apply_routed(host: &Host, store: &Store, state: &mut State, plan: Plan, d
     state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
     crate::dns::ensure(host, state)?;
     Ok(sandbox)
+}
+
+/// The host device of a sandbox's first interface, named after its ID (a
+/// container engine's too), as Docker names its veths.
+pub fn host_ifname(id: &str) -> String {
+    format!("veth{}", id.get(..7).unwrap_or(id))
 }
 
 /// Creates a sandbox and records it: [`plan`], then [`apply`].
@@ -412,80 +438,6 @@ pub fn disconnect(host: &Host, state: &mut State, net_name: &str, name: &str) ->
     // The last member of the last user-defined network may just have left.
     teardown.step("resolver", crate::dns::ensure(host, state));
     teardown.finish()
-}
-
-/// A sandbox in a namespace a container engine owns ([`Mode::External`]):
-/// what the engine decided (the address its IPAM chose, maybe a MAC) and
-/// the names netpath gives the record and the devices.
-#[derive(Clone, Debug)]
-pub struct ExternalRequest {
-    /// The sandbox's name and ID in netpath's records.
-    pub name: String,
-    pub id: String,
-    /// Who owns the namespace ("docker", "cni", "attach").
-    pub owner: String,
-    /// The netpath network (its stored name).
-    pub network: String,
-    /// The engine's interface ID for it (Docker's EndpointID).
-    pub endpoint_id: String,
-    pub ip: Ipv4Addr,
-    /// The engine's MAC, if it chose one; else Docker's rule for the address.
-    pub mac: Option<crate::link::Mac>,
-    pub host_ifname: String,
-    /// The sandbox end's name while it waits in the host namespace.
-    pub peer_ifname: String,
-}
-
-/// The record [`create_external`] will make: `run`'s [`plan`] (a free
-/// name, an existing network, the engine's address free on its subnet, a
-/// MAC nobody has), then what the engine decided in place of netpath (the
-/// ID, the devices' names) and no namespace yet. Changes nothing.
-pub fn plan_external(config: &Config, roots: &Roots, state: &State, req: &ExternalRequest) -> Result<Sandbox> {
-    validate::ifname(&req.host_ifname)?;
-    validate::ifname(&req.peer_ifname)?;
-    let run = RunRequest {
-        name: req.name.clone(),
-        network: Some(req.network.clone()),
-        ip: Some(req.ip.to_string()),
-        mac: req.mac.as_ref().map(validate::format_mac),
-        ..Default::default()
-    };
-    // The default network a first `run` would create is not the engine's
-    // business: only the sandbox is taken from the plan.
-    let mut sandbox = plan(config, roots, state, &run)?.sandbox;
-    sandbox.id = req.id.clone();
-    sandbox.mode = Mode::External { owner: req.owner.clone() };
-    // Known when the engine's container joins (and only until it leaves).
-    sandbox.netns = PathBuf::new();
-    sandbox.uts = PathBuf::new();
-    sandbox.hostname = String::new();
-    let att = &mut sandbox.attachments[0];
-    att.endpoint_id = req.endpoint_id.clone();
-    att.host_ifname = req.host_ifname.clone();
-    Ok(sandbox)
-}
-
-/// Wires an interface for a container engine that moves it into its
-/// container itself (Docker's remote driver): the veth pair is made in the
-/// host namespace, the host end on the network and the data path, the
-/// sandbox end left for the engine. Recorded as a `run` intent first, so a
-/// crash is rolled back by the next command; on failure every step is
-/// reversed. `rm` of the record unwires it ([`take_down`]).
-pub fn create_external(host: &Host, store: &Store, state: &mut State, req: &ExternalRequest) -> Result<Sandbox> {
-    let sandbox = plan_external(&host.config, &host.roots, state, req)?;
-    let net = state.network(&req.network)?.clone();
-    let driver = network::driver::of(&net)?;
-    let was_loaded = host.datapath.is_loaded();
-    store.begin(Intent::Run { sandbox: sandbox.clone(), network: None, datapath_was_loaded: was_loaded })?;
-    Rollback::new().run(|rollback| {
-        if !was_loaded {
-            rollback.push("data path", || host.datapath.unload());
-        }
-        network::prepare_datapath(host, state)?;
-        driver.attach_external(host, &net, &sandbox.attachments[0], &req.peer_ifname)
-    })?;
-    state.sandboxes.insert(sandbox.name.clone(), sandbox.clone());
-    Ok(sandbox)
 }
 
 /// Publishes `specs` to the external sandbox `name`'s address, replacing

@@ -21,7 +21,7 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    external::{self, AttachRequest},
+    external::{self, AttachRequest, Mover},
     host::Host,
     link::Rtnl,
     netns,
@@ -246,13 +246,12 @@ fn request(env: &Env, conf: &NetConf, netns_path: PathBuf) -> Result<AttachReque
     Ok(AttachRequest {
         name: record_name(&id, &ifname),
         network: conf.name.clone(),
-        netns: netns_path,
-        ifname,
         ip,
         mac,
         aliases,
         publish: specs,
         owner: external::OWNER_CNI.into(),
+        mover: Mover::Netpath { netns: netns_path, ifname },
     })
 }
 
@@ -313,7 +312,7 @@ fn add(env: &Env, conf: &NetConf, roots: Roots) -> Result<CniResult, CniError> {
     if let Some(existing) = state.sandboxes.get(&req.name) {
         return Err(CniError::new(
             code::NETPATH_FAILED,
-            format!("{} is attached already (record {})", req.ifname, existing.name),
+            format!("{} is attached already (record {})", env.ifname.as_deref().unwrap_or_default(), existing.name),
         ));
     }
     let mut trial = state.clone();

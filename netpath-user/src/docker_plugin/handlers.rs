@@ -1,7 +1,8 @@
 //! Each remote driver call mapped onto the library, under the state lock,
 //! as a CLI command would do it: networks through `network::create` /
-//! `network::remove`, endpoints through `sandbox::create_external` and
-//! `sandbox::remove`, `-p` through `sandbox::publish_external`.
+//! `network::remove`, endpoints through `external::attach` (the engine
+//! moving the interface in) and `sandbox::remove`, `-p` through
+//! `sandbox::publish_external`.
 //!
 //! Docker's IPAM allocates the addresses (its default driver): `--subnet`,
 //! `--gateway`, `--ip-range`, `--aux-address` and `docker run --ip` work as
@@ -20,11 +21,12 @@ use serde_json::{Map, Value};
 
 use super::{OWNER, protocol::*};
 use crate::{
+    external::{self, AttachRequest, Mover},
     host::Host,
     network::{self, bridge},
     paths::Roots,
     publish::{self, Proto, Spec},
-    sandbox::{self, ExternalRequest},
+    sandbox,
     state::{LABEL_ENGINE_NETWORK, Mode, Network, State, Store},
     system, validate,
 };
@@ -120,10 +122,6 @@ pub fn network_name(docker_id: &str) -> Result<String> {
 /// The sandbox record of a Docker endpoint, and its devices.
 pub fn sandbox_name(endpoint_id: &str) -> Result<String> {
     Ok(format!("docker-{}", short_id(endpoint_id)?))
-}
-
-fn host_ifname(endpoint_id: &str) -> String {
-    format!("veth{}", &endpoint_id[..7])
 }
 
 fn peer_ifname(endpoint_id: &str) -> String {
@@ -244,18 +242,17 @@ fn create_endpoint(
         Some(s) => s,
         None => {
             let net = require_network(state, &req.network_id)?;
-            let create = ExternalRequest {
+            let attach = AttachRequest {
                 name: name.clone(),
-                id: req.endpoint_id.clone(),
-                owner: OWNER.to_string(),
                 network: net.name.clone(),
-                endpoint_id: req.endpoint_id.clone(),
-                ip: endpoint_address(&iface)?,
-                mac: given_mac,
-                host_ifname: host_ifname(&req.endpoint_id),
-                peer_ifname: peer_ifname(&req.endpoint_id),
+                ip: Some(endpoint_address(&iface)?.to_string()),
+                mac: given_mac.as_ref().map(validate::format_mac),
+                aliases: Vec::new(),
+                publish: Vec::new(),
+                owner: OWNER.to_string(),
+                mover: Mover::Engine { endpoint_id: req.endpoint_id.clone(), peer: peer_ifname(&req.endpoint_id) },
             };
-            let sandbox = sandbox::create_external(host, store, state, &create)?;
+            let sandbox = external::attach(host, store, state, &attach)?;
             store.save(state)?;
             sandbox
         }
@@ -423,7 +420,7 @@ mod tests {
     #[test]
     fn names_derive_from_docker_ids() {
         assert_eq!(sandbox_name(ID).unwrap(), "docker-3f2a9c1b7d4e");
-        assert_eq!(host_ifname(ID), "veth3f2a9c1");
+        assert_eq!(sandbox::host_ifname(ID), "veth3f2a9c1");
         assert!(peer_ifname(ID).len() <= 15);
         assert!(network_name("not-hex-at-all!").is_err());
         assert!(network_name("abc").is_err());
