@@ -18,7 +18,7 @@
 //!
 //! Every system is built in a lab of its own and measured over the same
 //! `Route` (client sandbox on host 1, servers in the sandbox on host 2).
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -65,13 +65,20 @@ pub struct CrossHostArgs {
     /// Only these systems (netpath-overlay, kernel-vxlan, docker-swarm, underlay).
     #[arg(long = "system")]
     pub systems: Vec<String>,
+    /// Rounds per metric (each system once per round); the report gives
+    /// the median and the JSON every round. Default 3 (--smoke: 1).
+    #[arg(long)]
+    pub reps: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub system: System,
     pub label: &'static str,
+    /// The median of each figure over the rounds.
     pub figures: Figures,
+    /// Each figure of every round, in order.
+    pub samples: BTreeMap<&'static str, Vec<f64>>,
     /// Packets host 1 put into the tunnel during the run (kernel-vxlan: its
     /// VXLAN device's TX; netpath-overlay: from_container's ENCAPSULATED):
     /// the traffic took the tunnel, not some other path.
@@ -86,9 +93,8 @@ pub struct Row {
 fn dev_packets(place: &Place, dev: &str) -> Result<(u64, u64)> {
     let out = place.run("ip", &["-s", "-j", "link", "show", dev])?;
     let v: serde_json::Value = serde_json::from_str(&out).context("ip -j output")?;
-    let get = |dir: &str| {
-        v[0]["stats64"][dir]["packets"].as_u64().with_context(|| format!("no {dir} counter for {dev}"))
-    };
+    let get =
+        |dir: &str| v[0]["stats64"][dir]["packets"].as_u64().with_context(|| format!("no {dir} counter for {dev}"));
     Ok((get("tx")?, get("rx")?))
 }
 
@@ -307,53 +313,52 @@ fn route(system: System, client: Place, server: Place, addr: Ipv4Addr) -> Route 
     }
 }
 
-/// Measures `system` in a lab of its own.
-fn measure_system(system: System, bins: &Binaries, d: &Durations) -> Result<Row> {
-    let mut lab = MultiHost::create("xh", 2, bins)?;
-    let mut sandboxes = Sandboxes(Vec::new());
-    // Dropped (containers removed, daemons stopped) before the lab goes.
-    let mut swarm_daemons = SwarmDaemons(Vec::new());
-    let route = match system {
-        System::Underlay | System::KernelVxlan => {
-            let backend = if system == System::Underlay { Backend::HostGw } else { Backend::Vxlan };
-            let places = flannel(&lab, backend, &mut sandboxes)?;
-            route(system, places[0].0.clone(), places[1].0.clone(), places[1].1)
-        }
-        System::NetpathOverlay => {
-            let (client, server, addr) = netpath_overlay::build(&mut lab)?;
-            route(system, client, server, addr)
-        }
-        System::DockerSwarm => {
-            let (client, server, addr) = swarm(&lab, &mut swarm_daemons.0)?;
-            route(system, client, server, addr)
-        }
-        other => anyhow::bail!("{} is not a cross-host system", other.key()),
-    };
-    let mut procs = Procs::default();
-    start_servers(&mut procs, &bins.lab, &route.server, Duration::from_secs(600))?;
-    let mut row = Row {
-        system,
-        label: system.label(),
-        figures: Figures::new(),
-        encapsulated_packets: None,
-        decapsulated_packets: None,
-        errors: Vec::new(),
-    };
-    let before = tunnel_counters(system, &lab)?;
-    for metric in METRICS {
-        match measure::measure(&route, metric, d, &bins.lab) {
-            Ok(f) => row.figures.extend(f),
-            Err(e) => row.errors.push(format!("{metric:?}: {e:#}")),
-        }
+/// One system built in a lab of its own, its servers running. Fields drop
+/// in order: servers, Flannel sandboxes, swarm daemons, then the lab.
+struct Built {
+    system: System,
+    route: Route,
+    _servers: Procs,
+    _sandboxes: Sandboxes,
+    _swarm: SwarmDaemons,
+    lab: MultiHost,
+}
+
+impl Built {
+    fn new(system: System, bins: &Binaries) -> Result<Built> {
+        // On failure these drop in reverse order: swarm and sandboxes
+        // before the lab.
+        let mut lab = MultiHost::create("xh", 2, bins)?;
+        let mut sandboxes = Sandboxes(Vec::new());
+        let mut swarm_daemons = SwarmDaemons(Vec::new());
+        let route = match system {
+            System::Underlay | System::KernelVxlan => {
+                let backend = if system == System::Underlay { Backend::HostGw } else { Backend::Vxlan };
+                let places = flannel(&lab, backend, &mut sandboxes)?;
+                route(system, places[0].0.clone(), places[1].0.clone(), places[1].1)
+            }
+            System::NetpathOverlay => {
+                let (client, server, addr) = netpath_overlay::build(&mut lab)?;
+                route(system, client, server, addr)
+            }
+            System::DockerSwarm => {
+                let (client, server, addr) = swarm(&lab, &mut swarm_daemons.0)?;
+                route(system, client, server, addr)
+            }
+            other => anyhow::bail!("{} is not a cross-host system", other.key()),
+        };
+        let mut procs = Procs::default();
+        start_servers(&mut procs, &bins.lab, &route.server, Duration::from_secs(3600))?;
+        Ok(Built { system, route, _servers: procs, _sandboxes: sandboxes, _swarm: swarm_daemons, lab })
     }
-    if let (Some((enc0, dec0)), Some((enc1, dec1))) = (before, tunnel_counters(system, &lab)?) {
-        row.encapsulated_packets = Some(enc1.saturating_sub(enc0));
-        row.decapsulated_packets = Some(dec1.saturating_sub(dec0));
-    }
-    drop(procs);
-    drop(sandboxes);
-    drop(swarm_daemons);
-    Ok(row)
+}
+
+/// The median of `v` (not empty).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 pub const SYSTEMS: [System; 4] = [System::NetpathOverlay, System::KernelVxlan, System::DockerSwarm, System::Underlay];
@@ -366,6 +371,10 @@ pub fn run(bins: &Binaries, args: CrossHostArgs) -> Result<i32> {
     } else {
         Durations { iperf_secs: Some(3), iperf_bytes: "", rr_ms: 1000, conn_ms: 1000, wire_frames: 0 }
     };
+    let reps = args.reps.unwrap_or(if args.smoke { 1 } else { 3 });
+    if reps == 0 {
+        anyhow::bail!("--reps must be at least 1");
+    }
     let systems: Vec<System> = if args.systems.is_empty() {
         SYSTEMS.to_vec()
     } else {
@@ -379,22 +388,72 @@ pub fn run(bins: &Binaries, args: CrossHostArgs) -> Result<i32> {
             })
             .collect::<Result<_>>()?
     };
+    // Every system is built first and all stay up, so that each metric is
+    // measured system after system, in rounds, within seconds: a load that
+    // comes and goes on the machine (other work on 2 cores) then touches
+    // them alike, where measuring one system entirely before building the
+    // next gave one system a busy minute and another a quiet one.
     let mut rows = Vec::new();
-    for system in systems {
-        eprintln!("cross-host: {}", system.label());
-        // A system that cannot be built is reported as such, with why.
-        rows.push(measure_system(system, bins, &d).unwrap_or_else(|e| Row {
+    let mut built = Vec::new();
+    for &system in &systems {
+        eprintln!("cross-host: building {}", system.label());
+        let mut row = Row {
             system,
             label: system.label(),
             figures: Figures::new(),
+            samples: BTreeMap::new(),
             encapsulated_packets: None,
             decapsulated_packets: None,
-            errors: vec![format!("{e:#}")],
+            errors: Vec::new(),
+        };
+        // A system that cannot be built is reported as such, with why.
+        match Built::new(system, bins) {
+            Ok(b) => built.push((rows.len(), b)),
+            Err(e) => row.errors.push(format!("{e:#}")),
+        }
+        rows.push(row);
+    }
+    let mut before = Vec::new();
+    for (i, b) in &built {
+        before.push(tunnel_counters(b.system, &b.lab).unwrap_or_else(|e| {
+            rows[*i].errors.push(format!("tunnel counters: {e:#}"));
+            None
         }));
+    }
+    for metric in METRICS {
+        for rep in 0..reps {
+            eprintln!("cross-host: {metric:?}, round {} of {reps}", rep + 1);
+            // Each round starts with another system: none is always first.
+            for k in 0..built.len() {
+                let (i, b) = &built[(k + rep as usize) % built.len()];
+                match measure::measure(&b.route, metric, &d, &bins.lab) {
+                    Ok(f) => {
+                        for (key, v) in f {
+                            rows[*i].samples.entry(key).or_default().push(v);
+                        }
+                    }
+                    Err(e) => rows[*i].errors.push(format!("{metric:?}: {e:#}")),
+                }
+            }
+        }
+    }
+    for ((i, b), before) in built.iter().zip(before) {
+        match (before, tunnel_counters(b.system, &b.lab)) {
+            (Some((enc0, dec0)), Ok(Some((enc1, dec1)))) => {
+                rows[*i].encapsulated_packets = Some(enc1.saturating_sub(enc0));
+                rows[*i].decapsulated_packets = Some(dec1.saturating_sub(dec0));
+            }
+            (_, Err(e)) => rows[*i].errors.push(format!("tunnel counters: {e:#}")),
+            _ => {}
+        }
+    }
+    drop(built);
+    for row in &mut rows {
+        row.figures = row.samples.iter().map(|(k, v)| (*k, median(v))).collect();
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     std::fs::write(args.out.join("crosshost.json"), serde_json::to_vec_pretty(&rows)?)?;
-    let md = markdown(&rows);
+    let md = markdown(&rows, reps);
     std::fs::write(args.out.join("crosshost.md"), &md)?;
     print!("{md}");
     Ok(if rows.iter().any(|r| !r.errors.is_empty()) { 1 } else { 0 })
@@ -434,8 +493,11 @@ fn ratio(rows: &[Row], key: &str, against: System) -> Option<f64> {
     Some(if key.ends_with("_us") { theirs / ours } else { ours / theirs })
 }
 
-pub fn markdown(rows: &[Row]) -> String {
-    let mut out = String::from("## Cross-host (sandbox on host 1 -> sandbox on host 2)\n\n| system |");
+pub fn markdown(rows: &[Row], reps: u32) -> String {
+    let mut out = format!(
+        "## Cross-host (sandbox on host 1 -> sandbox on host 2)\n\nMedian of {reps} round(s); each round measures \
+         every system in turn, metric by metric (spread per round in the JSON's `samples`).\n\n| system |"
+    );
     for (_, label) in COLUMNS {
         out.push_str(&format!(" {label} |"));
     }
@@ -459,12 +521,7 @@ pub fn markdown(rows: &[Row]) -> String {
         out.push_str("| system | encapsulated on host 1 | decapsulated on host 2 |\n| --- | ---: | ---: |\n");
         for r in tunnels {
             let n = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-            out.push_str(&format!(
-                "| {} | {} | {} |\n",
-                r.label,
-                n(r.encapsulated_packets),
-                n(r.decapsulated_packets)
-            ));
+            out.push_str(&format!("| {} | {} | {} |\n", r.label, n(r.encapsulated_packets), n(r.decapsulated_packets)));
         }
     }
     let goals: Vec<String> = GOALS
