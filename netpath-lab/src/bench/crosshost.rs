@@ -447,6 +447,17 @@ pub fn run(bins: &Binaries, args: CrossHostArgs) -> Result<i32> {
             _ => {}
         }
     }
+    // Why an overlay stopped carrying traffic is in its agents' logs.
+    for (i, b) in &built {
+        if b.system == System::NetpathOverlay && !rows[*i].errors.is_empty() {
+            for h in b.lab.hosts.iter().take(2) {
+                let log = std::fs::read_to_string(h.roots.run.join("agent.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                rows[*i].errors.push(format!("host {} agent.log: {}", h.index + 1, tail.join(" | ")));
+            }
+        }
+    }
     drop(built);
     for row in &mut rows {
         row.figures = row.samples.iter().map(|(k, v)| (*k, median(v))).collect();
