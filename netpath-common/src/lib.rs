@@ -107,6 +107,10 @@ pub const MAX_PUBLISHED_RANGES: usize = 64;
 pub const MAX_HOST_ADDRS: usize = 256;
 /// Overlay networks this host takes part in.
 pub const MAX_OVERLAY_NETWORKS: usize = 1024;
+/// The UDP port of the overlay's VXLAN device (IANA's, RFC 7348): the
+/// loader makes the device with it, the data path knows its own tunnel
+/// traffic by it.
+pub const VXLAN_PORT: u16 = 4789;
 /// Sandbox addresses on other hosts, over every overlay network.
 pub const MAX_REMOTE_ENDPOINTS: usize = 65536;
 pub const SOCK_REVNAT_ENTRIES: usize = 65536;

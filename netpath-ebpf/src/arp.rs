@@ -8,7 +8,7 @@ use netpath_common::Reason;
 
 use crate::{
     ctx::Ctx,
-    packet::{ArpHdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr},
+    packet::{ArpHdr, ETH_P_ARP, ETH_P_IP, EthHdr},
     route::TC_ACT_REDIRECT,
     stats::{
         Verdict,
@@ -27,12 +27,11 @@ pub struct Request {
     pub tpa: [u8; 4],
 }
 
-/// The request in the frame, if it is one (IPv4 over Ethernet).
+/// The request `a` is, if it is one (`a` already checked to be ARP for
+/// IPv4 over Ethernet: `packet::arp_ipv4`, the header's one read).
 #[inline(always)]
-pub fn request(ctx: &TcContext) -> Option<Request> {
-    let a: ArpHdr = Ctx::load(ctx, ETH_HLEN)?;
-    let (htype, ptype, op) = (u16::from_be(a.htype_be), u16::from_be(a.ptype_be), u16::from_be(a.op_be));
-    if htype != 1 || ptype != ETH_P_IP || a.hlen != 6 || a.plen != 4 || op != ARPOP_REQUEST {
+pub fn request(a: &ArpHdr) -> Option<Request> {
+    if u16::from_be(a.op_be) != ARPOP_REQUEST {
         return None;
     }
     Some(Request { sha: a.sha, spa: a.spa, tpa: a.tpa })

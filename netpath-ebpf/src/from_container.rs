@@ -21,14 +21,18 @@
 //!   never passes netfilter's FORWARD hook; masquerade happens on the
 //!   uplink's egress. Everything else goes the kernel's way.
 use aya_ebpf::programs::TcContext;
-use netpath_common::{CtEntry, Endpoint, FlowKey, NetworkPolicy, Reason, ct_flags, endpoint_flags, network_flags};
+use netpath_common::{
+    CtEntry, Endpoint, FlowKey, NetworkPolicy, Reason, RemoteEndpoint, ct_flags, endpoint_flags, network_flags,
+};
 
 use crate::{
     arp, conntrack,
     ctx::Ctx,
     fib::{self, Egress},
     maps, nat,
-    packet::{ETH_P_ARP, ETH_P_IPV6, EthHdr, Kind, Packet, Parsed, arp_sender, ethernet, parse_l3, parse_l4},
+    packet::{
+        ArpHdr, ETH_P_ARP, ETH_P_IPV6, Kind, Packet, Parsed, arp_ipv4, ethernet, ethernet_addrs, parse_l3, parse_l4,
+    },
     route::{self, TC_ACT_REDIRECT},
     stats::{self, Verdict},
     tunnel,
@@ -50,16 +54,17 @@ pub fn run(ctx: &TcContext) -> V {
     let Some(src) = maps::endpoint(p.key.saddr).filter(|src| src.host_ifindex == ifindex) else {
         return drop(Reason::DropSpoofedSource);
     };
-    // ... and from its own MAC, so the bridge never learns another's.
-    if !from_mac(ctx, &src.mac) {
+    // ... and from its own MAC, so the bridge never learns another's. (The
+    // header's one read here: its destination is what delivery checks.)
+    let Some(eth_dst) = dst_mac_if_from(ctx, &src.mac) else {
         return drop(Reason::DropSpoofedMac);
-    }
+    };
     let dst = maps::endpoint(p.key.daddr);
     // The fast path: a neighbour on the same network, and no connection of
     // ours that could need translating (two lookups, no transport parsing).
     if let Some(dst) = dst.filter(|d| d.network_id == src.network_id) {
         if src.flags & endpoint_flags::HAIRPIN_TARGET == 0 {
-            return neighbour(ctx, &p, src, dst);
+            return neighbour(ctx, &eth_dst, &p, src, dst);
         }
     }
     // A neighbour on the same overlay network, on another host. Nothing of
@@ -68,7 +73,7 @@ pub fn run(ctx: &TcContext) -> V {
     if dst.is_none() {
         if let Some(ov) = maps::overlay(src.network_id) {
             if let Some(remote) = maps::remote_endpoint(ov.vni, p.key.daddr) {
-                return to_remote(ctx, &p, src, &remote.mac, remote.vtep_ipv4(), ov.vni, ov.tunnel_ifindex);
+                return to_remote(ctx, &eth_dst, &p, src, remote, ov.vni, ov.tunnel_ifindex);
             }
         }
     }
@@ -86,7 +91,7 @@ pub fn run(ctx: &TcContext) -> V {
         if src.network_id != dst.network_id {
             return drop(Reason::DropOtherNetwork);
         }
-        return neighbour(ctx, &p, src, dst);
+        return neighbour(ctx, &eth_dst, &p, src, dst);
     }
     // An address of another overlay network (whose sandboxes may live on
     // any host): isolated as a local network's sandbox is, just above, and
@@ -131,9 +136,10 @@ fn routed(ctx: &TcContext, p: &Packet, fallback: Reason) -> V {
     }
 }
 
+/// The frame's destination MAC, if the frame comes from `mac`.
 #[inline(always)]
-fn from_mac(ctx: &TcContext, mac: &[u8; 6]) -> bool {
-    ethernet(ctx).is_some_and(|(src, _)| src == *mac)
+fn dst_mac_if_from(ctx: &TcContext, mac: &[u8; 6]) -> Option<[u8; 6]> {
+    ethernet_addrs(ctx).filter(|(_, src)| src == mac).map(|(dst, _)| dst)
 }
 
 /// A frame without IPv4: checked against the endpoint behind the veth.
@@ -152,9 +158,9 @@ fn not_ipv4(ctx: &TcContext, ifindex: u32) -> V {
         return drop(Reason::DropSpoofedMac);
     }
     match proto {
-        ETH_P_ARP => match arp_sender(ctx) {
+        ETH_P_ARP => match arp_ipv4(ctx) {
             None => drop(Reason::DropMalformed),
-            Some((sha, spa)) if sha == ep.mac && (spa == addr || spa == [0; 4]) => arp_from_sandbox(ctx, ep),
+            Some(a) if a.sha == ep.mac && (a.spa == addr || a.spa == [0; 4]) => arp_from_sandbox(ctx, ep, &a),
             Some(_) => drop(Reason::DropSpoofedArp),
         },
         ETH_P_IPV6 => drop(Reason::DropNoIpv6),
@@ -165,8 +171,8 @@ fn not_ipv4(ctx: &TcContext, ifindex: u32) -> V {
 /// ARP that speaks for the sandbox: a request for a sandbox of its overlay
 /// network on another host is answered here, the rest is the kernel's.
 #[inline(always)]
-fn arp_from_sandbox(ctx: &TcContext, ep: &Endpoint) -> V {
-    if let (Some(ov), Some(req)) = (maps::overlay(ep.network_id), arp::request(ctx)) {
+fn arp_from_sandbox(ctx: &TcContext, ep: &Endpoint, a: &ArpHdr) -> V {
+    if let (Some(ov), Some(req)) = (maps::overlay(ep.network_id), arp::request(a)) {
         if let Some(remote) = maps::remote_endpoint(ov.vni, req.tpa) {
             return arp::reply(ctx, &req, &remote.mac);
         }
@@ -178,18 +184,24 @@ fn arp_from_sandbox(ctx: &TcContext, ep: &Endpoint) -> V {
 /// across hosts), then the packet goes to that host's VTEP in the
 /// network's VNI, addressed to the remote sandbox's MAC.
 #[inline(always)]
-fn to_remote(ctx: &TcContext, p: &Packet, src: &Endpoint, mac: &[u8; 6], vtep: [u8; 4], vni: u32, dev: u32) -> V {
+fn to_remote(
+    ctx: &TcContext,
+    eth_dst: &[u8; 6],
+    p: &Packet,
+    src: &Endpoint,
+    remote: &RemoteEndpoint,
+    vni: u32,
+    dev: u32,
+) -> V {
     if src.flags & endpoint_flags::NO_ICC != 0 && !linked(p.key.saddr, p.key.daddr) {
         return drop(Reason::DropIcc);
     }
-    let Some(eth) = ctx.ptr_at::<EthHdr>(0) else {
-        return drop(Reason::DropMalformed);
-    };
-    // SAFETY: ptr_at checked the header lies within the packet.
-    if unsafe { (*eth).dst } != *mac && Ctx::store(ctx, 0, mac).is_err() {
+    // As for a local neighbour (`route::to_sandbox`): written only when the
+    // sender had another MAC, through the helper.
+    if *eth_dst != remote.mac && Ctx::store(ctx, 0, &remote.mac).is_err() {
         return drop(Reason::DropWriteFailed);
     }
-    match tunnel::encapsulate(ctx, vni, vtep, dev) {
+    match tunnel::encapsulate(ctx, vni, remote.vtep_ipv4(), dev) {
         Some(action) => Verdict::new(Reason::Encapsulated, action),
         None => drop(Reason::DropOverlayEncapFailed),
     }
@@ -197,11 +209,11 @@ fn to_remote(ctx: &TcContext, p: &Packet, src: &Endpoint, mac: &[u8; 6], vtep: [
 
 /// Same network: ICC decides, then the packet goes straight in.
 #[inline(always)]
-fn neighbour(ctx: &TcContext, p: &Packet, src: &Endpoint, dst: &Endpoint) -> V {
+fn neighbour(ctx: &TcContext, eth_dst: &[u8; 6], p: &Packet, src: &Endpoint, dst: &Endpoint) -> V {
     if src.flags & endpoint_flags::NO_ICC != 0 && !linked(p.key.saddr, p.key.daddr) {
         return drop(Reason::DropIcc);
     }
-    same_network(ctx, dst)
+    route::to_sandbox(ctx, eth_dst, dst, Reason::Forwarded)
 }
 
 #[inline(always)]
@@ -215,21 +227,6 @@ fn in_subnet(net: &NetworkPolicy, addr: [u8; 4]) -> bool {
     let a = u32::from_ne_bytes(addr);
     let m = u32::from_ne_bytes(net.subnet_mask);
     a & m == u32::from_ne_bytes(net.subnet) & m
-}
-
-#[inline(always)]
-fn same_network(ctx: &TcContext, dst: &Endpoint) -> V {
-    let Some(eth) = ctx.ptr_at::<EthHdr>(0) else {
-        return drop(Reason::DropMalformed);
-    };
-    // The sender resolved the neighbour itself, so the MAC is almost always
-    // right already. Write only when it is not, and through the helper (see
-    // ctx.rs: a direct write would unclone every skb).
-    // SAFETY: ptr_at checked the header lies within the packet.
-    if unsafe { (*eth).dst } != dst.mac && Ctx::store(ctx, 0, &dst.mac).is_err() {
-        return drop(Reason::DropWriteFailed);
-    }
-    redirect(dst, Reason::Forwarded)
 }
 
 /// Hands the packet to the sandbox behind `dst`, counted under `reason`.

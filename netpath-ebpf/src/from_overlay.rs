@@ -11,14 +11,10 @@ use aya_ebpf::programs::TcContext;
 use netpath_common::{Reason, endpoint_flags};
 
 use crate::{
-    ctx::Ctx,
     maps,
-    packet::{EthHdr, Parsed, ethernet, parse_l3},
-    route::{self, TC_ACT_REDIRECT},
-    stats::{
-        Verdict,
-        tc::{V, drop},
-    },
+    packet::{Parsed, ethernet_addrs, parse_l3},
+    route,
+    stats::tc::{V, drop},
     tunnel,
 };
 
@@ -38,7 +34,12 @@ pub fn run(ctx: &TcContext) -> V {
     let Some(src) = maps::remote_endpoint(tun.vni, p.key.saddr) else {
         return drop(Reason::DropOverlaySpoofedSource);
     };
-    if src.vtep_ipv4() != tun.remote || !ethernet(ctx).is_some_and(|(mac, _)| mac == src.mac) {
+    // The Ethernet header, read once: its source must be the remote
+    // sandbox's MAC, its destination is what the delivery checks.
+    let Some((eth_dst, eth_src)) = ethernet_addrs(ctx) else {
+        return drop(Reason::DropMalformed);
+    };
+    if src.vtep_ipv4() != tun.remote || eth_src != src.mac {
         return drop(Reason::DropOverlaySpoofedSource);
     }
     let Some(dst) = maps::endpoint(p.key.daddr).filter(|d| d.network_id == network_id) else {
@@ -47,17 +48,5 @@ pub fn run(ctx: &TcContext) -> V {
     if dst.flags & endpoint_flags::NO_ICC != 0 {
         return drop(Reason::DropIcc);
     }
-    let Some(eth) = ctx.ptr_at::<EthHdr>(0) else {
-        return drop(Reason::DropMalformed);
-    };
-    // SAFETY: ptr_at checked the header lies within the packet.
-    if unsafe { (*eth).dst } != dst.mac && Ctx::store(ctx, 0, &dst.mac).is_err() {
-        return drop(Reason::DropWriteFailed);
-    }
-    let action = route::into_sandbox(dst);
-    if action == TC_ACT_REDIRECT {
-        Verdict::new(Reason::Decapsulated, action)
-    } else {
-        drop(Reason::DropRedirectFailed)
-    }
+    route::to_sandbox(ctx, &eth_dst, dst, Reason::Decapsulated)
 }

@@ -124,18 +124,27 @@ pub fn ethernet<C: Ctx>(ctx: &C) -> Option<([u8; 6], u16)> {
     unsafe { Some(((*eth).src, u16::from_be((*eth).proto_be))) }
 }
 
-/// Who an ARP frame says it comes from: (sender MAC, sender address), or
-/// `None` when it is not well-formed ARP for IPv4 over Ethernet.
+/// The Ethernet header's (destination, source) MACs, read once for the
+/// paths that check the source and then address the frame.
 #[inline(always)]
-pub fn arp_sender<C: Ctx>(ctx: &C) -> Option<([u8; 6], [u8; 4])> {
+pub fn ethernet_addrs<C: Ctx>(ctx: &C) -> Option<([u8; 6], [u8; 6])> {
+    let eth = ctx.ptr_at::<EthHdr>(0)?;
+    // SAFETY: ptr_at checked that the header lies within the packet.
+    unsafe { Some(((*eth).dst, (*eth).src)) }
+}
+
+/// The ARP header, copied once, or `None` when the frame is not
+/// well-formed ARP for IPv4 over Ethernet.
+#[inline(always)]
+pub fn arp_ipv4<C: Ctx>(ctx: &C) -> Option<ArpHdr> {
     let arp = ctx.ptr_at::<ArpHdr>(ETH_HLEN)?;
     // SAFETY: ptr_at checked that the header lies within the packet.
-    let a = unsafe { &*arp };
+    let a = unsafe { *arp };
     let (htype, ptype) = (u16::from_be(a.htype_be), u16::from_be(a.ptype_be));
     if htype != 1 || ptype != ETH_P_IP || a.hlen != 6 || a.plen != 4 {
         return None;
     }
-    Some((a.sha, a.spa))
+    Some(a)
 }
 
 /// Parses Ethernet and IPv4 only: enough to forward between sandboxes.

@@ -3,10 +3,19 @@
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_NOT_FWDED, bpf_fib_lookup},
     helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect_peer},
+    programs::TcContext,
 };
 use core::ffi::c_void;
 
-use netpath_common::Endpoint;
+use netpath_common::{Endpoint, Reason};
+
+use crate::{
+    ctx::Ctx,
+    stats::{
+        Verdict,
+        tc::{V, drop},
+    },
+};
 
 pub const TC_ACT_REDIRECT: i32 = 7;
 const AF_INET: u8 = 2;
@@ -16,6 +25,21 @@ const AF_INET: u8 = 2;
 pub fn into_sandbox(ep: &Endpoint) -> i32 {
     // SAFETY: plain helper call with scalar arguments.
     unsafe { bpf_redirect_peer(ep.host_ifindex, 0) as i32 }
+}
+
+/// Delivers an untranslated frame into the sandbox behind `dst`, counted
+/// under `reason`. `eth_dst` is the frame's destination MAC as it arrived:
+/// the sender resolved the neighbour itself (an ARP reply of ours for a
+/// remote one), so it is almost always `dst`'s already and is written only
+/// when not, through the helper (see ctx.rs: a direct write would unclone
+/// every skb).
+#[inline(always)]
+pub fn to_sandbox(ctx: &TcContext, eth_dst: &[u8; 6], dst: &Endpoint, reason: Reason) -> V {
+    if *eth_dst != dst.mac && Ctx::store(ctx, 0, &dst.mac).is_err() {
+        return drop(Reason::DropWriteFailed);
+    }
+    let action = into_sandbox(dst);
+    if action == TC_ACT_REDIRECT { Verdict::new(reason, action) } else { drop(Reason::DropRedirectFailed) }
 }
 
 /// Whether the kernel would deliver a packet for `daddr` locally (an address

@@ -10,7 +10,18 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use crate::route::TC_ACT_REDIRECT;
+use netpath_common::VXLAN_PORT;
+
+use crate::{
+    ctx::Ctx,
+    maps::UPLINKS,
+    packet::{ETH_P_IP, EthHdr, IP_OFF, IPV4_HLEN, Ipv4Hdr},
+    route::TC_ACT_REDIRECT,
+};
+
+const IPPROTO_UDP: u8 = 17;
+/// "More fragments" and the fragment offset.
+const IP_FRAG_MASK: u16 = 0x3fff;
 
 /// The outer IPv4 TTL of encapsulated packets.
 const TUNNEL_TTL: u8 = 64;
@@ -44,6 +55,36 @@ pub fn encapsulate(ctx: &TcContext, vni: u32, vtep: [u8; 4], tunnel_ifindex: u32
     // SAFETY: plain helper call with scalar arguments.
     let action = unsafe { bpf_redirect(tunnel_ifindex, 0) } as i32;
     (action == TC_ACT_REDIRECT).then_some(action)
+}
+
+/// Whether a frame leaving uplink `ifindex` is this host's own VXLAN
+/// traffic: a whole UDP datagram to the VXLAN port from the uplink's own
+/// address (the VTEP), as the VXLAN device sends every overlay packet.
+/// Nothing on the uplink translates it (every connection it tracks leaving
+/// an uplink has a sandbox's source), so the caller lets it go without
+/// parsing it further or looking it up. Direct reads only; the one map
+/// lookup is for datagrams to the VXLAN port.
+#[inline(always)]
+pub fn is_own_vxlan(ctx: &TcContext, ifindex: u32) -> bool {
+    let (Some(eth), Some(ip)) = (ctx.ptr_at::<EthHdr>(0), ctx.ptr_at::<Ipv4Hdr>(IP_OFF)) else {
+        return false;
+    };
+    // The UDP header's ports, right after an option-less IPv4 header.
+    let Some(ports) = ctx.ptr_at::<[u16; 2]>(IP_OFF + IPV4_HLEN) else {
+        return false;
+    };
+    // SAFETY: ptr_at checked that each header lies within the packet.
+    let (eth, ip, ports) = unsafe { (&*eth, &*ip, *ports) };
+    if u16::from_be(eth.proto_be) != ETH_P_IP
+        || ip.version_ihl != 0x45
+        || ip.protocol != IPPROTO_UDP
+        || u16::from_be(ip.frag_off_be) & IP_FRAG_MASK != 0
+        || u16::from_be(ports[1]) != VXLAN_PORT
+    {
+        return false;
+    }
+    // SAFETY: value compared immediately.
+    unsafe { UPLINKS.get(ifindex) }.is_some_and(|u| u.addr == ip.saddr)
 }
 
 /// The tunnel metadata of a packet that arrived on the VXLAN device.

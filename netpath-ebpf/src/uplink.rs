@@ -20,6 +20,7 @@ use crate::{
     publish,
     route::{self, TC_ACT_REDIRECT},
     stats::{self, Verdict},
+    tunnel,
 };
 
 use crate::stats::tc::{V, drop, pass};
@@ -167,6 +168,11 @@ fn icmp_error_out(ctx: &TcContext, p: &Packet, cfg: &DatapathConfig, now: u64) -
 
 #[inline(always)]
 pub fn to_uplink(ctx: &TcContext) -> V {
+    // The overlay's own tunnel packets, one per sandbox packet to another
+    // host: let them go before the parse and conntrack lookups.
+    if tunnel::is_own_vxlan(ctx, ctx.ifindex()) {
+        return pass(Reason::PassNotOurs);
+    }
     let p = match translatable(ctx) {
         Ok(p) => p,
         Err(verdict) => return verdict,

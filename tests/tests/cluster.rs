@@ -443,15 +443,18 @@ fn netpath_runs_the_agent_and_local_networks_survive_a_dead_store() {
     assert!(!on_host(&lab, 1, |c| c.hosts()).unwrap().iter().any(|h| h.id == host_id), "reset revoked the lease");
 }
 
-/// The cross-host bench's kernel baselines carry traffic: Flannel-style
-/// VXLAN (through its tunnel device) and the underlay bound, every metric.
+/// The cross-host bench's systems carry traffic, every metric: netpath's
+/// overlay (built through the CLI with etcd in the lab) and Flannel-style
+/// kernel VXLAN, each through its tunnel (counted on both hosts), and the
+/// host-gw underlay bound, with none.
 #[test]
 fn cross_host_bench_smoke() {
     let out = std::env::temp_dir().join(format!("npmh-xh-{}", std::process::id()));
     let bins = bins();
     let status = std::process::Command::new(&bins.lab)
-        .args(["bench-cross-host", "--smoke", "--system", "kernel-vxlan", "--system", "underlay", "--out"])
+        .args(["bench-cross-host", "--smoke", "--out"])
         .arg(&out)
+        .args(["--system", "netpath-overlay", "--system", "kernel-vxlan", "--system", "underlay"])
         .env(netpath_lab::Binaries::NETPATH_ENV, &bins.netpath)
         .status()
         .unwrap();
@@ -459,12 +462,21 @@ fn cross_host_bench_smoke() {
     std::fs::remove_dir_all(&out).unwrap();
     assert!(status.success(), "{rows}");
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
     for row in rows {
         for key in ["tput1_gbps", "tput4_gbps", "udp_pps", "tcp_rr_p99_us", "conn_per_s"] {
             assert!(row["figures"][key].as_f64().is_some_and(|v| v > 0.0), "{key}: {row}");
         }
     }
-    let vxlan = rows.iter().find(|r| r["system"] == "kernel-vxlan").unwrap();
-    assert!(vxlan["encapsulated_packets"].as_u64().unwrap() > 1000, "{vxlan}");
+    // The tunnels carried the traffic: host 1 encapsulated it, host 2
+    // decapsulated it (netpath's own counters; the kernel's VXLAN device's).
+    for system in ["kernel-vxlan", "netpath-overlay"] {
+        let row = rows.iter().find(|r| r["system"] == system).unwrap();
+        for key in ["encapsulated_packets", "decapsulated_packets"] {
+            assert!(row[key].as_u64().unwrap() > 1000, "{key}: {row}");
+        }
+    }
+    // The bound has no tunnel.
+    let bound = rows.iter().find(|r| r["system"] == "underlay").unwrap();
+    assert!(bound["encapsulated_packets"].is_null(), "{bound}");
 }

@@ -39,10 +39,13 @@ pub enum System {
     /// route, neighbour and FDB entries), no eBPF. Not in `ALL`: the
     /// cross-host bench (`crosshost`) measures it on the multi-host lab.
     KernelVxlan,
-    /// Across hosts: host to host over the underlay, no encapsulation (the bound).
+    /// Across hosts: Flannel's host-gw backend (the same bridge and veths as
+    /// `KernelVxlan`, routed over the underlay, no encapsulation): the bound.
     Underlay,
     /// Across hosts: Docker swarm's overlay (two hermetic dockerds in a swarm).
     DockerSwarm,
+    /// Across hosts: netpath's overlay driver (etcd in the lab, eBPF VXLAN).
+    NetpathOverlay,
 }
 
 impl System {
@@ -64,6 +67,7 @@ impl System {
             System::KernelVxlan => "kernel-vxlan",
             System::Underlay => "underlay",
             System::DockerSwarm => "docker-swarm",
+            System::NetpathOverlay => "netpath-overlay",
         }
     }
 
@@ -104,7 +108,9 @@ impl System {
             }
             System::Veth => &[Scenario::SandboxToSandbox],
             // Measured by the cross-host bench only (`crosshost`), between two hosts' sandboxes.
-            System::KernelVxlan | System::Underlay | System::DockerSwarm => &[Scenario::SandboxToSandbox],
+            System::KernelVxlan | System::Underlay | System::DockerSwarm | System::NetpathOverlay => {
+                &[Scenario::SandboxToSandbox]
+            }
         }
     }
 
@@ -128,8 +134,9 @@ impl System {
             System::Bridge => "bridge, no NAT (bound)",
             System::Veth => "raw veth (bound)",
             System::KernelVxlan => "kernel VXLAN, Flannel-style (no eBPF)",
-            System::Underlay => "underlay, no encapsulation (bound)",
+            System::Underlay => "underlay, no encapsulation (host-gw, bound)",
             System::DockerSwarm => "docker swarm overlay (20.10)",
+            System::NetpathOverlay => "netpath overlay (eBPF VXLAN)",
         }
     }
 }

@@ -1,18 +1,24 @@
 //! The cross-host bench: a sandbox on host 1 talks to a sandbox on host 2
 //! of a multi-host lab (`multihost`), through each system side by side:
 //!
+//! - `netpath-overlay`: netpath's overlay driver, built through its command
+//!   line with etcd in the lab (`systems::netpath_overlay`);
 //! - `kernel-vxlan`: Flannel's VXLAN backend done by hand, no eBPF: on each
 //!   host a bridge holding the host's /24 of 10.244.0.0/16, a VXLAN device
 //!   (VNI 1, port 8472, no learning) holding the subnet's .0, and for every
 //!   other host a route `via its .0 onlink`, a permanent neighbour entry
 //!   (its VXLAN device's MAC) and an FDB entry (that MAC → its underlay
 //!   address), exactly what flanneld programs;
-//! - `underlay`: host 1 to host 2 over the underlay itself, no
-//!   encapsulation: the bound.
+//! - `docker-swarm`: Docker swarm's overlay;
+//! - `underlay`: the bound, Flannel's `host-gw` backend: the same sandboxes,
+//!   veths, bridge and forwarding as `kernel-vxlan`, with a plain route to
+//!   the other host's underlay address instead of the tunnel. (It used to be
+//!   host namespace to host namespace, a path of other devices and sockets
+//!   than any overlay's, so not the bound of one.)
 //!
-//! The overlay systems of netpath (and Docker swarm's) join as further
-//! `System`s measured over the same `Route`s.
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+//! Every system is built in a lab of its own and measured over the same
+//! `Route` (client sandbox on host 1, servers in the sandbox on host 2).
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -20,6 +26,7 @@ use serde::Serialize;
 use super::systems::{
     docker::{self, Dockerd},
     engine::Engine,
+    netpath_overlay,
 };
 use super::{
     catalog::{Scenario, System},
@@ -37,6 +44,8 @@ use netpath::netns;
 const FLANNEL_VNI: u32 = 1;
 const FLANNEL_PORT: u16 = 8472;
 const FLANNEL_MTU: u32 = 1450;
+/// The multi-host lab's underlay links (its switch and the hosts' uplinks).
+const UNDERLAY_MTU: u32 = 1500;
 
 /// What the cross-host bench measures: every metric that means something
 /// between two hosts (no wire sender: there is no published port).
@@ -53,27 +62,55 @@ pub struct CrossHostArgs {
     /// A few packets per metric only: proves every system carries traffic.
     #[arg(long)]
     pub smoke: bool,
-    /// Only these systems (kernel-vxlan, docker-swarm, underlay).
+    /// Only these systems (netpath-overlay, kernel-vxlan, docker-swarm, underlay).
     #[arg(long = "system")]
     pub systems: Vec<String>,
+    /// Rounds per metric (each system once per round); the report gives
+    /// the median and the JSON every round. Default 3 (--smoke: 1).
+    #[arg(long)]
+    pub reps: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub system: System,
     pub label: &'static str,
+    /// The median of each figure over the rounds.
     pub figures: Figures,
-    /// Packets host 1's VXLAN device sent during the run (kernel-vxlan):
+    /// Each figure of every round, in order.
+    pub samples: BTreeMap<&'static str, Vec<f64>>,
+    /// Packets host 1 put into the tunnel during the run (kernel-vxlan: its
+    /// VXLAN device's TX; netpath-overlay: from_container's ENCAPSULATED):
     /// the traffic took the tunnel, not some other path.
     pub encapsulated_packets: Option<u64>,
+    /// Packets host 2 took out of the tunnel during the run (kernel-vxlan:
+    /// its VXLAN device's RX; netpath-overlay: from_overlay's DECAPSULATED).
+    pub decapsulated_packets: Option<u64>,
     pub errors: Vec<String>,
 }
 
-/// TX packets of `dev` in `place`, from `ip -s -j link`.
-fn tx_packets(place: &Place, dev: &str) -> Result<u64> {
+/// (TX, RX) packets of `dev` in `place`, from `ip -s -j link`.
+fn dev_packets(place: &Place, dev: &str) -> Result<(u64, u64)> {
     let out = place.run("ip", &["-s", "-j", "link", "show", dev])?;
     let v: serde_json::Value = serde_json::from_str(&out).context("ip -j output")?;
-    v[0]["stats64"]["tx"]["packets"].as_u64().with_context(|| format!("no TX counter for {dev}"))
+    let get =
+        |dir: &str| v[0]["stats64"][dir]["packets"].as_u64().with_context(|| format!("no {dir} counter for {dev}"));
+    Ok((get("tx")?, get("rx")?))
+}
+
+/// How far the tunnel counters are: (host 1 encapsulated, host 2
+/// decapsulated), for the systems that have a tunnel of their own.
+fn tunnel_counters(system: System, lab: &MultiHost) -> Result<Option<(u64, u64)>> {
+    Ok(match system {
+        System::KernelVxlan => Some((
+            dev_packets(&Place::ns(&lab.host(0).ns), "flannel.1")?.0,
+            dev_packets(&Place::ns(&lab.host(1).ns), "flannel.1")?.1,
+        )),
+        System::NetpathOverlay => {
+            Some((netpath_overlay::tunnel_counters(lab.host(0))?.0, netpath_overlay::tunnel_counters(lab.host(1))?.1))
+        }
+        _ => None,
+    })
 }
 
 /// The /24 of host `i` (0-based) in the Flannel-style network.
@@ -100,56 +137,50 @@ impl Drop for Sandboxes {
     }
 }
 
-/// Builds Flannel's VXLAN backend on every host of `lab`, one sandbox per
-/// host at .2 of its /24; returns the sandboxes' places.
-fn flannel(lab: &MultiHost, sandboxes: &mut Sandboxes) -> Result<Vec<(Place, Ipv4Addr)>> {
+/// How the Flannel-style pod network crosses the underlay.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// Flannel's `vxlan` backend: the kernel baseline.
+    Vxlan,
+    /// Flannel's `host-gw` backend: the same bridge, veths and routing,
+    /// but a plain route to the other host's underlay address instead of
+    /// the VXLAN device: the no-encapsulation bound through the same kind
+    /// of devices, sandbox to sandbox.
+    HostGw,
+}
+
+/// Builds a Flannel-style pod network on every host of `lab`, one sandbox
+/// per host at .2 of its /24; returns the sandboxes' places.
+fn flannel(lab: &MultiHost, backend: Backend, sandboxes: &mut Sandboxes) -> Result<Vec<(Place, Ipv4Addr)>> {
+    // The sandbox MTU: what the VXLAN header leaves, or the underlay's own.
+    let mtu = match backend {
+        Backend::Vxlan => FLANNEL_MTU,
+        Backend::HostGw => UNDERLAY_MTU,
+    }
+    .to_string();
     let mut places = Vec::new();
     for (i, h) in lab.hosts.iter().enumerate() {
         let [a, b, c] = flannel_subnet(i);
         let host = Place::ns(&h.ns);
         host.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
-        host.run("ip", &["link", "add", "cni0", "type", "bridge"])?;
+        host.run("ip", &["link", "add", "cni0", "mtu", &mtu, "type", "bridge"])?;
         host.run("ip", &["addr", "add", &format!("{a}.{b}.{c}.1/24"), "dev", "cni0"])?;
         host.run("ip", &["link", "set", "cni0", "up"])?;
-        let (port, local) = (FLANNEL_PORT.to_string(), h.ip.to_string());
-        host.run(
-            "ip",
-            &[
-                "link",
-                "add",
-                "flannel.1",
-                "address",
-                &flannel_mac(i),
-                "mtu",
-                &FLANNEL_MTU.to_string(),
-                "type",
-                "vxlan",
-                "id",
-                &FLANNEL_VNI.to_string(),
-                "local",
-                &local,
-                "dev",
-                multihost::HOST_UPLINK,
-                "dstport",
-                &port,
-                "nolearning",
-            ],
-        )?;
-        host.run("ip", &["addr", "add", &format!("{a}.{b}.{c}.0/32"), "dev", "flannel.1"])?;
-        host.run("ip", &["link", "set", "flannel.1", "up"])?;
-        for (j, other) in lab.hosts.iter().enumerate().filter(|(j, _)| *j != i) {
-            let [x, y, z] = flannel_subnet(j);
-            let gw = format!("{x}.{y}.{z}.0");
-            host.run("ip", &["route", "add", &format!("{x}.{y}.{z}.0/24"), "via", &gw, "dev", "flannel.1", "onlink"])?;
-            host.run("ip", &["neigh", "add", &gw, "lladdr", &flannel_mac(j), "dev", "flannel.1", "nud", "permanent"])?;
-            host.run("bridge", &["fdb", "append", &flannel_mac(j), "dev", "flannel.1", "dst", &other.ip.to_string()])?;
+        match backend {
+            Backend::Vxlan => flannel_vxlan(lab, i)?,
+            Backend::HostGw => {
+                for (j, other) in lab.hosts.iter().enumerate().filter(|(j, _)| *j != i) {
+                    let [x, y, z] = flannel_subnet(j);
+                    let (net, via) = (format!("{x}.{y}.{z}.0/24"), other.ip.to_string());
+                    host.run("ip", &["route", "add", &net, "via", &via, "dev", multihost::HOST_UPLINK])?;
+                }
+            }
         }
-        // The sandbox: a veth into the bridge, Flannel's MTU.
+        // The sandbox: a veth into the bridge.
         let ns = PathBuf::from(format!("/run/netns/{}-fl{}", lab.id, i + 1));
         netns::create_net(&ns)?;
         sandboxes.0.push(ns.clone());
         let peer = format!("fl{}peer", i + 1);
-        let mtu = FLANNEL_MTU.to_string();
         host.run(
             "ip",
             &["link", "add", &format!("veth{}", i + 1), "mtu", &mtu, "type", "veth", "peer", "name", &peer],
@@ -166,6 +197,48 @@ fn flannel(lab: &MultiHost, sandboxes: &mut Sandboxes) -> Result<Vec<(Place, Ipv
         places.push((sandbox, ip));
     }
     Ok(places)
+}
+
+/// Host `i`'s VXLAN device (VNI 1, port 8472, no learning) holding its
+/// subnet's .0, and for every other host a route `via its .0 onlink`, a
+/// permanent neighbour entry and an FDB entry: what flanneld programs.
+fn flannel_vxlan(lab: &MultiHost, i: usize) -> Result<()> {
+    let [a, b, c] = flannel_subnet(i);
+    let host = Place::ns(&lab.hosts[i].ns);
+    let (port, local) = (FLANNEL_PORT.to_string(), lab.hosts[i].ip.to_string());
+    host.run(
+        "ip",
+        &[
+            "link",
+            "add",
+            "flannel.1",
+            "address",
+            &flannel_mac(i),
+            "mtu",
+            &FLANNEL_MTU.to_string(),
+            "type",
+            "vxlan",
+            "id",
+            &FLANNEL_VNI.to_string(),
+            "local",
+            &local,
+            "dev",
+            multihost::HOST_UPLINK,
+            "dstport",
+            &port,
+            "nolearning",
+        ],
+    )?;
+    host.run("ip", &["addr", "add", &format!("{a}.{b}.{c}.0/32"), "dev", "flannel.1"])?;
+    host.run("ip", &["link", "set", "flannel.1", "up"])?;
+    for (j, other) in lab.hosts.iter().enumerate().filter(|(j, _)| *j != i) {
+        let [x, y, z] = flannel_subnet(j);
+        let gw = format!("{x}.{y}.{z}.0");
+        host.run("ip", &["route", "add", &format!("{x}.{y}.{z}.0/24"), "via", &gw, "dev", "flannel.1", "onlink"])?;
+        host.run("ip", &["neigh", "add", &gw, "lladdr", &flannel_mac(j), "dev", "flannel.1", "nud", "permanent"])?;
+        host.run("bridge", &["fdb", "append", &flannel_mac(j), "dev", "flannel.1", "dst", &other.ip.to_string()])?;
+    }
+    Ok(())
 }
 
 /// The swarm's daemons: on drop each leaves the swarm, removes its
@@ -240,46 +313,55 @@ fn route(system: System, client: Place, server: Place, addr: Ipv4Addr) -> Route 
     }
 }
 
-/// Measures `system` in a lab of its own.
-fn measure_system(system: System, bins: &Binaries, d: &Durations) -> Result<Row> {
-    let lab = MultiHost::create("xh", 2, bins)?;
-    let mut sandboxes = Sandboxes(Vec::new());
-    // Dropped (containers removed, daemons stopped) before the lab goes.
-    let mut swarm_daemons = SwarmDaemons(Vec::new());
-    let route = match system {
-        System::Underlay => route(system, Place::ns(&lab.host(0).ns), Place::ns(&lab.host(1).ns), lab.host(1).ip),
-        System::KernelVxlan => {
-            let places = flannel(&lab, &mut sandboxes)?;
-            route(system, places[0].0.clone(), places[1].0.clone(), places[1].1)
-        }
-        System::DockerSwarm => {
-            let (client, server, addr) = swarm(&lab, &mut swarm_daemons.0)?;
-            route(system, client, server, addr)
-        }
-        other => anyhow::bail!("{} is not a cross-host system", other.key()),
-    };
-    let mut procs = Procs::default();
-    start_servers(&mut procs, &bins.lab, &route.server, Duration::from_secs(600))?;
-    let mut row =
-        Row { system, label: system.label(), figures: Figures::new(), encapsulated_packets: None, errors: Vec::new() };
-    let host1 = Place::ns(&lab.host(0).ns);
-    let vxlan_before = if system == System::KernelVxlan { Some(tx_packets(&host1, "flannel.1")?) } else { None };
-    for metric in METRICS {
-        match measure::measure(&route, metric, d, &bins.lab) {
-            Ok(f) => row.figures.extend(f),
-            Err(e) => row.errors.push(format!("{metric:?}: {e:#}")),
-        }
-    }
-    if let Some(before) = vxlan_before {
-        row.encapsulated_packets = Some(tx_packets(&host1, "flannel.1")? - before);
-    }
-    drop(procs);
-    drop(sandboxes);
-    drop(swarm_daemons);
-    Ok(row)
+/// One system built in a lab of its own, its servers running. Fields drop
+/// in order: servers, Flannel sandboxes, swarm daemons, then the lab.
+struct Built {
+    system: System,
+    route: Route,
+    _servers: Procs,
+    _sandboxes: Sandboxes,
+    _swarm: SwarmDaemons,
+    lab: MultiHost,
 }
 
-pub const SYSTEMS: [System; 3] = [System::KernelVxlan, System::DockerSwarm, System::Underlay];
+impl Built {
+    fn new(system: System, bins: &Binaries) -> Result<Built> {
+        // On failure these drop in reverse order: swarm and sandboxes
+        // before the lab.
+        let mut lab = MultiHost::create("xh", 2, bins)?;
+        let mut sandboxes = Sandboxes(Vec::new());
+        let mut swarm_daemons = SwarmDaemons(Vec::new());
+        let route = match system {
+            System::Underlay | System::KernelVxlan => {
+                let backend = if system == System::Underlay { Backend::HostGw } else { Backend::Vxlan };
+                let places = flannel(&lab, backend, &mut sandboxes)?;
+                route(system, places[0].0.clone(), places[1].0.clone(), places[1].1)
+            }
+            System::NetpathOverlay => {
+                let (client, server, addr) = netpath_overlay::build(&mut lab)?;
+                route(system, client, server, addr)
+            }
+            System::DockerSwarm => {
+                let (client, server, addr) = swarm(&lab, &mut swarm_daemons.0)?;
+                route(system, client, server, addr)
+            }
+            other => anyhow::bail!("{} is not a cross-host system", other.key()),
+        };
+        let mut procs = Procs::default();
+        start_servers(&mut procs, &bins.lab, &route.server, Duration::from_secs(3600))?;
+        Ok(Built { system, route, _servers: procs, _sandboxes: sandboxes, _swarm: swarm_daemons, lab })
+    }
+}
+
+/// The median of `v` (not empty).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+pub const SYSTEMS: [System; 4] = [System::NetpathOverlay, System::KernelVxlan, System::DockerSwarm, System::Underlay];
 
 pub fn run(bins: &Binaries, args: CrossHostArgs) -> Result<i32> {
     let d = if args.smoke {
@@ -289,6 +371,10 @@ pub fn run(bins: &Binaries, args: CrossHostArgs) -> Result<i32> {
     } else {
         Durations { iperf_secs: Some(3), iperf_bytes: "", rr_ms: 1000, conn_ms: 1000, wire_frames: 0 }
     };
+    let reps = args.reps.unwrap_or(if args.smoke { 1 } else { 3 });
+    if reps == 0 {
+        anyhow::bail!("--reps must be at least 1");
+    }
     let systems: Vec<System> = if args.systems.is_empty() {
         SYSTEMS.to_vec()
     } else {
@@ -302,21 +388,83 @@ pub fn run(bins: &Binaries, args: CrossHostArgs) -> Result<i32> {
             })
             .collect::<Result<_>>()?
     };
+    // Every system is built first and all stay up, so that each metric is
+    // measured system after system, in rounds, within seconds: a load that
+    // comes and goes on the machine (other work on 2 cores) then touches
+    // them alike, where measuring one system entirely before building the
+    // next gave one system a busy minute and another a quiet one.
     let mut rows = Vec::new();
-    for system in systems {
-        eprintln!("cross-host: {}", system.label());
-        // A system that cannot be built is reported as such, with why.
-        rows.push(measure_system(system, bins, &d).unwrap_or_else(|e| Row {
+    let mut built = Vec::new();
+    for &system in &systems {
+        eprintln!("cross-host: building {}", system.label());
+        let mut row = Row {
             system,
             label: system.label(),
             figures: Figures::new(),
+            samples: BTreeMap::new(),
             encapsulated_packets: None,
-            errors: vec![format!("{e:#}")],
+            decapsulated_packets: None,
+            errors: Vec::new(),
+        };
+        // A system that cannot be built is reported as such, with why.
+        match Built::new(system, bins) {
+            Ok(b) => built.push((rows.len(), b)),
+            Err(e) => row.errors.push(format!("{e:#}")),
+        }
+        rows.push(row);
+    }
+    let mut before = Vec::new();
+    for (i, b) in &built {
+        before.push(tunnel_counters(b.system, &b.lab).unwrap_or_else(|e| {
+            rows[*i].errors.push(format!("tunnel counters: {e:#}"));
+            None
         }));
+    }
+    for metric in METRICS {
+        for rep in 0..reps {
+            eprintln!("cross-host: {metric:?}, round {} of {reps}", rep + 1);
+            // Each round starts with another system: none is always first.
+            for k in 0..built.len() {
+                let (i, b) = &built[(k + rep as usize) % built.len()];
+                match measure::measure(&b.route, metric, &d, &bins.lab) {
+                    Ok(f) => {
+                        for (key, v) in f {
+                            rows[*i].samples.entry(key).or_default().push(v);
+                        }
+                    }
+                    Err(e) => rows[*i].errors.push(format!("{metric:?}: {e:#}")),
+                }
+            }
+        }
+    }
+    for ((i, b), before) in built.iter().zip(before) {
+        match (before, tunnel_counters(b.system, &b.lab)) {
+            (Some((enc0, dec0)), Ok(Some((enc1, dec1)))) => {
+                rows[*i].encapsulated_packets = Some(enc1.saturating_sub(enc0));
+                rows[*i].decapsulated_packets = Some(dec1.saturating_sub(dec0));
+            }
+            (_, Err(e)) => rows[*i].errors.push(format!("tunnel counters: {e:#}")),
+            _ => {}
+        }
+    }
+    // Why an overlay stopped carrying traffic is in its agents' logs.
+    for (i, b) in &built {
+        if b.system == System::NetpathOverlay && !rows[*i].errors.is_empty() {
+            for h in b.lab.hosts.iter().take(2) {
+                let log = std::fs::read_to_string(h.roots.run.join("agent.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                rows[*i].errors.push(format!("host {} agent.log: {}", h.index + 1, tail.join(" | ")));
+            }
+        }
+    }
+    drop(built);
+    for row in &mut rows {
+        row.figures = row.samples.iter().map(|(k, v)| (*k, median(v))).collect();
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     std::fs::write(args.out.join("crosshost.json"), serde_json::to_vec_pretty(&rows)?)?;
-    let md = markdown(&rows);
+    let md = markdown(&rows, reps);
     std::fs::write(args.out.join("crosshost.md"), &md)?;
     print!("{md}");
     Ok(if rows.iter().any(|r| !r.errors.is_empty()) { 1 } else { 0 })
@@ -331,8 +479,36 @@ const COLUMNS: [(&str, &str); 6] = [
     ("conn_per_s", "new conn/s"),
 ];
 
-pub fn markdown(rows: &[Row]) -> String {
-    let mut out = String::from("## Cross-host (sandbox on host 1 -> sandbox on host 2)\n\n| system |");
+/// Issue #12's goals for netpath's overlay: at least the kernel VXLAN
+/// baseline on every metric, 0.9 of the bound on throughput. (figure,
+/// against, at least),
+/// each a ratio where above 1 is better for netpath (latency inverted).
+const GOALS: [(&str, System, f64); 7] = [
+    ("tput1_gbps", System::KernelVxlan, 1.0),
+    ("tput4_gbps", System::KernelVxlan, 1.0),
+    ("udp_pps", System::KernelVxlan, 1.0),
+    ("tcp_rr_p99_us", System::KernelVxlan, 1.0),
+    ("conn_per_s", System::KernelVxlan, 1.0),
+    ("tput1_gbps", System::Underlay, 0.9),
+    ("tput4_gbps", System::Underlay, 0.9),
+];
+
+/// netpath's figure over `against`'s, inverted for latencies (lower is
+/// better): above 1 means netpath is better.
+fn ratio(rows: &[Row], key: &str, against: System) -> Option<f64> {
+    let get = |s: System| rows.iter().find(|r| r.system == s).and_then(|r| r.figures.get(key)).copied();
+    let (ours, theirs) = (get(System::NetpathOverlay)?, get(against)?);
+    if ours <= 0.0 || theirs <= 0.0 {
+        return None;
+    }
+    Some(if key.ends_with("_us") { theirs / ours } else { ours / theirs })
+}
+
+pub fn markdown(rows: &[Row], reps: u32) -> String {
+    let mut out = format!(
+        "## Cross-host (sandbox on host 1 -> sandbox on host 2)\n\nMedian of {reps} round(s); each round measures \
+         every system in turn, metric by metric (spread per round in the JSON's `samples`).\n\n| system |"
+    );
     for (_, label) in COLUMNS {
         out.push_str(&format!(" {label} |"));
     }
@@ -349,6 +525,29 @@ pub fn markdown(rows: &[Row]) -> String {
             }
         }
         out.push('\n');
+    }
+    let tunnels: Vec<&Row> = rows.iter().filter(|r| r.encapsulated_packets.is_some()).collect();
+    if !tunnels.is_empty() {
+        out.push_str("\nTraffic took the tunnel (packets during the run):\n\n");
+        out.push_str("| system | encapsulated on host 1 | decapsulated on host 2 |\n| --- | ---: | ---: |\n");
+        for r in tunnels {
+            let n = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            out.push_str(&format!("| {} | {} | {} |\n", r.label, n(r.encapsulated_packets), n(r.decapsulated_packets)));
+        }
+    }
+    let goals: Vec<String> = GOALS
+        .iter()
+        .filter_map(|&(key, against, goal)| {
+            let v = ratio(rows, key, against)?;
+            let label = COLUMNS.iter().find(|(k, _)| *k == key).map_or(key, |(_, l)| l);
+            let met = if v >= goal { "yes" } else { "no" };
+            Some(format!("| {label} | {} | {v:.2}x | {goal:.1}x | {met} |\n", against.key()))
+        })
+        .collect();
+    if !goals.is_empty() {
+        out.push_str("\nnetpath overlay against the goals (ratio > 1: netpath better; latency as theirs/ours):\n\n");
+        out.push_str("| figure | against | ratio | goal | met |\n| --- | --- | ---: | ---: | --- |\n");
+        out.extend(goals);
     }
     for r in rows.iter().filter(|r| !r.errors.is_empty()) {
         out.push_str(&format!("\n{}: {}\n", r.label, r.errors.join("; ")));

@@ -208,7 +208,7 @@ pub fn execute(plan: &Plan, bins: &Binaries) -> Result<Report> {
                     let tb = bounds::bridge_testbed(bins, &plan.scenarios, LIFETIME)?;
                     measure_all(&tb, system, &only_plan, &mut results);
                 }
-                System::KernelVxlan | System::Underlay | System::DockerSwarm => {
+                System::KernelVxlan | System::Underlay | System::DockerSwarm | System::NetpathOverlay => {
                     anyhow::bail!("{} is measured across hosts: `netpath-lab bench-cross-host`", system.key())
                 }
                 System::Veth => {

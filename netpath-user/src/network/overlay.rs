@@ -49,7 +49,7 @@ pub const VXLAN_DEVICE: &str = "netpath_vxlan";
 
 /// IANA's VXLAN port (RFC 7348) and Linux's default `dstport`; Flannel
 /// uses Linux's pre-standard 8472 instead.
-pub const VXLAN_PORT: u16 = 4789;
+pub const VXLAN_PORT: u16 = netpath_common::VXLAN_PORT;
 
 /// Ethernet, IPv4, UDP and VXLAN headers around each inner frame.
 pub const VXLAN_OVERHEAD: u32 = 50;

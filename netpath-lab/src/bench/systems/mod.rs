@@ -10,5 +10,6 @@ pub mod docker_proxy;
 pub mod engine;
 pub mod iptables;
 pub mod netpath;
+pub mod netpath_overlay;
 pub mod podman;
 pub mod podman_netpath;
