@@ -594,6 +594,8 @@ fn check(fed: &Fed, o: &Outcome) -> Result<(), TestCaseError> {
         prop_assert_eq!(fed.hook, Hook::ToUplink, "{}", ctx());
         prop_assert_eq!(Some(reason), handed_over(fed.mark), "{}", ctx());
         prop_assert_eq!((&o.out, o.mark), (&fed.frame, 0), "{}", ctx());
+    } else if reason == Reason::RedirectUplink {
+        prop_assert!(o.mark == 0 || handed_over(o.mark).is_some(), "mark {:#x}: {}", o.mark, ctx());
     } else {
         prop_assert_eq!(o.mark, 0, "a mark left by {}: {}", reason.name(), ctx());
     }
