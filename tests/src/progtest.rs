@@ -209,6 +209,8 @@ pub struct Outcome {
     /// `skb->mark` as the program left it (TC; XDP: 0): what the sandbox's
     /// veth hands to the uplink's egress with a packet it routed there.
     pub mark: u32,
+    /// The program's run time as the kernel measured it (one run).
+    pub run_ns: u64,
     /// Conntrack entries that appeared (or changed) with this frame, when
     /// the run tracked them.
     pub ct_new: Vec<(FlowKey, CtEntry)>,
@@ -559,6 +561,7 @@ impl Rig {
             moved,
             out,
             mark: mark_out,
+            run_ns: result.duration.as_nanos() as u64,
             ct_new,
             ct_gone,
         })

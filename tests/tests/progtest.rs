@@ -315,6 +315,73 @@ fn uplink_verdict_handed_over_only_in_a_free_mark() {
     assert_eq!((host.verdict(), host.mark), (("PASS_NOT_OURS", Action::Pass), 0));
 }
 
+/// The two ways a routed packet can leave, on the same frames: translated
+/// on the veth with the verdict handed over (one parse, one conntrack
+/// lookup), or, when the mark is taken, translated by the uplink's egress
+/// (a second parse and lookup, the way every routed packet went before).
+/// Both leave byte for byte alike and count the same verdicts; the run time
+/// the kernel measured for each is printed (`--nocapture`), not judged.
+#[test]
+fn handoff_and_uplink_translation_leave_alike() {
+    const BUSY: u32 = 0x1234;
+    let mut rig = rig();
+    rig.clear_conntrack().unwrap();
+    let (veth, uplink) = (rig.veth("a"), rig.ifindex(UPLINK));
+    let both = |frame: &[u8], mark: u32| {
+        let first = rig.run_full(Hook::FromContainer, veth, frame, mark, false).unwrap();
+        let second = rig.run_full(Hook::ToUplink, uplink, &first.out, first.mark, false).unwrap();
+        (first, second)
+    };
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let client = sa(CLIENT_IP, 443);
+    let mut times = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    for i in 0..400u16 {
+        // New connections, each its own port: opened on the veth or on the
+        // uplink, the same translation either way.
+        for (path, (mark, port)) in [(0, 20000 + i), (BUSY, 30000 + i)].into_iter().enumerate() {
+            let (first, second) = both(&tcp_frame(out_of("a"), sa(ip("a"), port), client, SYN), mark);
+            assert_eq!(
+                (first.verdict(), second.verdict()),
+                (("REDIRECT_UPLINK", Action::Redirect), ("SNAT_NEW", Action::Pass))
+            );
+            assert_eq!(second.mark, mark, "the mark given back as it was");
+            let v = craft::view(&second.out);
+            assert_eq!((v.src, v.sport, v.dst, v.dport), (UPLINK_IP, port, CLIENT_IP, 443));
+            assert_checksums(&second);
+            times[0][path].push(first.run_ns + second.run_ns);
+        }
+    }
+    // One tracked connection, confirmed, then the same segment both ways.
+    let a = sa(ip("a"), 41700);
+    let (_, out) = both(&tcp_frame(out_of("a"), a, client, SYN), 0);
+    let sport = craft::view(&out.out).sport;
+    let reply = rig.from_uplink(&tcp_frame(FROM_ROUTER, client, sa(UPLINK_IP, sport), SYN | ACK));
+    assert_eq!(reply.verdict(), ("NAT", Action::Redirect));
+    both(&tcp_frame(out_of("a"), a, client, ACK), 0);
+    for _ in 0..400 {
+        let segment = tcp_frame(out_of("a"), a, client, ACK | PSH);
+        let (f0, s0) = both(&segment, 0);
+        let (f1, s1) = both(&segment, BUSY);
+        for (f, s) in [(&f0, &s0), (&f1, &s1)] {
+            assert_eq!((f.verdict(), s.verdict()), (("REDIRECT_UPLINK", Action::Redirect), ("NAT", Action::Pass)));
+        }
+        assert_eq!(s0.out, s1.out, "the same frame leaves either way");
+        assert_eq!((s0.mark, s1.mark), (0, BUSY));
+        times[1][0].push(f0.run_ns + s0.run_ns);
+        times[1][1].push(f1.run_ns + s1.run_ns);
+    }
+    for (what, t) in ["new connection (SYN)", "tracked segment"].iter().zip(&mut times) {
+        let (once, twice) = (median(&mut t[0]), median(&mut t[1]));
+        eprintln!(
+            "{what}: veth + uplink egress, median of {} runs: {once} ns handed over, {twice} ns translated on the uplink",
+            t[0].len()
+        );
+    }
+}
+
 /// Published ports from outside: a single port (TCP and UDP), a range,
 /// the reply leaving with the published address and port.
 #[test]
