@@ -573,8 +573,10 @@ reasons! {
     /// REMOTE_ENDPOINTS back into the asking sandbox.
     ArpReplied = 10 => "ARP_REPLIED",
     /// From a sandbox to beyond this host: routed by the data path itself
-    /// (FIB lookup, one hop of TTL, next hop's MACs) and redirected out of
-    /// the uplink, whose egress translates it; no netfilter FORWARD hook.
+    /// (FIB lookup, one hop of TTL, next hop's MACs), translated there (its
+    /// connection's rewrite, or masquerade for a new one) and redirected
+    /// out of the uplink, whose egress counts the verdict handed over with
+    /// it in the mark (`NAT`, `SNAT_NEW`, ...); no netfilter FORWARD hook.
     RedirectUplink = 11 => "REDIRECT_UPLINK",
 
     /// Not IPv4 (uplinks: ARP, IPv6, ... are the kernel's).

@@ -17,9 +17,11 @@
 //!   answered here (`arp.rs`); the same ICC rule applies as at home.
 //! - `--internal` networks lose everything leaving their subnet.
 //! - Everything for beyond this host that the FIB routes out of an uplink is
+//!   translated (its connection's rewrite, or masquerade for a new one),
 //!   forwarded and redirected there by the data path itself (`fib.rs`), so it
-//!   never passes netfilter's FORWARD hook; masquerade happens on the
-//!   uplink's egress. Everything else goes the kernel's way.
+//!   never passes netfilter's FORWARD hook, and the uplink's egress only
+//!   counts the verdict handed over (`handoff.rs`). Everything else goes the
+//!   kernel's way, and is masqueraded on the uplink's egress.
 use aya_ebpf::programs::TcContext;
 use netpath_common::{
     CtEntry, Endpoint, FlowKey, NetworkPolicy, Reason, RemoteEndpoint, ct_flags, endpoint_flags, network_flags,
@@ -29,7 +31,9 @@ use crate::{
     arp, conntrack,
     ctx::Ctx,
     fib::{self, Egress},
-    maps, nat,
+    handoff, maps,
+    masquerade::{self, Masquerade},
+    nat,
     packet::{
         ArpHdr, ETH_P_ARP, ETH_P_IPV6, Kind, Packet, Parsed, arp_ipv4, ethernet, ethernet_addrs, parse_l3, parse_l4,
     },
@@ -120,19 +124,57 @@ pub fn run(ctx: &TcContext) -> V {
         // Not an endpoint of ours, yet on the network: nothing to reach.
         return drop(Reason::DropIcc);
     }
-    routed(ctx, &p, Reason::PassRouted)
+    routed(ctx, &p, Reason::PassRouted, Leaving::New(&net, now))
 }
 
-/// A packet for beyond this host: out of an uplink by the data path's own
-/// redirect when the FIB routes it there (the uplink's egress translates
-/// it), else the kernel's forwarding, counted as `fallback`.
+/// Whose verdict a packet for beyond this host still needs: the uplink's
+/// egress would decide it there, but it is parsed and its connection looked
+/// up here already.
+enum Leaving<'a> {
+    /// A tracked connection's: translated as its entry says.
+    Tracked(&'a CtEntry),
+    /// No connection's yet: masqueraded if its network says so.
+    New(&'a NetworkPolicy, u64),
+}
+
+/// A packet for beyond this host: when the FIB routes it out of an uplink,
+/// translated here and redirected there by the data path itself, with the
+/// verdict for the uplink's egress handed over (so it is parsed and looked
+/// up once); else the kernel's forwarding, counted as `fallback`, and
+/// translated on the uplink's egress.
 #[inline(always)]
-fn routed(ctx: &TcContext, p: &Packet, fallback: Reason) -> V {
-    match fib::to_uplink(ctx, p) {
-        Egress::Redirected(TC_ACT_REDIRECT) => Verdict::new(Reason::RedirectUplink, TC_ACT_REDIRECT),
+fn routed(ctx: &TcContext, p: &Packet, fallback: Reason, leaving: Leaving) -> V {
+    let Some(hop) = fib::uplink_hop(ctx, p) else {
+        return pass(fallback);
+    };
+    // ICMP errors (whose quote is translated) and what NAT does not know
+    // are the uplink's egress to judge; so is all when the mark is taken.
+    let handover = match p.kind {
+        Kind::IcmpError | Kind::Other => None,
+        _ if !handoff::free(ctx) => None,
+        _ => match leaving {
+            Leaving::Tracked(entry) => Some((Some(entry.rewrite), nat::tracked_reason(p))),
+            Leaving::New(net, now) => match masquerade::open(p, net, hop.uplink.addr, now) {
+                Masquerade::Translate(to) => Some((Some(to), Reason::SnatNew)),
+                Masquerade::Leave(reason) => Some((None, reason)),
+                Masquerade::Refused(refused) => return stats::refused::<TcContext>(refused),
+            },
+        },
+    };
+    if let Some((Some(to), _)) = &handover {
+        if nat::rewrite(ctx, p, to).is_err() {
+            return drop(Reason::DropWriteFailed);
+        }
+    }
+    match fib::forward(ctx, p, &hop) {
+        Egress::Redirected(TC_ACT_REDIRECT) => {
+            if let Some((_, reason)) = handover {
+                handoff::give(ctx, reason);
+            }
+            Verdict::new(Reason::RedirectUplink, TC_ACT_REDIRECT)
+        }
         Egress::Redirected(_) => drop(Reason::DropRedirectFailed),
         Egress::WriteFailed => drop(Reason::DropWriteFailed),
-        Egress::Kernel => pass(fallback),
     }
 }
 
@@ -241,10 +283,9 @@ fn redirect(dst: &Endpoint, reason: Reason) -> V {
 #[inline(always)]
 fn tracked(ctx: &TcContext, p: &Packet, entry: &CtEntry) -> V {
     let Some(dst) = maps::endpoint(entry.rewrite.daddr) else {
-        return routed(ctx, p, Reason::PassTrackedToUplink);
+        return routed(ctx, p, Reason::PassTrackedToUplink, Leaving::Tracked(entry));
     };
-    let reason = if p.kind == Kind::Fragment { Reason::FragmentTranslated } else { Reason::Nat };
-    deliver_translated(ctx, p, &entry.rewrite, dst, reason)
+    deliver_translated(ctx, p, &entry.rewrite, dst, nat::tracked_reason(p))
 }
 
 #[inline(always)]

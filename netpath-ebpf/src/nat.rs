@@ -5,7 +5,7 @@ use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     helpers::generated::bpf_get_prandom_u32,
 };
-use netpath_common::FlowKey;
+use netpath_common::{FlowKey, Reason};
 
 pub use crate::ctx::Result;
 use crate::{
@@ -89,6 +89,12 @@ pub fn rewrite<C: Ctx>(ctx: &C, p: &Packet, to: &FlowKey) -> Result {
         }
     }
     Ok(())
+}
+
+/// What translating `p` along its connection is counted as.
+#[inline(always)]
+pub fn tracked_reason(p: &Packet) -> Reason {
+    if p.kind == Kind::Fragment { Reason::FragmentTranslated } else { Reason::Nat }
 }
 
 /// Routing a packet costs one hop of TTL, as the kernel would charge.

@@ -18,7 +18,7 @@ use crate::{
 };
 
 pub const TC_ACT_REDIRECT: i32 = 7;
-const AF_INET: u8 = 2;
+pub const AF_INET: u8 = 2;
 
 /// Hands the packet to the sandbox behind `ep` (TC ingress only).
 #[inline(always)]

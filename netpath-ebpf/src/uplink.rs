@@ -4,14 +4,18 @@
 //! connections to published ports are translated and handed straight into
 //! the sandbox; ICMP errors about them are translated too. `to_uplink` (TC
 //! egress): sandbox traffic the kernel routed out is masqueraded, and replies
-//! of published-port connections get the published address back.
+//! of published-port connections get the published address back; what the
+//! data path routed out itself was translated on the sandbox's veth and
+//! arrives with its verdict (`handoff.rs`).
 use aya_ebpf::programs::TcContext;
-use netpath_common::{DatapathConfig, Endpoint, FlowKey, Reason, ct_flags, network_flags};
+use netpath_common::{DatapathConfig, Endpoint, FlowKey, Reason, ct_flags};
 
 use crate::{
     conntrack,
     ctx::Ctx,
+    handoff,
     maps::{self, UPLINKS},
+    masquerade::{self, Masquerade},
     nat,
     packet::{
         Frag, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMP_PROT_UNREACH, ICMP_TIME_EXCEEDED, Kind, Packet, Parsed,
@@ -41,12 +45,6 @@ fn translatable(ctx: &TcContext) -> Result<Packet, V> {
     }
 }
 
-/// What translating `p` along its connection is counted as.
-#[inline(always)]
-fn tracked_reason(p: &Packet) -> Reason {
-    if p.kind == Kind::Fragment { Reason::FragmentTranslated } else { Reason::Nat }
-}
-
 #[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> V {
     let p = match translatable(ctx) {
@@ -59,7 +57,7 @@ pub fn from_uplink(ctx: &TcContext) -> V {
         return icmp_error(ctx, &p, &cfg, now);
     }
     if let Some(entry) = conntrack::lookup(ctx, &p.key, &p, &cfg, now) {
-        return into_sandbox(ctx, &p, &entry.rewrite, tracked_reason(&p));
+        return into_sandbox(ctx, &p, &entry.rewrite, nat::tracked_reason(&p));
     }
     if p.kind == Kind::Fragment {
         // Its first piece went to the host (or was refused): so does this.
@@ -168,6 +166,11 @@ fn icmp_error_out(ctx: &TcContext, p: &Packet, cfg: &DatapathConfig, now: u64) -
 
 #[inline(always)]
 pub fn to_uplink(ctx: &TcContext) -> V {
+    // Routed out by the data path, which translated it on the sandbox's
+    // veth already: only counted here.
+    if let Some(reason) = handoff::take(ctx) {
+        return pass(reason);
+    }
     // The overlay's own tunnel packets, one per sandbox packet to another
     // host: let them go before the parse and conntrack lookups.
     if tunnel::is_own_vxlan(ctx, ctx.ifindex()) {
@@ -183,7 +186,7 @@ pub fn to_uplink(ctx: &TcContext) -> V {
         return icmp_error_out(ctx, &p, &cfg, now);
     }
     if let Some(entry) = conntrack::lookup(ctx, &p.key, &p, &cfg, now) {
-        return translate(ctx, &p, &entry.rewrite, tracked_reason(&p));
+        return translate(ctx, &p, &entry.rewrite, nat::tracked_reason(&p));
     }
     let Some(src) = maps::endpoint(p.key.saddr) else {
         return pass(Reason::PassNotOurs);
@@ -191,22 +194,12 @@ pub fn to_uplink(ctx: &TcContext) -> V {
     let Some(net) = maps::network(src.network_id) else {
         return pass(Reason::PassNoNetwork);
     };
-    if net.flags & network_flags::MASQUERADE == 0 {
-        return pass(Reason::PassMasqueradeOff);
-    }
-    let nat_addr = if net.snat_addr != [0; 4] {
-        net.snat_addr
-    } else {
-        // SAFETY: value copied out immediately.
-        match unsafe { UPLINKS.get(ctx.ifindex()) } {
-            Some(u) => u.addr,
-            None => return pass(Reason::PassNoUplinkAddress),
-        }
-    };
-    let to = FlowKey { saddr: nat_addr, ..p.key };
-    match conntrack::open_with_port(&p, to, ct_flags::SNAT, now, true) {
-        Ok(to) => translate(ctx, &p, &to, Reason::SnatNew),
-        Err(refused) => stats::refused::<TcContext>(refused),
+    // SAFETY: the value is copied out immediately.
+    let uplink_addr = unsafe { UPLINKS.get(ctx.ifindex()) }.map(|u| u.addr).unwrap_or_default();
+    match masquerade::open(&p, &net, uplink_addr, now) {
+        Masquerade::Translate(to) => translate(ctx, &p, &to, Reason::SnatNew),
+        Masquerade::Leave(reason) => pass(reason),
+        Masquerade::Refused(refused) => stats::refused::<TcContext>(refused),
     }
 }
 

@@ -206,6 +206,11 @@ pub struct Outcome {
     pub moved: Vec<(usize, u64, u64)>,
     /// The frame as the program left it.
     pub out: Vec<u8>,
+    /// `skb->mark` as the program left it (TC; XDP: 0): what the sandbox's
+    /// veth hands to the uplink's egress with a packet it routed there.
+    pub mark: u32,
+    /// The program's run time as the kernel measured it (one run).
+    pub run_ns: u64,
     /// Conntrack entries that appeared (or changed) with this frame, when
     /// the run tracked them.
     pub ct_new: Vec<(FlowKey, CtEntry)>,
@@ -467,6 +472,12 @@ impl Rig {
 
     /// `run`, optionally without the conntrack snapshots (for floods).
     pub fn run_with(&self, hook: Hook, ifindex: u32, frame: &[u8], track_ct: bool) -> Result<Outcome> {
+        self.run_full(hook, ifindex, frame, 0, track_ct)
+    }
+
+    /// `run_with` on a socket buffer that carries `mark` (TC only: what an
+    /// earlier hook handed over with the packet).
+    pub fn run_full(&self, hook: Hook, ifindex: u32, frame: &[u8], mark: u32, track_ct: bool) -> Result<Outcome> {
         let ct_before = match (track_ct, self.last_ct.take()) {
             (false, _) => None,
             (true, Some(last)) => Some(last),
@@ -478,18 +489,22 @@ impl Rig {
             None => self.counters(hook)?,
         };
         let mut out = vec![0u8; frame.len() + 256];
+        let mut ctx_out = [0u8; 192];
         let result = match &self.progs[&hook] {
             Prog::Tc(p) => {
-                // struct __sk_buff: ingress_ifindex at 36, ifindex at 40; the
-                // kernel takes the device from ifindex (> 1) in the caller's
-                // namespace and accepts these fields (the rest must be zero).
+                // struct __sk_buff: mark at 8, ingress_ifindex at 36, ifindex
+                // at 40; the kernel takes the device from ifindex (> 1) in
+                // the caller's namespace and accepts these fields (the rest
+                // must be zero), and gives the mark back in ctx_out.
                 let mut ctx = [0u8; 192];
+                ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
                 ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
                 ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
                 p.test_run(TestRunOptions {
                     data_in: Some(frame),
                     data_out: Some(&mut out),
                     ctx_in: Some(&ctx),
+                    ctx_out: Some(&mut ctx_out),
                     ..TestRunOptions::new()
                 })
             }
@@ -509,6 +524,7 @@ impl Rig {
         }
         .with_context(|| format!("BPF_PROG_TEST_RUN of {hook:?} on a {}-byte frame", frame.len()))?;
         out.truncate(result.data_size_out as usize);
+        let mark_out = if hook.is_xdp() { 0 } else { u32::from_ne_bytes(ctx_out[8..12].try_into().expect("4 bytes")) };
         let after = self.counters(hook)?;
         let moved: Vec<(usize, u64, u64)> = after
             .iter()
@@ -538,7 +554,17 @@ impl Rig {
             None => (Vec::new(), Vec::new()),
         };
         self.last_counters.borrow_mut().insert(hook, after);
-        Ok(Outcome { hook, action: Action::decode(hook, result.return_value), reason, moved, out, ct_new, ct_gone })
+        Ok(Outcome {
+            hook,
+            action: Action::decode(hook, result.return_value),
+            reason,
+            moved,
+            out,
+            mark: mark_out,
+            run_ns: result.duration.as_nanos() as u64,
+            ct_new,
+            ct_gone,
+        })
     }
 
     /// A frame a sandbox sends, seen on its veth.
@@ -561,15 +587,21 @@ impl Rig {
         self.run(Hook::ToUplink, self.ifindex(UPLINK), frame).expect("test run")
     }
 
+    /// A frame the sandbox's veth redirected out of the uplink, with the
+    /// mark it left on the socket buffer (which the redirect keeps).
+    pub fn to_uplink_marked(&self, frame: &[u8], mark: u32) -> Outcome {
+        self.run_full(Hook::ToUplink, self.ifindex(UPLINK), frame, mark, true).expect("test run")
+    }
+
     /// What a sandbox sends towards the outside, all the way: its veth,
     /// then the uplink's egress, when the veth's program redirected it
-    /// there itself (`REDIRECT_UPLINK`: forwarded as it left it) or passed
-    /// it to the kernel, which routes it out. The second outcome is absent
-    /// when the first went neither way.
+    /// there itself (`REDIRECT_UPLINK`: forwarded and translated as it left
+    /// it, with the mark it left) or passed it to the kernel, which routes
+    /// it out. The second outcome is absent when the first went neither way.
     pub fn sandbox_to_outside(&self, name: &str, frame: &[u8]) -> (Outcome, Option<Outcome>) {
         let first = self.from_container(name, frame);
         if first.action == Action::Redirect && first.reason == Some(Reason::RedirectUplink) {
-            let second = self.to_uplink(&first.out);
+            let second = self.to_uplink_marked(&first.out, first.mark);
             return (first, Some(second));
         }
         if first.action != Action::Pass {

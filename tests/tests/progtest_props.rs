@@ -83,6 +83,9 @@ struct Fed {
     /// The sandbox behind the veth (FromContainer on a sandbox's veth).
     sender: Option<&'static Sandbox>,
     frame: Vec<u8>,
+    /// `skb->mark` it arrives with: what the veth handed to the uplink's
+    /// egress with a packet it routed there itself.
+    mark: u32,
 }
 
 struct Read {
@@ -322,7 +325,7 @@ fn render(rig: &Rig, s: &Step, history: &[(Fed, Outcome)]) -> Fed {
             ipv4_frame(s, (eth_dst, eth_src), (src, dst), history, sel, shortest)
         }
     };
-    Fed { hook, ifindex, sender, frame }
+    Fed { hook, ifindex, sender, frame, mark: 0 }
 }
 
 fn ipv4_frame(
@@ -415,11 +418,13 @@ fn continuation(rig: &Rig, s: &Step, (fed, o): &(Fed, Outcome)) -> Option<Fed> {
     if fed.hook == Hook::FromContainer && o.action == Action::Pass {
         // Routed out of the uplink by the kernel.
         let frame = craft::ethernet(ROUTER_MAC, UPLINK_MAC, ETH_P_IP, &packet);
-        return Some(Fed { hook: Hook::ToUplink, ifindex: rig.ifindex(UPLINK), sender: None, frame });
+        return Some(Fed { hook: Hook::ToUplink, ifindex: rig.ifindex(UPLINK), sender: None, frame, mark: 0 });
     }
     if fed.hook == Hook::FromContainer && o.reason == Some(Reason::RedirectUplink) {
-        // Routed out of the uplink by the veth's program: as it left it.
-        return Some(Fed { hook: Hook::ToUplink, ifindex: rig.ifindex(UPLINK), sender: None, frame: o.out.clone() });
+        // Routed out of the uplink by the veth's program: as it left it,
+        // with the mark it left.
+        let (ifindex, frame) = (rig.ifindex(UPLINK), o.out.clone());
+        return Some(Fed { hook: Hook::ToUplink, ifindex, sender: None, frame, mark: o.mark });
     }
     let v = craft::view(&o.out);
     let (proto, flags) = (v.proto, s.sel[9] | ACK);
@@ -436,12 +441,12 @@ fn continuation(rig: &Rig, s: &Step, (fed, o): &(Fed, Outcome)) -> Option<Fed> {
             // The sandbox it was delivered to answers.
             let me = SANDBOXES.iter().find(|x| x.ip == v.dst)?;
             let frame = craft::frame(gateway_mac(me.net), mac_of(me.ip), &ip, &l4);
-            Some(Fed { hook: Hook::FromContainer, ifindex: rig.veth(me.name), sender: Some(me), frame })
+            Some(Fed { hook: Hook::FromContainer, ifindex: rig.veth(me.name), sender: Some(me), frame, mark: 0 })
         }
         Action::Pass if fed.hook == Hook::ToUplink => {
             let hook = if s.sel[0] & 1 == 0 { Hook::FromUplink } else { Hook::XdpFromUplink };
             let frame = craft::frame(UPLINK_MAC, ROUTER_MAC, &ip, &l4);
-            Some(Fed { hook, ifindex: rig.ifindex(UPLINK), sender: None, frame })
+            Some(Fed { hook, ifindex: rig.ifindex(UPLINK), sender: None, frame, mark: 0 })
         }
         _ => None,
     }
@@ -564,11 +569,18 @@ fn check(fed: &Fed, o: &Outcome) -> Result<(), TestCaseError> {
     // 6. Deliveries reach the sandbox the packet names, translations keep
     //    checksums.
     if reason == Reason::RedirectUplink {
-        // Routed out of the uplink: to the router, one hop of TTL less,
-        // addresses untouched (the uplink's egress translates).
+        // Routed out of the uplink: to the router, one hop of TTL less;
+        // translated only with the uplink's verdict handed over (a mark),
+        // and then never from a sandbox's address unless its network does
+        // not masquerade.
         let (v, before) = (craft::view(&o.out), craft::view(&fed.frame));
         prop_assert_eq!((v.eth_dst, v.eth_src), (ROUTER_MAC, UPLINK_MAC), "{}", ctx());
-        prop_assert_eq!((v.src, v.dst, v.ttl + 1), (before.src, before.dst, before.ttl), "{}", ctx());
+        prop_assert_eq!(v.ttl + 1, before.ttl, "{}", ctx());
+        if o.mark == 0 {
+            prop_assert_eq!((v.src, v.dst), (before.src, before.dst), "translated without a verdict: {}", ctx());
+        } else if v.src == before.src {
+            prop_assert_eq!(handed_over(o.mark), Some(Reason::PassMasqueradeOff), "left untranslated: {}", ctx());
+        }
         prop_assert!(craft::ip_checksum_ok(&o.out), "IPv4 checksum broken by the TTL: {}", ctx());
     } else if o.action == Action::Redirect {
         let v = craft::view(&o.out);
@@ -576,12 +588,29 @@ fn check(fed: &Fed, o: &Outcome) -> Result<(), TestCaseError> {
         prop_assert!(to.is_some(), "redirected to {} which is no sandbox: {}", v.dst, ctx());
         prop_assert_eq!(v.eth_dst, mac_of(v.dst), "redirected with another's MAC: {}", ctx());
     }
+    // 7. A verdict handed over is what the uplink's egress counts, on the
+    //    packet as it came, and the mark is given back.
+    if fed.mark != 0 {
+        prop_assert_eq!(fed.hook, Hook::ToUplink, "{}", ctx());
+        prop_assert_eq!(Some(reason), handed_over(fed.mark), "{}", ctx());
+        prop_assert_eq!((&o.out, o.mark), (&fed.frame, 0), "{}", ctx());
+    } else if reason == Reason::RedirectUplink {
+        prop_assert!(o.mark == 0 || handed_over(o.mark).is_some(), "mark {:#x}: {}", o.mark, ctx());
+    } else {
+        prop_assert_eq!(o.mark, 0, "a mark left by {}: {}", reason.name(), ctx());
+    }
     let translated = (reason as u32) < 16;
     if translated && r.clean && o.out.len() == fed.frame.len() {
         prop_assert!(craft::ip_checksum_ok(&o.out), "IPv4 checksum broken by {}: {}", reason.name(), ctx());
         prop_assert!(craft::l4_checksum_ok(&o.out), "transport checksum broken by {}: {}", reason.name(), ctx());
     }
     Ok(())
+}
+
+/// The reason a mark of the veth's hands to the uplink's egress (its low
+/// half, under netpath's tag in the high half).
+fn handed_over(mark: u32) -> Option<Reason> {
+    (mark >> 16 == 0x6e70).then(|| Reason::ALL.iter().copied().find(|r| *r as u32 == mark & 0xffff)).flatten()
 }
 
 fn all_counters(rig: &Rig) -> Vec<u64> {
@@ -611,7 +640,7 @@ fn generated_frames_keep_the_invariants() {
         for s in &steps {
             let fed = render(&rig, s, &history);
             let o = rig
-                .run(fed.hook, fed.ifindex, &fed.frame)
+                .run_full(fed.hook, fed.ifindex, &fed.frame, fed.mark, true)
                 .map_err(|e| TestCaseError::fail(format!("{e:#}: {:?} {:02x?}", fed.hook, fed.frame)))?;
             fed_total.set(fed_total.get() + 1);
             per_hook[Hook::ALL.iter().position(|h| *h == fed.hook).unwrap()] += 1;
