@@ -644,7 +644,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(sandbox::exit_code(sandbox::run_foreground(&roots, &state, &sandbox, &command)?))
         }
         Command::DnsServe => crate::dns::server::serve(roots),
-        Command::Agent => crate::cluster::process::serve(roots, network::remote::datapath_sink),
+        Command::Agent => crate::cluster::process::serve(roots, network::remote::datapath_sink, network::shared::evict),
         Command::DockerPlugin { socket } => {
             crate::docker_plugin::server::serve(roots, &crate::docker_plugin::server::socket_path(&socket))?;
             Ok(0)

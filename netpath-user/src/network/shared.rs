@@ -53,12 +53,7 @@ pub fn member(host: &Host) -> Result<Member> {
     let files = Files::of(&host.roots);
     let id = host_id(&files.host_id)?;
     let me = HostRecord { id, vtep: cfg.advertise };
-    let saved = || -> Option<Membership> {
-        std::fs::read(&files.membership)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|m: &Membership| m.host == me)
-    };
+    let saved = || Membership::load(&files.membership).filter(|m| m.host == me);
     let mut found = saved();
     if found.is_none() && crate::cluster::process::running(&host.roots).is_some() {
         for _ in 0..AGENT_JOIN_POLLS {
@@ -75,7 +70,7 @@ pub fn member(host: &Host) -> Result<Member> {
         }
     }
     let m = cluster.join(&me, cfg.lease_ttl)?;
-    crate::state::write_atomically(&files.membership, &serde_json::to_vec(&m)?, false)?;
+    m.save(&files.membership)?;
     Ok(Member { cluster, membership: m })
 }
 
@@ -217,12 +212,33 @@ pub fn register(host: &Host, net: &Network, vni: u32, name: &str, att: &Attachme
     me.cluster.register_endpoint(&ep, &me.membership)
 }
 
+/// Deletes the sandbox's record unless another host holds the address now.
 pub fn release(host: &Host, net: &Network, ip: Ipv4Addr) -> Result<()> {
-    Cluster::connect(&config(host)?.store)?.release_endpoint(&net.name, ip)
+    let id = host_id(&Files::of(&host.roots).host_id)?;
+    Cluster::connect(&config(host)?.store)?.release_endpoint(&net.name, ip, &id)
 }
 
 /// `network rm` of an overlay network: gone from the store first, which
 /// refuses while any host has a sandbox on it.
 pub fn remove(host: &Host, net: &Network) -> Result<()> {
     Cluster::connect(&config(host)?.store)?.remove_network(&net.name)
+}
+
+/// The agent's [`crate::cluster::agent::Evict`]: sandbox `ep.name` loses
+/// its attachment to `ep.network` (`network disconnect`, under the state
+/// lock), unless it no longer has that attachment with that address.
+/// Its record is left to the address's new holder (see [`release`]).
+pub fn evict(roots: &crate::paths::Roots, ep: &crate::cluster::agent::LocalEndpoint) -> Result<()> {
+    let host = Host::open(roots.clone())?;
+    let (store, mut state) = Store::open(&host.roots)?;
+    let attached = state
+        .sandboxes
+        .get(&ep.name)
+        .is_some_and(|s| s.attachments.iter().any(|a| a.network == ep.network && a.ip == ep.ip));
+    if !attached {
+        return Ok(());
+    }
+    let result = crate::sandbox::disconnect(&host, &mut state, &ep.network, &ep.name);
+    store.save(&state)?;
+    result
 }
