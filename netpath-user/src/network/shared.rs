@@ -223,22 +223,3 @@ pub fn release(host: &Host, net: &Network, ip: Ipv4Addr) -> Result<()> {
 pub fn remove(host: &Host, net: &Network) -> Result<()> {
     Cluster::connect(&config(host)?.store)?.remove_network(&net.name)
 }
-
-/// The agent's [`crate::cluster::agent::Evict`]: sandbox `ep.name` loses
-/// its attachment to `ep.network` (`network disconnect`, under the state
-/// lock), unless it no longer has that attachment with that address.
-/// Its record is left to the address's new holder (see [`release`]).
-pub fn evict(roots: &crate::paths::Roots, ep: &crate::cluster::agent::LocalEndpoint) -> Result<()> {
-    let host = Host::open(roots.clone())?;
-    let (store, mut state) = Store::open(&host.roots)?;
-    let attached = state
-        .sandboxes
-        .get(&ep.name)
-        .is_some_and(|s| s.attachments.iter().any(|a| a.network == ep.network && a.ip == ep.ip));
-    if !attached {
-        return Ok(());
-    }
-    let result = crate::sandbox::disconnect(&host, &mut state, &ep.network, &ep.name);
-    store.save(&state)?;
-    result
-}
