@@ -644,7 +644,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(sandbox::exit_code(sandbox::run_foreground(&roots, &state, &sandbox, &command)?))
         }
         Command::DnsServe => crate::dns::server::serve(roots),
-        Command::Agent => crate::cluster::process::serve(roots, network::remote::datapath_sink),
+        Command::Agent => crate::cluster::process::serve(roots, network::remote::datapath_sink, evict),
         Command::DockerPlugin { socket } => {
             crate::docker_plugin::server::serve(roots, &crate::docker_plugin::server::socket_path(&socket))?;
             Ok(0)
@@ -1128,6 +1128,27 @@ fn print_ps(state: &State, args: &PsArgs) -> Result<()> {
         println!("{id:<width$}{:<20}{:<16}{:<18}{}", s.name, net, ip, format::sandbox_status(s));
     }
     Ok(())
+}
+
+/// The cluster agent's [`crate::cluster::agent::Evict`] (here, above both
+/// the cluster and the sandbox code, so neither imports the other): sandbox
+/// `ep.name` loses its attachment to overlay network `ep.network`, as
+/// `network disconnect` does under the state lock, unless it no longer has
+/// that attachment with that address. The address's record in the store
+/// belongs to its new holder and stays (see `network::shared::release`).
+fn evict(roots: &Roots, ep: &crate::cluster::agent::LocalEndpoint) -> Result<()> {
+    let host = Host::open(roots.clone())?;
+    let (store, mut state) = Store::open(&host.roots)?;
+    let attached = state
+        .sandboxes
+        .get(&ep.name)
+        .is_some_and(|s| s.attachments.iter().any(|a| a.network == ep.network && a.ip == ep.ip));
+    if !attached {
+        return Ok(());
+    }
+    let result = sandbox::disconnect(&host, &mut state, &ep.network, &ep.name);
+    store.save(&state)?;
+    result
 }
 
 #[cfg(test)]

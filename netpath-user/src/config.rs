@@ -34,6 +34,15 @@ struct DaemonJson {
     conntrack_max: Option<u32>,
     conntrack_timeouts: Option<Timeouts>,
     uplink_xdp: Option<UplinkXdp>,
+    #[serde(flatten)]
+    cluster: ClusterKeys,
+}
+
+/// daemon.json's cluster keys: part of `DaemonJson`, and read on their own
+/// by `load_cluster`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct ClusterKeys {
     cluster_store: Option<StoreUrls>,
     cluster_advertise: Option<String>,
     cluster_lease_ttl: Option<u64>,
@@ -252,7 +261,7 @@ impl Config {
                 }
             }
         }
-        config.cluster = cluster(json.cluster_store, json.cluster_advertise, json.cluster_lease_ttl)?;
+        config.cluster = cluster(json.cluster)?;
         Ok(config)
     }
 
@@ -265,25 +274,20 @@ impl Config {
 /// about the others (every command asks, see `cluster::process::ensure`;
 /// the command itself reports the rest). Missing file: none.
 pub fn load_cluster(path: &Path) -> Result<Option<ClusterConfig>> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "kebab-case")]
-    struct ClusterKeys {
-        cluster_store: Option<StoreUrls>,
-        cluster_advertise: Option<String>,
-        cluster_lease_ttl: Option<u64>,
-    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let keys: ClusterKeys = serde_json::from_str(&text).with_context(|| format!("in {}", path.display()))?;
-    cluster(keys.cluster_store, keys.cluster_advertise, keys.cluster_lease_ttl)
+    cluster(keys)
 }
 
 /// The cluster keys go together: a store without this host's address (or
 /// the reverse) is a mistake, not a half-configured cluster.
-fn cluster(store: Option<StoreUrls>, advertise: Option<String>, ttl: Option<u64>) -> Result<Option<ClusterConfig>> {
+fn cluster(
+    ClusterKeys { cluster_store: store, cluster_advertise: advertise, cluster_lease_ttl: ttl }: ClusterKeys,
+) -> Result<Option<ClusterConfig>> {
     let store = match store {
         None => {
             if advertise.is_some() || ttl.is_some() {

@@ -2,6 +2,7 @@
 //! binaries are, and labs built with the rig's own fixture (`netpath_lab`).
 use std::path::{Path, PathBuf};
 
+pub mod cluster_lab;
 pub mod craft;
 pub mod foreign;
 pub mod frames;
@@ -128,7 +129,11 @@ pub fn words(line: &str) -> Vec<&str> {
 
 /// Every program's counters, for exact before/after comparisons.
 pub fn all_counters(lab: &Lab) -> Vec<(netpath_common::Program, netpath_common::Counters)> {
-    let dp = lab.datapath();
+    counters_of(&lab.datapath())
+}
+
+/// Every program's counters in the data path `dp` (a lab's or a lab host's).
+pub fn counters_of(dp: &netpath::datapath::Datapath) -> Vec<(netpath_common::Program, netpath_common::Counters)> {
     netpath_common::Program::ALL.iter().map(|&p| (p, dp.counters(p).expect("reading STATS"))).collect()
 }
 

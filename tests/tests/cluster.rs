@@ -9,31 +9,25 @@ use std::{
         Arc, Barrier, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Result;
 use netpath::{
     cluster::{
-        Cluster, EndpointRecord, HostRecord, Ipv4Network, OverlayNetwork, Sink,
+        EndpointRecord, HostRecord, Ipv4Network, OverlayNetwork, Sink,
         agent::{Agent, AgentConfig, Files, Local, LocalEndpoint},
     },
     netns,
 };
 use netpath_lab::multihost::MultiHost;
-use netpath_tests::bins;
+use netpath_tests::{
+    bins,
+    cluster_lab::{self, on_host, wait_for},
+};
 
 fn lab(tag: &str, hosts: usize) -> MultiHost {
-    let mut lab = MultiHost::create(tag, hosts, &bins()).expect("building the multi-host lab");
-    lab.start_etcd().expect("starting etcd in the lab");
-    lab
-}
-
-/// Runs `f` with a fresh connection to the lab's store, made (and used, and
-/// dropped) on a thread inside host `i`'s namespace.
-fn on_host<T: Send>(lab: &MultiHost, i: usize, f: impl FnOnce(&Cluster) -> Result<T> + Send) -> Result<T> {
-    let url = lab.store_url();
-    netns::run_in(&lab.host(i).ns, || f(&Cluster::connect(&[url])?))
+    cluster_lab::with_store(tag, hosts)
 }
 
 fn host_record(lab: &MultiHost, i: usize) -> HostRecord {
@@ -98,7 +92,10 @@ fn network_records_are_shared_and_removal_is_refused_while_members_exist() {
     assert_eq!(on_host(&lab, 0, |c| c.networks()).unwrap().len(), 2, "the refused removal changed nothing");
 
     // Once the endpoint is released, removal from host 3 works everywhere.
-    on_host(&lab, 1, |c| c.release_endpoint("ov", ip)).unwrap();
+    // Only its holder's release deletes it.
+    on_host(&lab, 1, |c| c.release_endpoint("ov", ip, "host1")).unwrap();
+    assert!(on_host(&lab, 2, |c| c.remove_network("ov")).is_err(), "host 1 released nothing of host 2's");
+    on_host(&lab, 1, |c| c.release_endpoint("ov", ip, "host2")).unwrap();
     on_host(&lab, 2, |c| c.remove_network("ov")).unwrap();
     for i in 0..3 {
         let names: Vec<String> = on_host(&lab, i, |c| c.networks()).unwrap().into_iter().map(|n| n.name).collect();
@@ -219,11 +216,17 @@ impl Recorder {
     }
 }
 
-struct Fixed(Vec<LocalEndpoint>);
+/// A host's own endpoints, fixed; those the agent evicts are recorded.
+struct Fixed(Vec<LocalEndpoint>, Arc<Mutex<Vec<LocalEndpoint>>>);
 
 impl Local for Fixed {
     fn endpoints(&self) -> Result<Vec<LocalEndpoint>> {
-        Ok(self.0.clone())
+        let evicted = self.1.lock().unwrap();
+        Ok(self.0.iter().filter(|e| !evicted.contains(e)).cloned().collect())
+    }
+    fn evict(&self, ep: &LocalEndpoint) -> Result<()> {
+        self.1.lock().unwrap().push(ep.clone());
+        Ok(())
     }
 }
 
@@ -243,6 +246,7 @@ fn local(net: &str, ip: [u8; 4], name: &str) -> LocalEndpoint {
 struct Running {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    evicted: Arc<Mutex<Vec<LocalEndpoint>>>,
 }
 
 impl Running {
@@ -256,14 +260,16 @@ impl Running {
         };
         let ns = lab.host(i).ns.clone();
         let flag = stop.clone();
+        let evicted = Arc::new(Mutex::new(Vec::new()));
+        let local = Fixed(endpoints, evicted.clone());
         let thread = std::thread::spawn(move || {
             netns::run_in(&ns, || {
-                Agent::new(config, sink, Fixed(endpoints)).run(&flag);
+                Agent::new(config, sink, local).run(&flag);
                 Ok(())
             })
             .expect("agent thread");
         });
-        Running { stop, thread: Some(thread) }
+        Running { stop, thread: Some(thread), evicted }
     }
 
     fn kill(&mut self) {
@@ -278,19 +284,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Polls `cond` every 100 ms until it holds or `limit` passes (a bound so a
-/// broken build fails instead of hanging; the assertion is on what is seen).
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 #[test]
@@ -308,7 +301,9 @@ fn agents_drop_a_silent_host_and_take_it_back_when_it_returns() {
     let sees_three = |s: &Recorder| third_ips.iter().all(|ip| s.hosts_seen().contains(&("host3".into(), *ip)));
     let limit = Duration::from_secs(30);
     assert!(wait_for(limit, || sees_three(&s1) && sees_three(&s2)).is_some(), "hosts 1 and 2 learn host 3's endpoints");
-    assert!(s1.hosts_seen().contains(&("host2".into(), Ipv4Addr::new(10, 0, 9, 66))));
+    // Host 2's agent may register a moment after host 3's: waited for too.
+    let sees_two = || s1.hosts_seen().contains(&("host2".into(), Ipv4Addr::new(10, 0, 9, 66)));
+    assert!(wait_for(limit, sees_two).is_some(), "host 1 learns host 2's endpoint: {:?}", s1.hosts_seen());
     assert!(!s1.hosts_seen().iter().any(|(h, _)| h == "host1"), "a host's own endpoints are not remote");
     let block_of = |host: &str| {
         on_host(&lab, 0, |c| c.blocks("ov")).unwrap().into_iter().find(|b| b.host == host).map(|b| b.block)
@@ -334,20 +329,49 @@ fn agents_drop_a_silent_host_and_take_it_back_when_it_returns() {
     assert!(wait_for(limit, || sees_three(&s1) && sees_three(&s2)).is_some(), "host 3's endpoints reappear");
     assert_eq!(block_of("host3"), Some(first_block), "a returning host gets its block back");
 
-    // Dies again; this time another host takes the free block first: the
-    // returning host gets a different one.
+    // Dies again. A new host leases a block meanwhile: not host 3's, which
+    // waits for it while another is free.
     a3.kill();
     assert!(wait_for(limit, || block_of("host3").is_none()).is_some());
-    let intruder = on_host(&lab, 0, |c| {
-        let m = c.join(&HostRecord { id: "intruder".into(), vtep: Ipv4Addr::new(192, 168, 200, 99) }, ttl * 10)?;
-        c.lease_block("ov", &m)
-    })
-    .unwrap();
-    assert_eq!(intruder, first_block, "the first free block is the one host 3 left");
-    let _a3 = Running::start(&lab, 2, ttl, Recorder::default(), third);
-    assert!(wait_for(limit, || block_of("host3").is_some() && sees_three(&s1)).is_some());
-    let second_block = block_of("host3").unwrap();
-    assert_ne!(second_block, first_block);
+    let newcomer = |id: &str| {
+        let id = id.to_string();
+        on_host(&lab, 0, move |c| {
+            let me = HostRecord { id, vtep: Ipv4Addr::new(192, 168, 200, 99) };
+            let m = c.join(&me, ttl * 20)?;
+            Ok((c.lease_block("ov", &m)?, me, m))
+        })
+        .unwrap()
+    };
+    let (fourth, ..) = newcomer("newcomer");
+    assert_ne!(fourth, first_block, "a dead host's block is kept for it while another is free");
+    // The last free block is host 3's: the next newcomer takes it, and an
+    // address host 3's sandbox three1 had.
+    let (taken, intruder, m) = newcomer("intruder");
+    assert_eq!(taken, first_block, "with nothing else free, host 3's block goes");
+    let stolen = EndpointRecord {
+        ip: third_ips[1],
+        mac: [0x02, 0x42, 0, 0, 0, 0x99],
+        ..endpoint(&ov, &intruder, "intruder-web")
+    };
+    on_host(&lab, 0, |c| c.register_endpoint(&stolen, &m)).unwrap();
+    assert!(wait_for(limit, || s1.0.lock().unwrap().view.get(&("ov".into(), third_ips[1])) == Some(&stolen)).is_some());
+
+    // Host 3 returns with no block to lease: the first holder keeps the
+    // address, host 3's sandbox on it is evicted (disconnected), its other
+    // sandboxes keep theirs.
+    let a3 = Running::start(&lab, 2, ttl, Recorder::default(), third.clone());
+    let back = [third_ips[0], third_ips[2]];
+    let host3_back = || back.iter().all(|ip| s1.hosts_seen().contains(&("host3".into(), *ip)));
+    assert!(wait_for(limit, host3_back).is_some(), "host 3's other sandboxes come back: {:?}", s1.hosts_seen());
+    assert_eq!(*a3.evicted.lock().unwrap(), vec![third[1].clone()], "three1 was evicted");
+    let (records, _) = on_host(&lab, 0, |c| c.endpoints()).unwrap();
+    let at = |ip: Ipv4Addr| records.iter().filter(|e| e.ip == ip).map(|e| e.host.clone()).collect::<Vec<_>>();
+    assert_eq!(at(third_ips[1]), ["intruder"], "one holder of the address in the store");
+    assert_eq!(at(third_ips[0]), ["host3"]);
+    for s in [&s1, &s2] {
+        assert_eq!(s.0.lock().unwrap().view.get(&("ov".into(), third_ips[1])), Some(&stolen), "data paths: the holder");
+    }
+    assert_eq!(block_of("host3"), None, "no block was free for host 3");
     let blocks: Vec<_> = on_host(&lab, 0, |c| c.blocks("ov")).unwrap().into_iter().map(|b| b.block).collect();
     let distinct: HashSet<_> = blocks.iter().collect();
     assert_eq!(blocks.len(), distinct.len(), "no block held twice: {blocks:?}");

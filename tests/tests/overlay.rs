@@ -292,56 +292,11 @@ fn datapath_isolation_and_forgery() {
 // fixture): the overlay driver end to end through the store.
 
 use netpath_lab::multihost::{self, MultiHost, Where};
-
-fn cluster_lab(tag: &str, hosts: usize) -> MultiHost {
-    let mut mh = MultiHost::create(tag, hosts, &netpath_tests::bins()).expect("building the multi-host lab");
-    mh.start_etcd().expect("starting etcd in the lab");
-    mh.configure_cluster(&serde_json::json!({})).unwrap();
-    mh
-}
-
-/// Waits (bounded) until each host's agent has programmed the other
-/// hosts' sandboxes `eps` (host index, address) into its data path.
-fn await_agents(mh: &MultiHost, vni: u32, eps: &[(usize, Ipv4Addr)]) {
-    for (i, h) in mh.hosts.iter().enumerate() {
-        let want: Vec<_> = eps
-            .iter()
-            .filter(|(at, _)| *at != i)
-            .map(|(_, ip)| netpath_common::RemoteEndpointKey::ipv4(vni, ip.octets()))
-            .collect();
-        let mut have = Vec::new();
-        for _ in 0..100 {
-            have = h.datapath().remote_endpoints().unwrap().keys().filter_map(|k| k.ok()).collect();
-            if want.iter().all(|k| have.contains(k)) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        assert!(want.iter().all(|k| have.contains(k)), "host {i}'s agent programmed {have:?}, want {want:?}");
-    }
-}
-
-/// (address, MAC) of sandbox `name` on host `i`, from its state.
-fn endpoint_on(mh: &MultiHost, i: usize, name: &str) -> (Ipv4Addr, [u8; 6]) {
-    let (_store, state) = Store::open(&mh.host(i).roots).unwrap();
-    let att = &state.sandboxes[name].attachments[0];
-    (att.ip, att.mac)
-}
-
-fn host_counters(mh: &MultiHost, i: usize) -> Vec<(netpath_common::Program, netpath_common::Counters)> {
-    let dp = mh.host(i).datapath();
-    netpath_common::Program::ALL.iter().map(|&p| (p, dp.counters(p).unwrap())).collect()
-}
-
-fn host_out(mh: &MultiHost, i: usize, argv: &[&str]) -> String {
-    let (code, out, err) = output(mh.host(i).cmd(argv[0]).unwrap().args(&argv[1..])).unwrap();
-    assert_eq!(code, 0, "{argv:?} on host {i}: {err}");
-    out
-}
+use netpath_tests::cluster_lab::{self, await_agents, endpoint_on, host_counters, host_out};
 
 #[test]
 fn three_hosts_through_the_store() {
-    let mut mh = cluster_lab("ov3", 3);
+    let mut mh = cluster_lab::configured("ov3", 3, &serde_json::json!({}));
     let h = |i: usize| mh.host(i);
     h(0).netpath_ok(&words("network create -d overlay --subnet 10.0.9.0/24 ov")).unwrap();
     // Visible on the others, as global.
@@ -360,7 +315,8 @@ fn three_hosts_through_the_store() {
 
     let names = ["s0", "s1", "s2"];
     for (i, name) in names.iter().enumerate() {
-        h(i).netpath_ok(&["run", "-d", "--name", name, "--network", "ov"]).unwrap();
+        let alias = format!("db{i}");
+        h(i).netpath_ok(&["run", "-d", "--name", name, "--network", "ov", "--network-alias", &alias]).unwrap();
     }
     let eps: Vec<(Ipv4Addr, [u8; 6])> = names.iter().enumerate().map(|(i, n)| endpoint_on(&mh, i, n)).collect();
     let distinct: std::collections::HashSet<Ipv4Addr> = eps.iter().map(|e| e.0).collect();
@@ -510,6 +466,53 @@ fn three_hosts_through_the_store() {
     let m = moved(&victim_before, &host_counters(&mh, 2));
     assert_eq!(m.get(&("from_overlay", "DECAPSULATED")), None, "nothing reached s2's host: {m:?}");
 
+    // Names resolve across hosts: s0's resolver (its gateway, on host 1)
+    // answers the names and aliases of the sandboxes on hosts 2 and 3 with
+    // their overlay addresses, from what host 1's agent learned.
+    let gateway: Ipv4Addr = "10.0.9.1".parse().unwrap();
+    let first = cluster_lab::wait_for(cluster_lab::AGENT_LIMIT, || {
+        cluster_lab::dig(&mh, 0, "s0", "s2", gateway).1 == vec![eps[2].0]
+    });
+    assert!(first.is_some(), "s0 resolves s2 (host 3): {:?}", cluster_lab::dig(&mh, 0, "s0", "s2", gateway));
+    for (j, name) in [(1, "s1"), (1, "db1"), (2, "s2"), (2, "db2"), (0, "db0")] {
+        let (rcode, answers) = cluster_lab::dig(&mh, 0, "s0", name, gateway);
+        assert_eq!(answers, vec![eps[j].0], "{name} from host 1: {rcode}");
+    }
+    // And the other way: host 3's resolver knows host 1's sandbox.
+    assert_eq!(cluster_lab::dig(&mh, 2, "s2", "db0", gateway).1, vec![eps[0].0]);
+    // A TCP transfer by name: the alias resolved by the resolver, then
+    // payload and peer address checked at the receiver (s2, on host 3).
+    let (_, to) = cluster_lab::dig(&mh, 0, "s0", "db2", gateway);
+    let (r, s) = transfer(
+        mh.probe(Where::Sandbox(2, "s2"), &words("tcp-sink --port 7200 --timeout 10")).unwrap(),
+        mh.probe(
+            Where::Sandbox(0, "s0"),
+            &["tcp-send", "--to", &format!("{}:7200", to[0]), "--bytes", "65536", "--timeout", "10"],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!((r["bytes"].clone(), r["sha256"].clone()), (s["bytes"].clone(), s["sha256"].clone()));
+    assert!(r["peer"].as_str().unwrap().starts_with(&format!("{}:", eps[0].0)), "s2 saw s0: {r}");
+    // Names of another overlay network (u, on host 3) and of a local
+    // bridge network on another host (b, on host 2) do not resolve from
+    // ov; u does from its own network's sandbox t (host 1).
+    h(2).netpath_ok(&words("run -d --name u --network other")).unwrap();
+    h(1).netpath_ok(&words("network create --subnet 10.0.30.0/24 loc")).unwrap();
+    h(1).netpath_ok(&words("run -d --name b --network loc")).unwrap();
+    let (uip, _) = endpoint_on(&mh, 2, "u");
+    let other_gw: Ipv4Addr = "10.0.10.1".parse().unwrap();
+    let t_sees_u =
+        cluster_lab::wait_for(cluster_lab::AGENT_LIMIT, || cluster_lab::dig(&mh, 0, "t", "u", other_gw).1 == vec![uip]);
+    assert!(t_sees_u.is_some(), "t resolves u on their network: {:?}", cluster_lab::dig(&mh, 0, "t", "u", other_gw));
+    for name in ["u", "b"] {
+        let (rcode, answers) = cluster_lab::dig(&mh, 0, "s0", name, gateway);
+        assert!(answers.is_empty(), "{name} is not on ov, yet s0 got {answers:?} ({rcode})");
+    }
+    h(2).netpath_ok(&["rm", "-f", "u"]).unwrap();
+    h(1).netpath_ok(&["rm", "-f", "b"]).unwrap();
+    h(1).netpath_ok(&["network", "rm", "loc"]).unwrap();
+
     // network rm: refused while sandboxes use it anywhere; then gone everywhere.
     h(1).netpath_ok(&["rm", "-f", "web", "s1"]).unwrap();
     let (code, _, err) = output(&mut h(1).netpath(&["network", "rm", "ov"]).unwrap()).unwrap();
@@ -522,4 +525,253 @@ fn three_hosts_through_the_store() {
         assert!(!ls.lines().any(|l| l.contains(" ov ")), "host {i}: {ls}");
     }
     mh.teardown().unwrap();
+}
+
+/// The VXLAN packets among `captured` (UDP to the VXLAN port) sent to `vtep`.
+fn vxlan_to(captured: &[Vec<u8>], vtep: Ipv4Addr) -> usize {
+    captured.iter().filter(|p| p[9] == 17 && p[22..24] == [0x12, 0xb5] && frames::ipv4_addrs(p).1 == vtep).count()
+}
+
+/// Pings `to` from sandbox `from` on host `i`; the exit code.
+fn ping_on(mh: &MultiHost, i: usize, from: &str, to: Ipv4Addr, count: u32) -> i32 {
+    let (code, ..) = output(mh.host(i).sandbox_cmd(from, "ping").unwrap().args([
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        &to.to_string(),
+    ]))
+    .unwrap();
+    code
+}
+
+/// Host 3 dies (every process the lab started in its namespaces killed:
+/// agent, resolver, sandboxes; its lease is no longer renewed): hosts 1 and
+/// 2 drop its endpoints from their data paths and resolvers within the TTL,
+/// and a packet for a former host-3 address is not carried to host 3. The
+/// next netpath command on host 3 (what a rebooted host runs first)
+/// revives its agent: it re-joins with its block, the other hosts program
+/// its sandboxes again, and traffic flows with the same addresses.
+#[test]
+fn a_dead_host_leaves_the_data_paths_and_comes_back() {
+    let ttl = 3;
+    let mh = cluster_lab::configured("ovdead", 3, &serde_json::json!({"cluster-lease-ttl": ttl}));
+    let h = |i: usize| mh.host(i);
+    h(0).netpath_ok(&words("network create -d overlay --subnet 10.0.9.0/24 ov")).unwrap();
+    let doc: Value = serde_json::from_str(&h(0).netpath_ok(&["network", "inspect", "ov"]).unwrap()).unwrap();
+    let vni: u32 = doc[0]["Options"][overlay::OPT_VNI].as_str().unwrap().parse().unwrap();
+    for (i, name) in ["s0", "s1", "s2"].iter().enumerate() {
+        h(i).netpath_ok(&["run", "-d", "--name", name, "--network", "ov", "--network-alias", &format!("db{i}")])
+            .unwrap();
+    }
+    let eps: Vec<(Ipv4Addr, [u8; 6])> =
+        ["s0", "s1", "s2"].iter().enumerate().map(|(i, n)| endpoint_on(&mh, i, n)).collect();
+    let all: Vec<(usize, Ipv4Addr)> = eps.iter().enumerate().map(|(i, e)| (i, e.0)).collect();
+    await_agents(&mh, vni, &all);
+    let gateway: Ipv4Addr = "10.0.9.1".parse().unwrap();
+    assert_eq!(ping_on(&mh, 0, "s0", eps[2].0, 1), 0, "s0 reaches s2 while host 3 lives");
+    assert!(
+        cluster_lab::wait_for(cluster_lab::AGENT_LIMIT, || cluster_lab::dig(&mh, 0, "s0", "db2", gateway).1
+            == vec![eps[2].0])
+        .is_some()
+    );
+    let host3_id = std::fs::read_to_string(h(2).roots.state.join("cluster-host-id")).unwrap().trim().to_string();
+    let block_of = |id: &str| {
+        cluster_lab::on_host(&mh, 0, |c| c.blocks("ov")).unwrap().into_iter().find(|b| b.host == id).map(|b| b.block)
+    };
+    let block = block_of(&host3_id).expect("host 3 holds a block");
+
+    // Host 3 dies. Only the lab's own processes live in its namespaces.
+    h(2).kill_processes();
+    let gone = netpath_common::RemoteEndpointKey::ipv4(vni, eps[2].0.octets());
+    let took = cluster_lab::wait_for(cluster_lab::AGENT_LIMIT, || {
+        (0..2).all(|i| !cluster_lab::remote_keys(&mh, i).contains(&gone))
+    })
+    .expect("hosts 1 and 2 drop host 3's endpoint from REMOTE_ENDPOINTS");
+    eprintln!("host 3's endpoint left hosts 1 and 2's data paths {took:?} after its processes died (TTL {ttl} s)");
+    // Host 2's endpoint stays where it was.
+    assert!(
+        cluster_lab::remote_keys(&mh, 0).contains(&netpath_common::RemoteEndpointKey::ipv4(vni, eps[1].0.octets()))
+    );
+    let records = cluster_lab::on_host(&mh, 0, |c| c.endpoints()).unwrap().0;
+    assert!(!records.iter().any(|e| e.host == host3_id), "host 3's records expired: {records:?}");
+    assert_eq!(block_of(&host3_id), None, "its block lease went with it");
+    // The resolvers no longer answer its names.
+    for (i, from) in [(0, "s0"), (1, "s1")] {
+        let dropped = cluster_lab::wait_for(cluster_lab::AGENT_LIMIT, || {
+            ["s2", "db2"].iter().all(|n| cluster_lab::dig(&mh, i, from, n, gateway).1.is_empty())
+        });
+        assert!(
+            dropped.is_some(),
+            "host {}'s resolver forgets s2: {:?}",
+            i + 1,
+            cluster_lab::dig(&mh, i, from, "s2", gateway)
+        );
+    }
+    // A packet for s2's former address: not encapsulated on host 1, and
+    // nothing for host 3 on its underlay port. s0 may still hold s2's MAC
+    // (a ping), so a frame addressed to it is sent as well.
+    let victim = Capture::open(&mh.underlay_ns, "h3").unwrap();
+    let before = host_counters(&mh, 0);
+    assert_ne!(ping_on(&mh, 0, "s0", eps[2].0, 2), 0, "s2's former address answers nothing");
+    let s0_ns = h(0).roots.netns_dir().join("s0");
+    let (from, to) = (std::net::SocketAddrV4::new(eps[0].0, 7300), std::net::SocketAddrV4::new(eps[2].0, 7300));
+    frames::send(&s0_ns, "eth0", &[frames::udp(eps[2].1, eps[0].1, from, to, b"to a dead host")]).unwrap();
+    let m = moved(&before, &host_counters(&mh, 0));
+    eprintln!("host 1's verdicts for s2's former address: {m:?}");
+    assert_eq!(m.get(&("from_container", "ENCAPSULATED")), None, "nothing encapsulated: {m:?}");
+    assert!(m.keys().any(|(p, _)| *p == "from_container"), "the data path saw and counted them: {m:?}");
+    // Settle: anything in flight reaches the capture.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(vxlan_to(&victim.ipv4(), h(2).ip), 0, "no VXLAN reached host 3");
+
+    // Host 3 comes back: its next command revives the agent (and resolver).
+    h(2).netpath_ok(&["ps"]).unwrap();
+    await_agents(&mh, vni, &all);
+    assert_eq!(block_of(&host3_id), Some(block), "host 3 got its block back");
+    assert_eq!(endpoint_on(&mh, 2, "s2").0, eps[2].0, "s2 kept its address");
+    let wire = Capture::open(&mh.underlay_ns, "h3").unwrap();
+    assert_eq!(ping_on(&mh, 0, "s0", eps[2].0, 2), 0, "s0 reaches s2 again");
+    assert_eq!(ping_on(&mh, 2, "s2", eps[0].0, 1), 0, "and s2 reaches s0");
+    let (r, s) = transfer(
+        mh.probe(Where::Sandbox(2, "s2"), &words("tcp-sink --port 7301 --timeout 10")).unwrap(),
+        mh.probe(
+            Where::Sandbox(0, "s0"),
+            &["tcp-send", "--to", &format!("{}:7301", eps[2].0), "--bytes", "262144", "--timeout", "10"],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!((r["bytes"].clone(), r["sha256"].clone()), (s["bytes"].clone(), s["sha256"].clone()));
+    assert!(r["peer"].as_str().unwrap().starts_with(&format!("{}:", eps[0].0)), "s2 saw s0: {r}");
+    assert!(vxlan_to(&wire.ipv4(), h(2).ip) >= 2, "host 3 got it through the overlay");
+    assert!(
+        cluster_lab::wait_for(cluster_lab::AGENT_LIMIT, || cluster_lab::dig(&mh, 0, "s0", "db2", gateway).1
+            == vec![eps[2].0])
+        .is_some(),
+        "host 1's resolver knows s2 again"
+    );
+
+    // Host 3 dies again, and meanwhile another host takes s2's address.
+    // When host 3 comes back, the first holder keeps it: host 3's agent
+    // disconnects s2 from ov (said by `info`), so the address is on one
+    // host only, in the store and in every data path, host 3's included.
+    h(2).kill_processes();
+    assert!(
+        cluster_lab::wait_for(cluster_lab::AGENT_LIMIT, || {
+            (0..2).all(|i| !cluster_lab::remote_keys(&mh, i).contains(&gone))
+        })
+        .is_some()
+    );
+    let holder = netpath::cluster::HostRecord { id: "holder".into(), vtep: Ipv4Addr::new(192, 168, 200, 99) };
+    let taken = netpath::cluster::EndpointRecord {
+        network: "ov".into(),
+        vni,
+        ip: eps[2].0,
+        mac: [0x02, 0x42, 0, 0, 0, 0x77],
+        name: "holder-web".into(),
+        aliases: vec![],
+        host: holder.id.clone(),
+        vtep: holder.vtep,
+    };
+    cluster_lab::on_host(&mh, 1, |c| {
+        let m = c.join(&holder, std::time::Duration::from_secs(120))?;
+        c.register_endpoint(&taken, &m)
+    })
+    .unwrap();
+    h(2).netpath_ok(&["ps"]).unwrap();
+    let evicted = cluster_lab::wait_for(cluster_lab::AGENT_LIMIT, || {
+        let (_store, state) = Store::open(&h(2).roots).unwrap();
+        state.sandboxes["s2"].attachments.is_empty()
+    });
+    assert!(evicted.is_some(), "host 3's agent disconnected s2 from ov");
+    let info: Value =
+        serde_json::from_str(h(2).netpath_ok(&["info", "--format", "{{json .Cluster}}"]).unwrap().trim()).unwrap();
+    let said = info["Evicted"].to_string();
+    assert!(said.contains("s2") && said.contains("holder"), "info says why: {info}");
+    let (_, s2_links, _) = output(h(2).sandbox_cmd("s2", "ip").unwrap().args(["-o", "link"])).unwrap();
+    assert!(!s2_links.contains("eth0"), "s2 has no interface on ov left: {s2_links}");
+    let (records, _) = cluster_lab::on_host(&mh, 0, |c| c.endpoints()).unwrap();
+    let holders: Vec<&str> = records.iter().filter(|e| e.ip == eps[2].0).map(|e| e.host.as_str()).collect();
+    assert_eq!(holders, ["holder"], "one record for the address");
+    let key = netpath_common::RemoteEndpointKey::ipv4(vni, eps[2].0.octets());
+    for i in 0..3 {
+        let programmed = cluster_lab::wait_for(cluster_lab::AGENT_LIMIT, || {
+            h(i).datapath()
+                .remote_endpoints()
+                .unwrap()
+                .get(&key, 0)
+                .is_ok_and(|v| v.vtep_ipv4() == holder.vtep.octets())
+        });
+        assert!(programmed.is_some(), "host {}'s data path sends the address to its holder", i + 1);
+    }
+    let local = h(2).datapath().endpoints().unwrap().get(&netpath_common::EndpointKey { ipv4: eps[2].0.octets() }, 0);
+    assert!(local.is_err(), "no local endpoint of the address left on host 3");
+}
+
+/// Two hosts each start 50 sandboxes on one overlay network through
+/// `netpath run -d`, at the same time: 100 distinct addresses in the
+/// store, in each host's state and in the other host's REMOTE_ENDPOINTS;
+/// sampled pings cross; `rm -f` leaves no record anywhere.
+#[test]
+fn fifty_and_fifty_runs_at_once_on_two_hosts() {
+    const EACH: usize = 50;
+    let mh = cluster_lab::configured("ov50", 2, &serde_json::json!({}));
+    mh.host(0).netpath_ok(&words("network create -d overlay --subnet 10.0.9.0/24 ov")).unwrap();
+    let doc: Value = serde_json::from_str(&mh.host(1).netpath_ok(&["network", "inspect", "ov"]).unwrap()).unwrap();
+    let vni: u32 = doc[0]["Options"][overlay::OPT_VNI].as_str().unwrap().parse().unwrap();
+    let names = |i: usize| (0..EACH).map(move |n| format!("c{i}-{n}"));
+
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for i in 0..2 {
+            let (mh, names) = (&mh, names(i));
+            scope.spawn(move || {
+                for name in names {
+                    mh.host(i).netpath_ok(&["run", "-d", "--name", &name, "--network", "ov"]).unwrap();
+                }
+            });
+        }
+    });
+    eprintln!("{} runs on two hosts at once took {:?}", 2 * EACH, start.elapsed());
+
+    let mut eps = Vec::new();
+    for i in 0..2 {
+        for name in names(i) {
+            eps.push((i, endpoint_on(&mh, i, &name).0));
+        }
+    }
+    let distinct: std::collections::HashSet<Ipv4Addr> = eps.iter().map(|e| e.1).collect();
+    assert_eq!(distinct.len(), 2 * EACH, "distinct addresses in the hosts' states");
+    let (records, _) = cluster_lab::on_host(&mh, 0, |c| c.endpoints()).unwrap();
+    let stored: std::collections::HashSet<Ipv4Addr> =
+        records.iter().filter(|e| e.network == "ov").map(|e| e.ip).collect();
+    assert_eq!(records.iter().filter(|e| e.network == "ov").count(), 2 * EACH, "one record per sandbox");
+    assert_eq!(stored, distinct, "the store holds exactly the hosts' addresses");
+    let start = std::time::Instant::now();
+    await_agents(&mh, vni, &eps);
+    eprintln!("both agents had programmed the other host's {EACH} within {:?} more", start.elapsed());
+    for i in 0..2 {
+        let keys = cluster_lab::remote_keys(&mh, i);
+        assert_eq!(keys.len(), EACH, "host {i} holds exactly the other host's endpoints");
+    }
+    // A sample of cross-host pings, both ways.
+    for n in [0, 17, 49] {
+        let (to0, to1) = (endpoint_on(&mh, 0, &format!("c0-{n}")).0, endpoint_on(&mh, 1, &format!("c1-{n}")).0);
+        assert_eq!(ping_on(&mh, 0, &format!("c0-{n}"), to1, 1), 0, "c0-{n} pings c1-{n}");
+        assert_eq!(ping_on(&mh, 1, &format!("c1-{}", 49 - n), to0, 1), 0, "c1-{} pings c0-{n}", 49 - n);
+    }
+
+    for i in 0..2 {
+        let mut argv = vec!["rm".to_string(), "-f".to_string()];
+        argv.extend(names(i));
+        mh.host(i).netpath_ok(&argv).unwrap();
+    }
+    let (records, _) = cluster_lab::on_host(&mh, 0, |c| c.endpoints()).unwrap();
+    assert!(records.is_empty(), "no record left: {records:?}");
+    let emptied =
+        cluster_lab::wait_for(cluster_lab::AGENT_LIMIT, || (0..2).all(|i| cluster_lab::remote_keys(&mh, i).is_empty()));
+    assert!(emptied.is_some(), "REMOTE_ENDPOINTS emptied: {:?}", cluster_lab::remote_keys(&mh, 0));
 }

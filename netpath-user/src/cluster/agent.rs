@@ -92,6 +92,11 @@ pub struct Status {
     pub remote_endpoints: usize,
     /// Why the store is not being followed right now, if it is not.
     pub error: Option<String>,
+    /// Sandboxes disconnected from an overlay network because another host
+    /// took their address while this one was away: "SANDBOX on NETWORK
+    /// (ADDRESS, now HOLDER)".
+    #[serde(default)]
+    pub evicted: Vec<String>,
 }
 
 /// This host's own endpoints: in the product, the attachments on overlay
@@ -99,6 +104,11 @@ pub struct Status {
 pub trait Local {
     /// (network name, address, MAC, sandbox name, aliases) of each.
     fn endpoints(&self) -> Result<Vec<LocalEndpoint>>;
+    /// Takes `ep` off its network: another host holds its address now
+    /// (it took it while this host was away). The first holder keeps an
+    /// address; the sandbox that comes back to find it taken is
+    /// disconnected, so no address is ever on two hosts at once.
+    fn evict(&self, ep: &LocalEndpoint) -> Result<()>;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,15 +120,24 @@ pub struct LocalEndpoint {
     pub aliases: Vec<String>,
 }
 
+/// How the product disconnects an evicted sandbox (`network disconnect`
+/// under the state lock; given by the caller, as the sink is, so that this
+/// module does not depend on the sandbox and driver code that depends on it).
+pub type Evict = fn(&crate::paths::Roots, &LocalEndpoint) -> Result<()>;
+
 /// The product's `Local`: netpath's state file as it is now.
-pub struct StateEndpoints(pub PathBuf);
+pub struct StateEndpoints {
+    pub roots: crate::paths::Roots,
+    pub evict: Evict,
+}
 
 impl Local for StateEndpoints {
     fn endpoints(&self) -> Result<Vec<LocalEndpoint>> {
-        let state: crate::state::State = match std::fs::read(&self.0) {
-            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("reading {}", self.0.display()))?,
+        let path = self.roots.state_file();
+        let state: crate::state::State = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", self.0.display())),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         Ok(state
             .networks
@@ -133,6 +152,10 @@ impl Local for StateEndpoints {
                 aliases: a.aliases.clone(),
             })
             .collect())
+    }
+
+    fn evict(&self, ep: &LocalEndpoint) -> Result<()> {
+        (self.evict)(&self.roots, ep)
     }
 }
 
@@ -237,10 +260,7 @@ impl<S: Sink, L: Local> Agent<S, L> {
 
     /// The saved membership while its lease lives, else a new one (saved).
     fn membership(&mut self, cluster: &Cluster) -> Result<Membership> {
-        let saved: Option<Membership> = std::fs::read(&self.config.files.membership)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|m: &Membership| m.host.id == self.config.host.id);
+        let saved = Membership::load(&self.config.files.membership).filter(|m| m.host.id == self.config.host.id);
         if let Some(mut m) = saved {
             m.host = self.config.host.clone();
             if cluster.resume(&m)? {
@@ -248,7 +268,7 @@ impl<S: Sink, L: Local> Agent<S, L> {
             }
         }
         let m = cluster.join(&self.config.host, self.config.ttl)?;
-        crate::state::write_atomically(&self.config.files.membership, &serde_json::to_vec(&m)?, false)?;
+        m.save(&self.config.files.membership)?;
         Ok(m)
     }
 
@@ -263,7 +283,11 @@ impl<S: Sink, L: Local> Agent<S, L> {
                 std::collections::btree_map::Entry::Vacant(v) => {
                     let net = cluster.network(&ep.network)?;
                     if net.is_some() {
-                        cluster.lease_block(&ep.network, m)?;
+                        // No block left (another host took this one's):
+                        // the sandboxes keep what addresses are still free.
+                        if let Err(e) = cluster.lease_block(&ep.network, m) {
+                            eprintln!("agent: {e:#}");
+                        }
                     } else {
                         eprintln!("agent: overlay network {} is not in the cluster store", ep.network);
                     }
@@ -272,19 +296,28 @@ impl<S: Sink, L: Local> Agent<S, L> {
             };
             let Some(net) = net else { continue };
             let record = EndpointRecord {
-                network: ep.network,
+                network: ep.network.clone(),
                 vni: net.vni,
                 ip: ep.ip,
                 mac: ep.mac,
-                name: ep.name,
-                aliases: ep.aliases,
+                name: ep.name.clone(),
+                aliases: ep.aliases.clone(),
                 host: m.host.id.clone(),
                 vtep: m.host.vtep,
             };
-            if let Err(e) = cluster.register_endpoint(&record, m) {
-                // Another host took the address while this one was away:
-                // say so, keep the rest going.
-                eprintln!("agent: {e:#}");
+            match cluster.register_endpoint(&record, m) {
+                Ok(()) => {}
+                // Another host took the address while this one was away.
+                Err(e) if e.is::<super::AddressTaken>() => {
+                    let line = format!("{} on {} ({e})", ep.name, ep.network);
+                    eprintln!("agent: disconnecting {line}");
+                    match self.local.evict(&ep) {
+                        Ok(()) => self.status.evicted.push(line),
+                        Err(e) => eprintln!("agent: disconnecting {}: {e:#}", ep.name),
+                    }
+                }
+                // Anything else: say so, keep the rest going.
+                Err(e) => eprintln!("agent: {e:#}"),
             }
         }
         Ok(())

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     records::{BlockRecord, EndpointRecord, HostRecord, OverlayNetwork},
     store::{
-        CAS_ATTEMPTS, Cas, Cluster, affinity_key, block_key, blocks_prefix, endpoint_key, endpoints_prefix, host_key,
-        leased, to_json,
+        CAS_ATTEMPTS, Cas, Cluster, affinity_key, affinity_prefix, block_key, blocks_prefix, endpoint_key,
+        endpoints_prefix, host_key, leased, to_json,
     },
 };
 
@@ -35,6 +35,17 @@ pub struct Membership {
 impl Membership {
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.ttl_s)
+    }
+
+    /// The membership saved at `path` (the agent's `Files::membership`), if
+    /// one is there and readable; whether its lease still lives is the
+    /// store's to say (`Cluster::resume`).
+    pub fn load(path: &std::path::Path) -> Option<Membership> {
+        std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        crate::state::write_atomically(path, &serde_json::to_vec(self)?, false)
     }
 }
 
@@ -141,7 +152,9 @@ impl Cluster {
 
     /// This host's block of `network`: the one it holds already (moved onto
     /// its current lease), else the one it held last if nobody took it in
-    /// between, else the first free one. Each claim is a compare-and-swap,
+    /// between, else the first free one no other host held last (as
+    /// Calico's block affinity: a dead host's block waits for it), else the
+    /// first free one. Each claim is a compare-and-swap,
     /// so two hosts never hold the same block.
     pub fn lease_block(&self, network: &str, m: &Membership) -> Result<Ipv4Network> {
         let net = self.network(network)?.ok_or_else(|| anyhow!("network {network} not found in the cluster"))?;
@@ -161,12 +174,23 @@ impl Cluster {
                 continue;
             }
             let taken: Vec<Ipv4Network> = held.iter().map(|(_, b, _)| b.block).collect();
-            let previous = self
-                .get_raw(&affinity_key(network, &m.host.id))?
-                .and_then(|(v, _)| String::from_utf8_lossy(&v).parse::<Ipv4Network>().ok())
-                .filter(|b| net.blocks().any(|x| x == *b));
+            // Every host's last block, this one's included: a free block
+            // another host held last is kept for its return (its sandboxes
+            // may still hold addresses in it) while any other is free.
+            let (raw, _) = self.list_raw(&affinity_prefix(network))?;
+            let last_held: Vec<(String, Ipv4Network)> = raw
+                .iter()
+                .filter_map(|(k, v, _)| {
+                    let block = String::from_utf8_lossy(v).parse::<Ipv4Network>().ok()?;
+                    Some((k.rsplit('/').next()?.to_string(), block))
+                })
+                .filter(|(_, b)| net.blocks().any(|x| x == *b))
+                .collect();
+            let previous = last_held.iter().find(|(h, _)| *h == m.host.id).map(|(_, b)| *b);
+            let others: Vec<Ipv4Network> = last_held.iter().filter(|(h, _)| *h != m.host.id).map(|(_, b)| *b).collect();
             let candidate = previous
                 .filter(|b| !taken.contains(b))
+                .or_else(|| net.blocks().find(|b| !taken.contains(b) && !others.contains(b)))
                 .or_else(|| net.blocks().find(|b| !taken.contains(b)))
                 .ok_or_else(|| {
                     anyhow!(
@@ -265,9 +289,24 @@ impl Cluster {
         bail!("network {}: could not claim an address in {block}", net.name)
     }
 
-    pub fn release_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<()> {
+    /// Deletes the record of `ip` on `network` if host `host` holds it. A
+    /// record of another host's is left alone: this host lost the address
+    /// while it was away, and the new holder's record is not its to delete.
+    pub fn release_endpoint(&self, network: &str, ip: Ipv4Addr, host: &str) -> Result<()> {
         let key = endpoint_key(network, ip);
-        self.rpc("releasing an endpoint", |mut c| async move { c.delete(key, None).await })?;
-        Ok(())
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((current, rev)) = self.get_raw(&key)? else { return Ok(()) };
+            let current: EndpointRecord = serde_json::from_slice(&current).context("cluster store: bad endpoint")?;
+            if current.host != host {
+                return Ok(());
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            if let Cas::Done = self.txn("releasing an endpoint", txn)? {
+                return Ok(());
+            }
+        }
+        bail!("endpoint {ip} on {network}: the record kept changing")
     }
 }

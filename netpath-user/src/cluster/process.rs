@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{
     Cluster, HostRecord, Membership, Sink,
-    agent::{Agent, AgentConfig, Files, StateEndpoints, Status, host_id},
+    agent::{Agent, AgentConfig, Evict, Files, StateEndpoints, Status, host_id},
 };
 use crate::{background::Background, config::Config, paths::Roots};
 
@@ -98,15 +98,11 @@ pub fn stop(roots: &Roots, leave: bool) -> Result<()> {
     }
     let _ = std::fs::remove_file(&files.remote);
     let _ = std::fs::remove_file(&files.status);
-    let Some(m) = saved_membership(&files) else { return Ok(()) };
+    let Some(m) = Membership::load(&files.membership) else { return Ok(()) };
     let _ = std::fs::remove_file(&files.membership);
     let store = crate::config::load_cluster(&roots.config).ok().flatten().map(|c| c.store);
     let Some(store) = store else { return Ok(()) };
     Cluster::connect(&store).and_then(|c| c.leave(&m)).context("leaving the cluster")
-}
-
-fn saved_membership(files: &Files) -> Option<Membership> {
-    std::fs::read(&files.membership).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -117,9 +113,10 @@ extern "C" fn on_stop(_: libc::c_int) {
 
 /// `netpath agent`: runs until SIGTERM/SIGINT, or until the config no
 /// longer names a store.
-/// `sink` builds the data path's side (given by the caller, so that this
-/// module does not depend on the overlay driver's, which depends on it).
-pub fn serve(roots: Roots, sink: fn(&Roots, &HostRecord) -> Box<dyn Sink>) -> Result<i32> {
+/// `sink` builds the data path's side and `evict` disconnects a sandbox
+/// (given by the caller, so that this module does not depend on the
+/// overlay driver's, which depends on it).
+pub fn serve(roots: Roots, sink: fn(&Roots, &HostRecord) -> Box<dyn Sink>, evict: Evict) -> Result<i32> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(SigHandler::Handler(on_stop), SaFlags::empty(), SigSet::empty());
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
@@ -135,7 +132,7 @@ pub fn serve(roots: Roots, sink: fn(&Roots, &HostRecord) -> Box<dyn Sink>) -> Re
     eprintln!("agent: host {} (VTEP {}) following {}", host.id, host.vtep, cluster.store.join(","));
     let config = AgentConfig { store: cluster.store, host, ttl: cluster.lease_ttl, files };
     let sink = sink(&roots, &config.host);
-    let mut agent = Agent::new(config, sink, StateEndpoints(roots.state_file()));
+    let mut agent = Agent::new(config, sink, StateEndpoints { roots: roots.clone(), evict });
     agent.run(&STOP);
     eprintln!("agent: stopped");
     Ok(0)
@@ -175,5 +172,6 @@ pub fn info(roots: &Roots, config: &Config) -> Value {
         "Lease": status.as_ref().map_or(String::new(), |s| format!("{:x}", s.lease)),
         "LeaseState": lease,
         "RemoteEndpoints": status.as_ref().map_or(0, |s| s.remote_endpoints),
+        "Evicted": status.as_ref().map_or(Vec::new(), |s| s.evicted.clone()),
     })
 }

@@ -65,7 +65,7 @@ pub(super) fn blocks_prefix(network: &str) -> String {
 pub(super) fn affinity_key(network: &str, host: &str) -> String {
     format!("{ROOT}affinity/{network}/{host}")
 }
-fn affinity_prefix(network: &str) -> String {
+pub(super) fn affinity_prefix(network: &str) -> String {
     format!("{ROOT}affinity/{network}/")
 }
 pub(super) fn endpoint_key(network: &str, ip: Ipv4Addr) -> String {

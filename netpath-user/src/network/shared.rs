@@ -53,12 +53,7 @@ pub fn member(host: &Host) -> Result<Member> {
     let files = Files::of(&host.roots);
     let id = host_id(&files.host_id)?;
     let me = HostRecord { id, vtep: cfg.advertise };
-    let saved = || -> Option<Membership> {
-        std::fs::read(&files.membership)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|m: &Membership| m.host == me)
-    };
+    let saved = || Membership::load(&files.membership).filter(|m| m.host == me);
     let mut found = saved();
     if found.is_none() && crate::cluster::process::running(&host.roots).is_some() {
         for _ in 0..AGENT_JOIN_POLLS {
@@ -75,7 +70,7 @@ pub fn member(host: &Host) -> Result<Member> {
         }
     }
     let m = cluster.join(&me, cfg.lease_ttl)?;
-    crate::state::write_atomically(&files.membership, &serde_json::to_vec(&m)?, false)?;
+    m.save(&files.membership)?;
     Ok(Member { cluster, membership: m })
 }
 
@@ -217,8 +212,10 @@ pub fn register(host: &Host, net: &Network, vni: u32, name: &str, att: &Attachme
     me.cluster.register_endpoint(&ep, &me.membership)
 }
 
+/// Deletes the sandbox's record unless another host holds the address now.
 pub fn release(host: &Host, net: &Network, ip: Ipv4Addr) -> Result<()> {
-    Cluster::connect(&config(host)?.store)?.release_endpoint(&net.name, ip)
+    let id = host_id(&Files::of(&host.roots).host_id)?;
+    Cluster::connect(&config(host)?.store)?.release_endpoint(&net.name, ip, &id)
 }
 
 /// `network rm` of an overlay network: gone from the store first, which
