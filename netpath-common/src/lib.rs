@@ -671,6 +671,10 @@ reasons! {
     /// Arrived on the overlay neither IPv4 nor anything a sandbox may send
     /// another host (ARP is answered on each host, never tunnelled).
     DropOverlayNotIpv4 = 55 => "DROP_OVERLAY_NOT_IPV4",
+    /// From a sandbox for an address of its own overlay network that no
+    /// sandbox holds, here or on any host (never given, or its host left
+    /// the cluster): there is no host to tunnel it to.
+    DropOverlayNoEndpoint = 56 => "DROP_OVERLAY_NO_ENDPOINT",
 }
 
 impl Reason {

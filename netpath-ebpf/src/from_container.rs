@@ -102,9 +102,19 @@ pub fn run(ctx: &TcContext) -> V {
     // like it only for packets no connection of ours carries (a tracked
     // flow's first packet passed here), so the trie lookup is per flow.
     // Its gateway is this host's own address, reachable as with bridges.
+    // An address of the sender's own overlay network reaching here is held
+    // by no sandbox anywhere (a remote one was tunnelled above): the
+    // kernel would only route it into the bridge, where nobody answers.
+    // The subnet's broadcast address still goes the bridge's way.
     if let Some(owner) = maps::overlay_subnet(p.key.daddr) {
-        if owner != src.network_id && maps::network(owner).is_none_or(|n| n.gateway != p.key.daddr) {
-            return drop(Reason::DropOtherNetwork);
+        let net = maps::network(owner);
+        if net.is_none_or(|n| n.gateway != p.key.daddr) {
+            if owner != src.network_id {
+                return drop(Reason::DropOtherNetwork);
+            }
+            if net.is_some_and(|n| !is_broadcast(&n, p.key.daddr)) {
+                return drop(Reason::DropOverlayNoEndpoint);
+            }
         }
     }
     let Some(net) = maps::network(src.network_id) else {
@@ -265,6 +275,12 @@ fn linked(from: [u8; 4], to: [u8; 4]) -> bool {
 }
 
 #[inline(always)]
+/// Whether `addr` is the broadcast address of `net`'s subnet.
+fn is_broadcast(net: &NetworkPolicy, addr: [u8; 4]) -> bool {
+    let m = u32::from_ne_bytes(net.subnet_mask);
+    u32::from_ne_bytes(addr) | m == u32::MAX
+}
+
 fn in_subnet(net: &NetworkPolicy, addr: [u8; 4]) -> bool {
     let a = u32::from_ne_bytes(addr);
     let m = u32::from_ne_bytes(net.subnet_mask);
