@@ -216,8 +216,9 @@ impl Recorder {
     }
 }
 
-/// A host's own endpoints, fixed; those the agent evicts are recorded.
-struct Fixed(Vec<LocalEndpoint>, Arc<Mutex<Vec<LocalEndpoint>>>);
+/// A host's own endpoints, fixed; those the agent evicts, and the blocks
+/// it says the host holds, are recorded.
+struct Fixed(Vec<LocalEndpoint>, Arc<Mutex<Vec<LocalEndpoint>>>, Arc<Mutex<Vec<(String, Ipv4Network)>>>);
 
 impl Local for Fixed {
     fn endpoints(&self) -> Result<Vec<LocalEndpoint>> {
@@ -226,6 +227,10 @@ impl Local for Fixed {
     }
     fn evict(&self, ep: &LocalEndpoint) -> Result<()> {
         self.1.lock().unwrap().push(ep.clone());
+        Ok(())
+    }
+    fn hold_block(&self, network: &str, block: Ipv4Network) -> Result<()> {
+        self.2.lock().unwrap().push((network.to_string(), block));
         Ok(())
     }
 }
@@ -247,6 +252,7 @@ struct Running {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     evicted: Arc<Mutex<Vec<LocalEndpoint>>>,
+    held: Arc<Mutex<Vec<(String, Ipv4Network)>>>,
 }
 
 impl Running {
@@ -261,7 +267,8 @@ impl Running {
         let ns = lab.host(i).ns.clone();
         let flag = stop.clone();
         let evicted = Arc::new(Mutex::new(Vec::new()));
-        let local = Fixed(endpoints, evicted.clone());
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let local = Fixed(endpoints, evicted.clone(), held.clone());
         let thread = std::thread::spawn(move || {
             netns::run_in(&ns, || {
                 Agent::new(config, sink, local).run(&flag);
@@ -269,7 +276,7 @@ impl Running {
             })
             .expect("agent thread");
         });
-        Running { stop, thread: Some(thread), evicted }
+        Running { stop, thread: Some(thread), evicted, held }
     }
 
     fn kill(&mut self) {
@@ -328,6 +335,8 @@ fn agents_drop_a_silent_host_and_take_it_back_when_it_returns() {
     let mut a3 = Running::start(&lab, 2, ttl, Recorder::default(), third.clone());
     assert!(wait_for(limit, || sees_three(&s1) && sees_three(&s2)).is_some(), "host 3's endpoints reappear");
     assert_eq!(block_of("host3"), Some(first_block), "a returning host gets its block back");
+    let held = a3.held.lock().unwrap().clone();
+    assert!(!held.is_empty() && held.iter().all(|h| *h == ("ov".to_string(), first_block)), "drawn from: {held:?}");
 
     // Dies again. A new host leases a block meanwhile: not host 3's, which
     // waits for it while another is free.
@@ -342,7 +351,7 @@ fn agents_drop_a_silent_host_and_take_it_back_when_it_returns() {
         })
         .unwrap()
     };
-    let (fourth, ..) = newcomer("newcomer");
+    let (fourth, _, newcomer_membership) = newcomer("newcomer");
     assert_ne!(fourth, first_block, "a dead host's block is kept for it while another is free");
     // The last free block is host 3's: the next newcomer takes it, and an
     // address host 3's sandbox three1 had.
@@ -372,9 +381,23 @@ fn agents_drop_a_silent_host_and_take_it_back_when_it_returns() {
         assert_eq!(s.0.lock().unwrap().view.get(&("ov".into(), third_ips[1])), Some(&stolen), "data paths: the holder");
     }
     assert_eq!(block_of("host3"), None, "no block was free for host 3");
+    assert!(a3.held.lock().unwrap().is_empty(), "no block to draw from: {:?}", a3.held.lock().unwrap());
     let blocks: Vec<_> = on_host(&lab, 0, |c| c.blocks("ov")).unwrap().into_iter().map(|b| b.block).collect();
     let distinct: HashSet<_> = blocks.iter().collect();
     assert_eq!(blocks.len(), distinct.len(), "no block held twice: {blocks:?}");
+
+    // The newcomer leaves, and host 3 comes back once more: it holds the
+    // newcomer's block now, and its new sandboxes draw from that one, not
+    // from the block it had first (the intruder's now).
+    drop(a3);
+    on_host(&lab, 0, |c| c.leave(&newcomer_membership)).unwrap();
+    let a3 = Running::start(&lab, 2, ttl, Recorder::default(), third.clone());
+    assert!(wait_for(limit, || block_of("host3") == Some(fourth)).is_some(), "host 3 leases the free block");
+    assert!(
+        wait_for(limit, || a3.held.lock().unwrap().last() == Some(&("ov".to_string(), fourth))).is_some(),
+        "host 3 draws from its new block: {:?}",
+        a3.held.lock().unwrap()
+    );
 }
 
 fn info_cluster(lab: &MultiHost, i: usize) -> serde_json::Value {

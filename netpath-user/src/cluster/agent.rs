@@ -109,6 +109,10 @@ pub trait Local {
     /// address; the sandbox that comes back to find it taken is
     /// disconnected, so no address is ever on two hosts at once.
     fn evict(&self, ep: &LocalEndpoint) -> Result<()>;
+    /// Makes `block` the range this host's new sandboxes on `network` draw
+    /// their addresses from: a host that comes back to find its old block
+    /// taken holds another one now, and the old range is someone else's.
+    fn hold_block(&self, network: &str, block: ipnetwork::Ipv4Network) -> Result<()>;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +160,19 @@ impl Local for StateEndpoints {
 
     fn evict(&self, ep: &LocalEndpoint) -> Result<()> {
         (self.evict)(&self.roots, ep)
+    }
+
+    fn hold_block(&self, network: &str, block: ipnetwork::Ipv4Network) -> Result<()> {
+        // Only the local record's range changes: the data path keys on the
+        // whole subnet, and sandboxes keep the addresses they have.
+        let (store, mut state) = crate::state::Store::open(&self.roots)?;
+        match state.networks.get_mut(network) {
+            Some(net) if net.driver == OVERLAY_DRIVER && net.ip_range != Some(block) => {
+                net.ip_range = Some(block);
+                store.save(&state)
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -285,8 +302,13 @@ impl<S: Sink, L: Local> Agent<S, L> {
                     if net.is_some() {
                         // No block left (another host took this one's):
                         // the sandboxes keep what addresses are still free.
-                        if let Err(e) = cluster.lease_block(&ep.network, m) {
-                            eprintln!("agent: {e:#}");
+                        match cluster.lease_block(&ep.network, m) {
+                            Ok(block) => {
+                                if let Err(e) = self.local.hold_block(&ep.network, block) {
+                                    eprintln!("agent: taking block {block} for {}: {e:#}", ep.network);
+                                }
+                            }
+                            Err(e) => eprintln!("agent: {e:#}"),
                         }
                     } else {
                         eprintln!("agent: overlay network {} is not in the cluster store", ep.network);
