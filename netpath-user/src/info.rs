@@ -300,6 +300,11 @@ pub fn render(doc: &Value) -> String {
         ));
         line(format!(" Lease: {} {}", s(&c["Lease"]), s(&c["LeaseState"])));
         line(format!(" Remote endpoints: {}", s(&c["RemoteEndpoints"])));
+        // Sandboxes taken off an overlay network because another host took
+        // their address while this one was away: the user must see why.
+        for evicted in c["Evicted"].as_array().into_iter().flatten() {
+            line(format!(" Evicted: {}", s(evicted)));
+        }
     } else {
         line("Cluster store: none".into());
     }

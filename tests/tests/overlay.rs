@@ -695,6 +695,11 @@ fn a_dead_host_leaves_the_data_paths_and_comes_back() {
         serde_json::from_str(h(2).netpath_ok(&["info", "--format", "{{json .Cluster}}"]).unwrap().trim()).unwrap();
     let said = info["Evicted"].to_string();
     assert!(said.contains("s2") && said.contains("holder"), "info says why: {info}");
+    let text = h(2).netpath_ok(&["info"]).unwrap();
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("Evicted: s2 on ov") && l.contains("holder")),
+        "and so does plain info: {text}"
+    );
     let (_, s2_links, _) = output(h(2).sandbox_cmd("s2", "ip").unwrap().args(["-o", "link"])).unwrap();
     assert!(!s2_links.contains("eth0"), "s2 has no interface on ov left: {s2_links}");
     let (records, _) = cluster_lab::on_host(&mh, 0, |c| c.endpoints()).unwrap();

@@ -46,6 +46,13 @@ enum Task {
         /// Flannel-style against the underlay bound).
         #[arg(long)]
         cross_host: bool,
+        /// Only these systems (see `netpath-lab bench --help` and
+        /// `netpath-lab bench-cross-host --help` for the names).
+        #[arg(long = "system")]
+        systems: Vec<String>,
+        /// Rounds per metric of the cross-host bench (default 3).
+        #[arg(long, requires = "cross_host")]
+        reps: Option<u32>,
     },
     /// Write the man pages (one per command) into $CARGO_TARGET_DIR/man,
     /// from the same definition as `netpath --help`.
@@ -113,7 +120,7 @@ fn run(cli: Cli) -> Result<()> {
             let err = std::os::unix::process::CommandExt::exec(&mut cmd);
             Err(err).with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))
         }
-        Task::Bench { quick, scenarios, no_scaling, cross_host } => {
+        Task::Bench { quick, scenarios, no_scaling, cross_host, systems, reps } => {
             setup::ensure()?;
             setup::bench_extras()?;
             build()?;
@@ -123,6 +130,12 @@ fn run(cli: Cli) -> Result<()> {
                 cmd.args(["bench-cross-host", "--out"]).arg(target_dir().join("bench"));
                 if quick {
                     cmd.arg("--quick");
+                }
+                for s in &systems {
+                    cmd.args(["--system", s]);
+                }
+                if let Some(reps) = reps {
+                    cmd.args(["--reps", &reps.to_string()]);
                 }
                 return exec(&mut cmd);
             }
@@ -137,6 +150,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             for s in &scenarios {
                 cmd.args(["--scenario", s]);
+            }
+            for s in &systems {
+                cmd.args(["--system", s]);
             }
             exec(&mut cmd)
         }
