@@ -89,10 +89,7 @@ impl Background {
     /// Replaces the PID file atomically, so that a reader without the lock
     /// never sees it half written.
     pub fn write_pid_file(&self, roots: &Roots, pid: u32) -> Result<()> {
-        let path = self.pid_file(roots);
-        let tmp = path.with_extension("pid.tmp");
-        std::fs::write(&tmp, pid.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        crate::state::write_atomically(&self.pid_file(roots), pid.to_string().as_bytes(), false)
     }
 
     pub fn remove_pid_file(&self, roots: &Roots) {

@@ -357,7 +357,7 @@ impl Drop for Store {
 
 /// The state file's contents: Ok(Err(why)) when it exists but cannot be
 /// parsed.
-fn read_state(path: &std::path::Path) -> Result<std::result::Result<State, String>> {
+pub(crate) fn read_state(path: &std::path::Path) -> Result<std::result::Result<State, String>> {
     match fs::read(path) {
         Ok(bytes) => Ok(serde_json::from_slice(&bytes).map_err(|e| e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ok(State::default())),
@@ -365,11 +365,9 @@ fn read_state(path: &std::path::Path) -> Result<std::result::Result<State, Strin
     }
 }
 
-/// Writes `bytes` to a temporary file (synced to disk with `sync`) and
-/// renames it over `path`: readers see the old contents or the new, never a
-/// torn file.
-/// Replaces `path` with `bytes` in one rename, so that a reader sees the
-/// old or the new file, never a part. The temporary name carries the PID:
+/// Replaces `path` with `bytes` in one rename (the temporary synced to disk
+/// first with `sync`), so that a reader sees the old or the new file, never
+/// a part. The temporary name carries the PID:
 /// two processes replacing the same file never write into one temporary.
 pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8], sync: bool) -> Result<()> {
     if let Some(dir) = path.parent() {

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -138,11 +138,10 @@ pub struct StateEndpoints {
 impl Local for StateEndpoints {
     fn endpoints(&self) -> Result<Vec<LocalEndpoint>> {
         let path = self.roots.state_file();
-        let state: crate::state::State = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
+        // Read without the lock (the agent must not wait on a command);
+        // a missing file is an empty state, hence no endpoints.
+        let state =
+            crate::state::read_state(&path)?.map_err(|why| anyhow::anyhow!("reading {}: {why}", path.display()))?;
         Ok(state
             .networks
             .values()
