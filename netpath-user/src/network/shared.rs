@@ -214,8 +214,12 @@ pub fn register(host: &Host, net: &Network, vni: u32, name: &str, att: &Attachme
 
 /// Deletes the sandbox's record unless another host holds the address now.
 pub fn release(host: &Host, net: &Network, ip: Ipv4Addr) -> Result<()> {
-    let id = host_id(&Files::of(&host.roots).host_id)?;
-    Cluster::connect(&config(host)?.store)?.release_endpoint(&net.name, ip, &id)
+    // Only read: a host that never had an identity holds no record, and a
+    // removal must not make one up.
+    let Ok(id) = std::fs::read_to_string(Files::of(&host.roots).host_id) else {
+        return Ok(());
+    };
+    Cluster::connect(&config(host)?.store)?.release_endpoint(&net.name, ip, id.trim())
 }
 
 /// `network rm` of an overlay network: gone from the store first, which
