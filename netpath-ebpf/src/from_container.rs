@@ -274,24 +274,18 @@ fn linked(from: [u8; 4], to: [u8; 4]) -> bool {
     unsafe { maps::LINKS.get(netpath_common::LinkKey { from, to }) }.is_some()
 }
 
-#[inline(always)]
 /// Whether `addr` is the broadcast address of `net`'s subnet.
+#[inline(always)]
 fn is_broadcast(net: &NetworkPolicy, addr: [u8; 4]) -> bool {
     let m = u32::from_ne_bytes(net.subnet_mask);
     u32::from_ne_bytes(addr) | m == u32::MAX
 }
 
+#[inline(always)]
 fn in_subnet(net: &NetworkPolicy, addr: [u8; 4]) -> bool {
     let a = u32::from_ne_bytes(addr);
     let m = u32::from_ne_bytes(net.subnet_mask);
     a & m == u32::from_ne_bytes(net.subnet) & m
-}
-
-/// Hands the packet to the sandbox behind `dst`, counted under `reason`.
-#[inline(always)]
-fn redirect(dst: &Endpoint, reason: Reason) -> V {
-    let action = route::into_sandbox(dst);
-    if action == TC_ACT_REDIRECT { Verdict::new(reason, action) } else { drop(Reason::DropRedirectFailed) }
 }
 
 /// A packet of a tracked connection: translated and delivered here when its
@@ -318,7 +312,7 @@ fn deliver_translated(ctx: &TcContext, p: &Packet, to: &FlowKey, dst: &Endpoint,
     {
         return drop(Reason::DropWriteFailed);
     }
-    redirect(dst, reason)
+    route::redirect_into(dst, reason)
 }
 
 /// A sandbox connecting to a published port of this host.

@@ -38,6 +38,13 @@ pub fn to_sandbox(ctx: &TcContext, eth_dst: &[u8; 6], dst: &Endpoint, reason: Re
     if *eth_dst != dst.mac && Ctx::store(ctx, 0, &dst.mac).is_err() {
         return drop(Reason::DropWriteFailed);
     }
+    redirect_into(dst, reason)
+}
+
+/// Hands the packet to the sandbox behind `dst` as it is, counted under
+/// `reason`; a failed redirect is a drop of its own.
+#[inline(always)]
+pub fn redirect_into(dst: &Endpoint, reason: Reason) -> V {
     let action = into_sandbox(dst);
     if action == TC_ACT_REDIRECT { Verdict::new(reason, action) } else { drop(Reason::DropRedirectFailed) }
 }

@@ -21,10 +21,7 @@ use crate::{
         Frag, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMP_PROT_UNREACH, ICMP_TIME_EXCEEDED, Kind, Packet, Parsed,
         orphan_fragment, parse, parse_quoted,
     },
-    publish,
-    route::{self, TC_ACT_REDIRECT},
-    stats::{self, Verdict},
-    tunnel,
+    publish, route, stats, tunnel,
 };
 
 use crate::stats::tc::{V, drop, pass};
@@ -99,8 +96,7 @@ fn deliver(ctx: &TcContext, p: &Packet, dst: &Endpoint, reason: Reason) -> V {
     if nat::decrement_ttl(ctx, p).is_err() || nat::set_macs(ctx, &dst.mac, &gw_mac).is_err() {
         return drop(Reason::DropWriteFailed);
     }
-    let action = route::into_sandbox(dst);
-    if action == TC_ACT_REDIRECT { Verdict::new(reason, action) } else { drop(Reason::DropRedirectFailed) }
+    route::redirect_into(dst, reason)
 }
 
 /// An ICMP error about a translated connection: the quoted header is the
