@@ -67,6 +67,7 @@ pub fn take(ctx: &TcContext) -> Option<Reason> {
         r if r == Reason::SnatNew as u32 => Some(Reason::SnatNew),
         r if r == Reason::FragmentTranslated as u32 => Some(Reason::FragmentTranslated),
         r if r == Reason::PassMasqueradeOff as u32 => Some(Reason::PassMasqueradeOff),
+        r if r == Reason::PassNoUplinkAddress as u32 => Some(Reason::PassNoUplinkAddress),
         _ => None,
     }
 }
