@@ -17,6 +17,8 @@ pub const IP_DST_OFF: usize = IP_OFF + 16;
 pub const IPV4_HLEN: usize = 20;
 /// "More fragments", in the flags and offset field.
 const IP_MF: u16 = 0x2000;
+/// "More fragments" and the fragment offset.
+pub const IP_FRAG_MASK: u16 = 0x3fff;
 
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_DEST_UNREACH: u8 = 3;
@@ -180,7 +182,7 @@ pub fn parse_l3<C: Ctx>(ctx: &C) -> Parsed {
         l4_off: IP_OFF + ihl,
         tcp_flags: 0,
         ttl: ip.ttl,
-        frag: match u16::from_be(ip.frag_off_be) & 0x3fff {
+        frag: match u16::from_be(ip.frag_off_be) & IP_FRAG_MASK {
             0 => Frag::Whole,
             IP_MF => Frag::First,
             _ => Frag::Later,

@@ -10,18 +10,14 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use netpath_common::VXLAN_PORT;
+use netpath_common::{IPPROTO_UDP, VXLAN_PORT};
 
 use crate::{
     ctx::Ctx,
     maps::UPLINKS,
-    packet::{ETH_P_IP, EthHdr, IP_OFF, IPV4_HLEN, Ipv4Hdr},
+    packet::{ETH_P_IP, EthHdr, IP_FRAG_MASK, IP_OFF, IPV4_HLEN, Ipv4Hdr},
     route::TC_ACT_REDIRECT,
 };
-
-const IPPROTO_UDP: u8 = 17;
-/// "More fragments" and the fragment offset.
-const IP_FRAG_MASK: u16 = 0x3fff;
 
 /// The outer IPv4 TTL of encapsulated packets.
 const TUNNEL_TTL: u8 = 64;
