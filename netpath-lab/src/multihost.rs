@@ -415,9 +415,7 @@ impl Etcd {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join(" | ")
+        log_tail(&self.log())
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within five seconds.
@@ -443,4 +441,11 @@ impl Drop for Etcd {
             eprintln!("warning: stopping etcd: {e:#}");
         }
     }
+}
+
+/// The last five lines of a log, on one line (for an error message).
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
 }

@@ -354,13 +354,6 @@ impl Built {
 }
 
 /// The median of `v` (not empty).
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
-}
-
 pub const SYSTEMS: [System; 4] = [System::NetpathOverlay, System::KernelVxlan, System::DockerSwarm, System::Underlay];
 
 pub fn run(bins: &Binaries, args: CrossHostArgs) -> Result<i32> {
@@ -451,16 +444,14 @@ pub fn run(bins: &Binaries, args: CrossHostArgs) -> Result<i32> {
     for (i, b) in &built {
         if b.system == System::NetpathOverlay && !rows[*i].errors.is_empty() {
             for h in b.lab.hosts.iter().take(2) {
-                let log = std::fs::read_to_string(h.roots.run.join("agent.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                rows[*i].errors.push(format!("host {} agent.log: {}", h.index + 1, tail.join(" | ")));
+                let tail = multihost::log_tail(&h.roots.run.join("agent.log"));
+                rows[*i].errors.push(format!("host {} agent.log: {tail}", h.index + 1));
             }
         }
     }
     drop(built);
     for row in &mut rows {
-        row.figures = row.samples.iter().map(|(k, v)| (*k, median(v))).collect();
+        row.figures = row.samples.iter().filter_map(|(k, v)| Some((*k, measure::Summary::of(v)?.median))).collect();
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     std::fs::write(args.out.join("crosshost.json"), serde_json::to_vec_pretty(&rows)?)?;
