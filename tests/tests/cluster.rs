@@ -297,7 +297,8 @@ impl Drop for Running {
 fn agents_drop_a_silent_host_and_take_it_back_when_it_returns() {
     let lab = lab("clagent", 3);
     let ov = on_host(&lab, 0, |c| c.create_network(&overlay("ov", "10.0.9.0/24", 26))).unwrap();
-    let ttl = Duration::from_secs(3);
+    // Granted 3 s (`lease::granted_ttl`), renewed every second.
+    let ttl = Duration::from_secs(4);
     let (s1, s2) = (Recorder::default(), Recorder::default());
     let _a1 = Running::start(&lab, 0, ttl, s1.clone(), vec![local("ov", [10, 0, 9, 2], "one")]);
     let _a2 = Running::start(&lab, 1, ttl, s2.clone(), vec![local("ov", [10, 0, 9, 66], "two")]);

@@ -247,7 +247,9 @@ impl<S: Sink, L: Local> Agent<S, L> {
         self.write_status();
 
         let mut watch = cluster.watch(revision + 1)?;
-        let renew_every = (m.ttl() / 3).max(Duration::from_secs(1));
+        // A third of the lease, as etcd's own clients renew: two renewals
+        // may go unanswered before the lease ends.
+        let renew_every = (m.ttl() / 3).max(Duration::from_millis(500));
         let mut renewed = Instant::now();
         while !stop.load(Ordering::SeqCst) {
             let until_renewal = renew_every.saturating_sub(renewed.elapsed());

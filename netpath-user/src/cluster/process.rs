@@ -156,9 +156,9 @@ pub fn info(roots: &Roots, config: &Config) -> Value {
         Some(s) => {
             let ago = now.saturating_sub(s.renewed_at);
             if agent.is_some() && ago <= s.ttl_s {
-                format!("alive, renewed {ago}s ago (TTL {}s)", s.ttl_s)
+                format!("alive, renewed {ago}s ago (lease TTL {}s)", s.ttl_s)
             } else {
-                format!("last renewed {ago}s ago (TTL {}s): expired unless renewed", s.ttl_s)
+                format!("last renewed {ago}s ago (lease TTL {}s): expired unless renewed", s.ttl_s)
             }
         }
     };
