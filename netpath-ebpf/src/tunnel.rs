@@ -245,6 +245,11 @@ pub fn arriving(ctx: &TcContext, ifindex: u32) -> Arrival {
     if vx.flags != [VXLAN_FLAG_I, 0, 0, 0] || vx.vni[3] != 0 {
         return Arrival::Settled(drop(Reason::DropOverlayBadVxlan));
     }
+    // The outer header checksum, which ip_rcv verifies and nothing after
+    // the strip could.
+    if !header_checksum_ok(&outer.ip) {
+        return Arrival::Settled(drop(Reason::DropMalformed));
+    }
     // Lengths as ip_rcv and udp_rcv hold them: the IPv4 total covers the
     // headers and lies within the frame (Ethernet padding may follow), the
     // UDP length within that. A UDP length short of the IPv4 payload is
@@ -262,6 +267,21 @@ pub fn arriving(ctx: &TcContext, ifindex: u32) -> Arrival {
         return Arrival::Settled(pass(Reason::PassOverlayToKernel));
     }
     Arrival::Decapsulate { key: TunnelKey { vni, remote: outer.ip.saddr }, inner: outer.inner }
+}
+
+/// Whether an option-less IPv4 header's checksum holds: its ten 16-bit
+/// words, checksum included, sum to all ones (RFC 1071).
+#[inline(always)]
+fn header_checksum_ok(ip: &Ipv4Hdr) -> bool {
+    // SAFETY: Ipv4Hdr is 20 bytes of plain data, 2-aligned.
+    let words = unsafe { &*(ip as *const Ipv4Hdr).cast::<[u16; IPV4_HLEN / 2]>() };
+    let mut sum = 0u32;
+    for w in words {
+        sum += u32::from(*w);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
 }
 
 /// Why a decapsulation did not happen.
