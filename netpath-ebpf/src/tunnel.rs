@@ -92,8 +92,7 @@ pub fn is_own_vxlan(ctx: &TcContext, ifindex: u32) -> bool {
     {
         return false;
     }
-    // SAFETY: value compared immediately.
-    unsafe { UPLINKS.get(ifindex) }.is_some_and(|u| u.addr == ip.saddr)
+    is_uplink_addr(ifindex, ip.saddr)
 }
 
 /// The tunnel metadata of a packet that arrived on the VXLAN device.
@@ -206,9 +205,10 @@ pub fn arriving(ctx: &TcContext, ifindex: u32) -> Arrival {
     }
     if ip.version_ihl != 0x45 {
         // Options shift the UDP header; rare enough for the device.
+        // (A header length under 20 is the NAT path's to drop as malformed.)
         let ihl = (ip.version_ihl & 0x0f) as usize * 4;
         let dport = Ctx::load::<u16>(ctx, IP_OFF + ihl + 2).map(u16::from_be);
-        if dport == Some(VXLAN_PORT) && is_uplink_addr(ifindex, ip.daddr) {
+        if ihl > IPV4_HLEN && dport == Some(VXLAN_PORT) && is_uplink_addr(ifindex, ip.daddr) {
             return Arrival::Settled(pass(Reason::PassOverlayToKernel));
         }
         return Arrival::Other;

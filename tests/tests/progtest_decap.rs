@@ -308,6 +308,12 @@ fn bad_vxlan_and_truncated_headers_are_dropped() {
         assert_eq!(o.verdict(), ("DROP_MALFORMED", Action::Drop), "{what}");
         assert!(o.ct_new.is_empty());
     }
+    // An outer header length under 20: the NAT path's parse drops it.
+    for first in [0x40, 0x44] {
+        let mut f = good.clone();
+        f[14] = first;
+        assert_eq!(rig.from_uplink(&f).verdict(), ("DROP_MALFORMED", Action::Drop), "IHL byte {first:#x}");
+    }
     // Nothing above disturbed the path: the good packet still goes in.
     let o = rig.from_uplink(&good);
     assert_eq!(o.action, Action::Redirect);
