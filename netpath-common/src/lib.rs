@@ -613,6 +613,15 @@ reasons! {
     /// XDP: left to the TC programs (IP options, fragments, ICMP, expiring
     /// TTL, a target that cannot take XDP frames, a refused connection).
     PassToTc = 28 => "PASS_TO_TC",
+    /// VXLAN for this host with an outer UDP checksum (other VTEPs may set
+    /// one; netpath's own encapsulation does not): left to the VXLAN
+    /// device, which verifies it, and to `from_overlay` behind it.
+    PassOverlayChecksum = 29 => "PASS_OVERLAY_CHECKSUM",
+    /// VXLAN for this host the uplink does not strip itself: outer IP
+    /// options, headers beyond the socket buffer's linear part, or the
+    /// kernel refused the strip. The VXLAN device decapsulates it and
+    /// `from_overlay` checks and delivers it.
+    PassOverlayToKernel = 30 => "PASS_OVERLAY_TO_KERNEL",
 
     /// Too short or inconsistent headers.
     DropMalformed = 32 => "DROP_MALFORMED",
@@ -675,6 +684,9 @@ reasons! {
     /// sandbox holds, here or on any host (never given, or its host left
     /// the cluster): there is no host to tunnel it to.
     DropOverlayNoEndpoint = 56 => "DROP_OVERLAY_NO_ENDPOINT",
+    /// VXLAN for this host whose header breaks RFC 7348: the I flag unset,
+    /// or a reserved bit set (the kernel's VXLAN device drops these too).
+    DropOverlayBadVxlan = 57 => "DROP_OVERLAY_BAD_VXLAN",
 }
 
 impl Reason {

@@ -1,5 +1,7 @@
-//! TC ingress of the VXLAN device: what other hosts' sandboxes send to
-//! sandboxes of this host, already stripped of its outer headers.
+//! What other hosts' sandboxes send to sandboxes of this host, stripped of
+//! its outer headers: by the uplink itself (`uplink::from_uplink`, the
+//! common case) or by the VXLAN device, whose TC ingress runs `run`. Both
+//! then decide the same way, in `deliver`.
 //!
 //! Only what a remote host's own checks let through is believed: the VNI
 //! must be an overlay network of this host, the inner source a sandbox of
@@ -18,11 +20,20 @@ use crate::{
     tunnel,
 };
 
+/// TC ingress of the VXLAN device: the tunnel metadata it left says where
+/// the packet came from.
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> V {
     let Some(tun) = tunnel::key(ctx) else {
         return drop(Reason::DropOverlayUnknownVni);
     };
+    deliver(ctx, &tun)
+}
+
+/// Checks a decapsulated frame (inner Ethernet header at offset 0) that
+/// arrived in `tun`, and delivers it into its sandbox.
+#[inline(always)]
+pub fn deliver(ctx: &TcContext, tun: &tunnel::TunnelKey) -> V {
     let Some(network_id) = maps::network_of_vni(tun.vni) else {
         return drop(Reason::DropOverlayUnknownVni);
     };

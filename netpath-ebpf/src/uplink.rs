@@ -6,14 +6,15 @@
 //! egress): sandbox traffic the kernel routed out is masqueraded, and replies
 //! of published-port connections get the published address back; what the
 //! data path routed out itself was translated on the sandbox's veth and
-//! arrives with its verdict (`handoff.rs`).
+//! arrives with its verdict (`handoff.rs`). Overlay packets from other
+//! hosts are decapsulated on `from_uplink` and delivered (`tunnel.rs`).
 use aya_ebpf::programs::TcContext;
 use netpath_common::{DatapathConfig, Endpoint, FlowKey, Reason, ct_flags};
 
 use crate::{
     conntrack,
     ctx::Ctx,
-    handoff,
+    from_overlay, handoff,
     maps::{self, UPLINKS},
     masquerade::{self, Masquerade},
     nat,
@@ -21,7 +22,8 @@ use crate::{
         Frag, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMP_PROT_UNREACH, ICMP_TIME_EXCEEDED, Kind, Packet, Parsed,
         orphan_fragment, parse, parse_quoted,
     },
-    publish, route, stats, tunnel,
+    publish, route, stats,
+    tunnel::{self, Arrival, Strip},
 };
 
 use crate::stats::tc::{V, drop, pass};
@@ -44,6 +46,19 @@ fn translatable(ctx: &TcContext) -> Result<Packet, V> {
 
 #[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> V {
+    // Overlay traffic from other hosts first: the bulk of what an overlay
+    // host receives, and none of it for NAT.
+    match tunnel::arriving(ctx, ctx.ifindex()) {
+        Arrival::Other => {}
+        Arrival::Settled(verdict) => return verdict,
+        Arrival::Decapsulate { key, inner } => {
+            return match tunnel::decapsulate(ctx, &inner) {
+                Ok(()) => from_overlay::deliver(ctx, &key),
+                Err(Strip::Refused) => pass(Reason::PassOverlayToKernel),
+                Err(Strip::WriteFailed) => drop(Reason::DropWriteFailed),
+            };
+        }
+    }
     let p = match translatable(ctx) {
         Ok(p) => p,
         Err(verdict) => return verdict,

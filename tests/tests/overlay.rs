@@ -346,6 +346,7 @@ fn three_hosts_through_the_store() {
         let (code, ..) =
             output(h(j).sandbox_cmd(to, "ping").unwrap().args(["-c", "1", "-W", "2", &eps[i].0.to_string()])).unwrap();
         assert_eq!(code, 0, "{to} pings {from}");
+        let before = host_counters(&mh, j);
         let (r, s) = transfer(
             mh.probe(Where::Sandbox(j, to), &words("tcp-sink --port 7000 --timeout 10")).unwrap(),
             mh.probe(
@@ -365,6 +366,14 @@ fn three_hosts_through_the_store() {
             r["peer"].as_str().unwrap().starts_with(&format!("{}:", eps[i].0)),
             "{to} saw {from}'s own address: {r}"
         );
+        // The receiving host's uplink took the outer headers off every
+        // packet of it itself, GSO super-packets included (4 MiB is over
+        // 2800 segments, packed into packets of at most 64 KiB): the VXLAN
+        // device behind it decapsulated none.
+        let m = moved(&before, &host_counters(&mh, j));
+        assert!(m.get(&("from_uplink", "DECAPSULATED")).copied().unwrap_or(0) >= 64, "{from} -> {to}: {m:?}");
+        assert_eq!(m.get(&("from_overlay", "DECAPSULATED")), None, "{from} -> {to}: {m:?}");
+        assert_eq!(m.get(&("from_uplink", "PASS_OVERLAY_TO_KERNEL")), None, "{from} -> {to}: {m:?}");
         let (r, _) = transfer(
             mh.probe(Where::Sandbox(i, from), &words("udp-sink --port 7001 --count 50 --timeout 10")).unwrap(),
             mh.probe(
@@ -465,6 +474,7 @@ fn three_hosts_through_the_store() {
     assert_eq!(m.get(&("from_container", "ENCAPSULATED")), None, "{m:?}");
     let m = moved(&victim_before, &host_counters(&mh, 2));
     assert_eq!(m.get(&("from_overlay", "DECAPSULATED")), None, "nothing reached s2's host: {m:?}");
+    assert_eq!(m.get(&("from_uplink", "DECAPSULATED")), None, "nothing reached s2's host: {m:?}");
 
     // Names resolve across hosts: s0's resolver (its gateway, on host 1)
     // answers the names and aliases of the sandboxes on hosts 2 and 3 with

@@ -80,11 +80,13 @@ fn await_remote(h: &Host, key: RemoteEndpointKey) -> Result<()> {
 }
 
 /// Packets the data path put into the tunnel on `h` (from_container's
-/// `ENCAPSULATED`) and took out of it (from_overlay's `DECAPSULATED`).
+/// `ENCAPSULATED`) and took out of it (`DECAPSULATED`: by the uplink
+/// itself, or by from_overlay behind the VXLAN device).
 pub fn tunnel_counters(h: &Host) -> Result<(u64, u64)> {
     let dp = h.datapath();
     Ok((
         dp.counters(Program::FromContainer)?.packets(Reason::Encapsulated),
-        dp.counters(Program::FromOverlay)?.packets(Reason::Decapsulated),
+        dp.counters(Program::FromUplink)?.packets(Reason::Decapsulated)
+            + dp.counters(Program::FromOverlay)?.packets(Reason::Decapsulated),
     ))
 }
