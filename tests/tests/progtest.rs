@@ -8,7 +8,7 @@
 //! to conntrack from the table itself.
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use netpath_common::{DatapathConfig, Reason, ct_flags, ct_state};
+use netpath_common::{DatapathConfig, Reason, ct_flags, ct_state, handoff};
 use netpath_tests::{
     craft::{self, ACK, FIN, ICMP, Ipv4, MF, Mac, PSH, RST, SYN, TCP, UDP, URG},
     frames::{ARP_REPLY, ARP_REQUEST, BROADCAST},
@@ -310,7 +310,7 @@ fn uplink_verdict_handed_over_only_in_a_free_mark() {
     assert_eq!(out.verdict(), ("SNAT_NEW", Action::Pass));
     assert_eq!((craft::view(&out.out).src, out.mark), (UPLINK_IP, 0x1234));
     assert_checksums(&out);
-    let ours_unknown = 0x6e70_0000 | Reason::Forwarded as u32;
+    let ours_unknown = handoff::mark(Reason::Forwarded);
     let host = rig.to_uplink_marked(&tcp_frame(TO_ROUTER, sa(UPLINK_IP, 5556), sa(CLIENT_IP, 443), SYN), ours_unknown);
     assert_eq!((host.verdict(), host.mark), (("PASS_NOT_OURS", Action::Pass), 0));
 }
