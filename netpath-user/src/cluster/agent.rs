@@ -278,16 +278,8 @@ impl<S: Sink, L: Local> Agent<S, L> {
 
     /// The saved membership while its lease lives, else a new one (saved).
     fn membership(&mut self, cluster: &Cluster) -> Result<Membership> {
-        let saved = Membership::load(&self.config.files.membership).filter(|m| m.host.id == self.config.host.id);
-        if let Some(mut m) = saved {
-            m.host = self.config.host.clone();
-            if cluster.resume(&m)? {
-                return Ok(m);
-            }
-        }
-        let m = cluster.join(&self.config.host, self.config.ttl)?;
-        m.save(&self.config.files.membership)?;
-        Ok(m)
+        let path = &self.config.files.membership;
+        cluster.take_up(Membership::load(path), &self.config.host, self.config.ttl, path)
     }
 
     /// Puts this host's endpoints (and the blocks they live in) on the

@@ -64,14 +64,8 @@ pub fn member(host: &Host) -> Result<Member> {
             }
         }
     }
-    if let Some(m) = found {
-        if cluster.resume(&m)? {
-            return Ok(Member { cluster, membership: m });
-        }
-    }
-    let m = cluster.join(&me, cfg.lease_ttl)?;
-    m.save(&files.membership)?;
-    Ok(Member { cluster, membership: m })
+    let membership = cluster.take_up(found, &me, cfg.lease_ttl, &files.membership)?;
+    Ok(Member { cluster, membership })
 }
 
 /// How long a command waits for a starting agent's membership: 50 x 100 ms.
