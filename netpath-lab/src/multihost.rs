@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use netpath::{datapath::Datapath, link::Rtnl, netns, paths::Roots};
+use netpath::{datapath::Datapath, link::Rtnl, netns, network::overlay, paths::Roots};
 
 use crate::fixture::{Binaries, check, lab_config, netpath_in, show_args};
 
@@ -88,6 +88,18 @@ impl Host {
 
     pub fn datapath(&self) -> Datapath {
         Datapath::at(&self.roots.bpf)
+    }
+
+    /// The VNI the cluster gave overlay network `network`, as this host's
+    /// `netpath network inspect` shows it.
+    pub fn overlay_vni(&self, network: &str) -> Result<u32> {
+        let inspect = self.netpath_ok(&["network", "inspect", network])?;
+        let doc: serde_json::Value = serde_json::from_str(&inspect)
+            .with_context(|| format!("host {}: network inspect {network}: {inspect}", self.index))?;
+        doc[0]["Options"][overlay::OPT_VNI]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no VNI in host {}'s view of {network}: {inspect}", self.index))
     }
 
     /// Ends every process in this host's namespace and its sandboxes' (a

@@ -7,7 +7,6 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context, Result, bail};
-use netpath::network::overlay;
 use netpath_common::{Program, Reason, RemoteEndpointKey};
 
 use crate::{
@@ -34,12 +33,7 @@ pub fn build(lab: &mut MultiHost) -> Result<(Place, Place, Ipv4Addr)> {
     lab.start_etcd()?;
     lab.configure_cluster(&serde_json::json!({}))?;
     lab.host(0).netpath_ok(&["network", "create", "-d", "overlay", "--subnet", SUBNET, NETWORK])?;
-    let inspect = lab.host(1).netpath_ok(&["network", "inspect", NETWORK])?;
-    let doc: serde_json::Value = serde_json::from_str(&inspect).context("network inspect output")?;
-    let vni: u32 = doc[0]["Options"][overlay::OPT_VNI]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no VNI in host 2's view of {NETWORK}: {inspect}"))?;
+    let vni = lab.host(1).overlay_vni(NETWORK)?;
     let mut addrs = Vec::new();
     for (i, h) in lab.hosts.iter().take(2).enumerate() {
         h.netpath_ok(&["run", "-d", "--name", &sandbox(i), "--network", NETWORK])?;
