@@ -12,11 +12,12 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use netpath::{datapath::Datapath, link::Rtnl, netns, network::overlay, paths::Roots};
+use netpath_common::RemoteEndpointKey;
 
 use crate::fixture::{Binaries, check, lab_config, netpath_in, show_args};
 
@@ -36,6 +37,17 @@ pub const ETCD_PEER_PORT: u16 = 2380;
 /// Host `i` (0-based) of a multi-host lab sits at 192.168.200.(11 + i).
 pub fn host_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 200, 11 + u8::try_from(i).expect("a handful of hosts"))
+}
+
+/// A remote endpoint key as an error names it: address and VNI.
+fn shown(key: &RemoteEndpointKey) -> String {
+    match key.family {
+        netpath_common::addr_family::IPV4 => {
+            let a = key.addr;
+            format!("{} in VNI {}", Ipv4Addr::new(a[0], a[1], a[2], a[3]), key.vni)
+        }
+        _ => format!("{:?} in VNI {}", std::net::Ipv6Addr::from(key.addr), key.vni),
+    }
 }
 
 /// Where a probe runs in a multi-host lab.
@@ -259,6 +271,29 @@ impl MultiHost {
 
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]
+    }
+
+    /// Waits until each host's agent has put the remote endpoint `key` in
+    /// its data path, for every (host index, key) of `want`: polled every
+    /// 100 ms, bounded by `limit` so a broken build fails instead of
+    /// hanging. On timeout, names every key still missing and where.
+    pub fn await_remote_endpoints(&self, want: &[(usize, RemoteEndpointKey)], limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let mut missing = Vec::new();
+            for (i, key) in want {
+                if self.host(*i).datapath().remote_endpoints()?.get(key, 0).is_err() {
+                    missing.push(format!("host {i}: {}", shown(key)));
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= limit {
+                bail!("after {limit:?} the agents still had not programmed {}", missing.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Starts etcd on the switch's address (`STORE_IP`), its data in this
