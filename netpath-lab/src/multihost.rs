@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use netpath::{datapath::Datapath, link::Rtnl, netns, network::overlay, paths::Roots};
 use netpath_common::RemoteEndpointKey;
 
-use crate::fixture::{Binaries, check, lab_config, netpath_in, show_args};
+use crate::fixture::{Binaries, check, lab_config, netpath_in, remove_roots, show_args, system_reset};
 
 const NETNS_RUN_DIR: &str = "/run/netns";
 pub const UNDERLAY_BRIDGE: &str = "ulbr0";
@@ -125,33 +125,13 @@ impl Host {
     }
 
     fn teardown(&self, errors: &mut Vec<String>) {
-        if self.roots.state.exists() {
-            match self.netpath(&["system", "reset"]).and_then(|mut c| Ok(c.output()?)) {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => errors.push(format!(
-                    "host {}: netpath system reset: {}",
-                    self.index,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-                Err(e) => errors.push(format!("host {}: netpath system reset: {e:#}", self.index)),
-            }
-        }
+        let what = format!("host {}: netpath system reset", self.index);
+        system_reset(&self.roots, || self.netpath(&["system", "reset"]), &what, errors);
         self.kill_processes();
         if let Err(e) = netns::remove(&self.ns) {
             errors.push(format!("{e:#}"));
         }
-        if self.roots.cgroup.exists() {
-            if let Err(e) = std::fs::remove_dir(&self.roots.cgroup) {
-                errors.push(format!("removing {}: {e}", self.roots.cgroup.display()));
-            }
-        }
-        for dir in [&self.roots.bpf, &self.base] {
-            if dir.exists() {
-                if let Err(e) = std::fs::remove_dir_all(dir) {
-                    errors.push(format!("removing {}: {e}", dir.display()));
-                }
-            }
-        }
+        remove_roots(&self.roots, &self.base, errors);
     }
 }
 
