@@ -163,10 +163,15 @@ impl Cluster {
         ttl: Duration,
         path: &Path,
     ) -> Result<Membership> {
-        if let Some(mut m) = saved.filter(|m| m.host.id == me.id) {
-            // The VTEP may have changed since; `resume` rewrites the record.
-            m.host = me.clone();
+        if let Some(saved) = saved.filter(|m| m.host.id == me.id) {
+            // The VTEP may have changed since (`cluster-advertise`):
+            // `resume` rewrites the host record, and the file follows, so
+            // that whoever reads it next takes up this lease too.
+            let m = Membership { host: me.clone(), ..saved.clone() };
             if self.resume(&m)? {
+                if m != saved {
+                    m.save(path)?;
+                }
                 return Ok(m);
             }
         }

@@ -53,7 +53,9 @@ pub fn member(host: &Host) -> Result<Member> {
     let files = Files::of(&host.roots);
     let id = host_id(&files.host_id)?;
     let me = HostRecord { id, vtep: cfg.advertise };
-    let saved = || Membership::load(&files.membership).filter(|m| m.host == me);
+    // This host's, whatever VTEP it was saved with: `take_up` resumes it
+    // under the configured one (the agent keeps renewing the same lease).
+    let saved = || Membership::load(&files.membership).filter(|m| m.host.id == me.id);
     let mut found = saved();
     if found.is_none() && crate::cluster::process::running(&host.roots).is_some() {
         for _ in 0..AGENT_JOIN_POLLS {
