@@ -70,16 +70,7 @@ pub struct Lab {
 impl Lab {
     /// Builds a new lab named after `tag`, unique per process and call.
     pub fn create(tag: &str, bins: &Binaries) -> Result<Lab> {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let mut rnd = [0u8; 2];
-        getrandom::fill(&mut rnd).expect("kernel randomness");
-        let id = format!(
-            "nplab-{tag}-{}-{}{:02x}{:02x}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst),
-            rnd[0],
-            rnd[1]
-        );
+        let id = unique_id("nplab", tag);
         let base = std::env::temp_dir().join(&id);
         let roots = Roots::under(
             &base,
@@ -335,6 +326,16 @@ pub fn join_cgroup(cmd: &mut Command, cgroup: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A name for a lab (namespaces, directories, pins) unique per process and
+/// call, and across runs: `KIND-TAG-PID-SEQ` and two random bytes.
+pub(crate) fn unique_id(kind: &str, tag: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let mut rnd = [0u8; 2];
+    getrandom::fill(&mut rnd).expect("kernel randomness");
+    let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+    format!("{kind}-{tag}-{}-{seq}{:02x}{:02x}", std::process::id(), rnd[0], rnd[1])
 }
 
 /// A lab host's `netpath system reset` (`reset`), where netpath ever ran

@@ -11,7 +11,6 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
@@ -19,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use netpath::{datapath::Datapath, link::Rtnl, netns, network::overlay, paths::Roots};
 use netpath_common::RemoteEndpointKey;
 
-use crate::fixture::{Binaries, check, lab_config, netpath_in, remove_roots, show_args, system_reset};
+use crate::fixture::{Binaries, check, lab_config, netpath_in, remove_roots, show_args, system_reset, unique_id};
 
 const NETNS_RUN_DIR: &str = "/run/netns";
 pub const UNDERLAY_BRIDGE: &str = "ulbr0";
@@ -150,19 +149,10 @@ pub struct MultiHost {
 impl MultiHost {
     /// Builds a lab of `n` hosts named after `tag`, unique per process and call.
     pub fn create(tag: &str, n: usize, bins: &Binaries) -> Result<MultiHost> {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
         if n == 0 || n > 32 {
             bail!("a multi-host lab has 1 to 32 hosts, not {n}");
         }
-        let mut rnd = [0u8; 2];
-        getrandom::fill(&mut rnd).expect("kernel randomness");
-        let id = format!(
-            "npmh-{tag}-{}-{}{:02x}{:02x}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst),
-            rnd[0],
-            rnd[1]
-        );
+        let id = unique_id("npmh", tag);
         let base = std::env::temp_dir().join(&id);
         let hosts = (0..n)
             .map(|i| {
