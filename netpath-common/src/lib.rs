@@ -696,6 +696,49 @@ impl Reason {
     }
 }
 
+/// How a sandbox's veth hands the uplink's verdict to the uplink's egress in
+/// `skb->mark` (the kernel's `handoff.rs` says why there): netpath's tag in
+/// the upper half says whose mark it is, the [`Reason`] in the lower half is
+/// what the uplink's egress counts. Read and written here only, by the
+/// kernel programs and the tests that check the marks they leave.
+pub mod handoff {
+    use super::Reason;
+
+    /// "np": the mark is netpath's.
+    pub const TAG: u32 = 0x6e70_0000;
+    pub const TAG_MASK: u32 = 0xffff_0000;
+
+    /// The mark that hands `reason` over.
+    #[inline(always)]
+    pub const fn mark(reason: Reason) -> u32 {
+        TAG | reason as u32
+    }
+
+    /// Whether `mark` carries netpath's tag (whatever reason it names).
+    #[inline(always)]
+    pub const fn is_ours(mark: u32) -> bool {
+        mark & TAG_MASK == TAG
+    }
+
+    /// The verdict `mark` hands over: only the reasons `from_container`
+    /// hands over (a match, no search of every reason). A mark of ours
+    /// naming any other reason hands nothing over.
+    #[inline(always)]
+    pub const fn reason(mark: u32) -> Option<Reason> {
+        if !is_ours(mark) {
+            return None;
+        }
+        match mark & !TAG_MASK {
+            r if r == Reason::Nat as u32 => Some(Reason::Nat),
+            r if r == Reason::SnatNew as u32 => Some(Reason::SnatNew),
+            r if r == Reason::FragmentTranslated as u32 => Some(Reason::FragmentTranslated),
+            r if r == Reason::PassMasqueradeOff as u32 => Some(Reason::PassMasqueradeOff),
+            r if r == Reason::PassNoUplinkAddress as u32 => Some(Reason::PassNoUplinkAddress),
+            _ => None,
+        }
+    }
+}
+
 /// What one program counted, summed over CPUs: one [`ReasonStats`] per
 /// reason slot. Built by userspace from [`map_names::STATS`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -884,5 +927,19 @@ mod tests {
         assert_eq!(ct_new_entries(1024, 2), 1024 + 512);
         let cfg = DatapathConfig::default();
         assert!(cfg.timeout_ns(ct_state::SYN_RECV) < cfg.timeout_ns(ct_state::ESTABLISHED));
+    }
+
+    #[test]
+    fn a_handoff_mark_names_only_a_verdict_handed_over() {
+        for r in [Reason::Nat, Reason::SnatNew, Reason::FragmentTranslated, Reason::PassMasqueradeOff] {
+            assert_eq!(handoff::reason(handoff::mark(r)), Some(r));
+        }
+        assert_eq!(handoff::reason(handoff::mark(Reason::PassNoUplinkAddress)), Some(Reason::PassNoUplinkAddress));
+        // Ours, but nothing the veth hands over: judged afresh.
+        assert!(handoff::is_ours(handoff::mark(Reason::Forwarded)));
+        assert_eq!(handoff::reason(handoff::mark(Reason::Forwarded)), None);
+        // Someone else's mark, even with a handed-over reason's low half.
+        assert_eq!(handoff::reason(0x1234_0000 | Reason::Nat as u32), None);
+        assert_eq!(handoff::reason(0), None);
     }
 }

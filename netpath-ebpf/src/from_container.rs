@@ -97,27 +97,27 @@ pub fn run(ctx: &TcContext) -> V {
         }
         return neighbour(ctx, &eth_dst, &p, src, dst);
     }
+    let net = maps::network(src.network_id);
     // An address of another overlay network (whose sandboxes may live on
     // any host): isolated as a local network's sandbox is, just above, and
     // like it only for packets no connection of ours carries (a tracked
-    // flow's first packet passed here), so the trie lookup is per flow.
-    // Its gateway is this host's own address, reachable as with bridges.
+    // flow's first packet passed here). Its gateway is this host's own
+    // address, reachable as with bridges.
     // An address of the sender's own overlay network reaching here is held
     // by no sandbox anywhere (a remote one was tunnelled above): the
     // kernel would only route it into the bridge, where nobody answers.
-    // The subnet's broadcast address still goes the bridge's way.
+    // The subnet's gateway and broadcast addresses still go the bridge's
+    // way. The sender's own network is the policy looked up just above.
     if let Some(owner) = maps::overlay_subnet(p.key.daddr) {
-        let net = maps::network(owner);
-        if net.is_none_or(|n| n.gateway != p.key.daddr) {
-            if owner != src.network_id {
+        if owner != src.network_id {
+            if maps::network(owner).is_none_or(|n| n.gateway != p.key.daddr) {
                 return drop(Reason::DropOtherNetwork);
             }
-            if net.is_some_and(|n| !is_broadcast(&n, p.key.daddr)) {
-                return drop(Reason::DropOverlayNoEndpoint);
-            }
+        } else if net.is_some_and(|n| n.gateway != p.key.daddr && !is_broadcast(&n, p.key.daddr)) {
+            return drop(Reason::DropOverlayNoEndpoint);
         }
     }
-    let Some(net) = maps::network(src.network_id) else {
+    let Some(net) = net else {
         return pass(Reason::PassNoNetwork);
     };
     if matches!(p.kind, Kind::Tcp | Kind::Udp) {

@@ -18,13 +18,11 @@
 //!
 //! IPv6 will use the same handoff: the mark carries a verdict, not an
 //! address.
+//!
+//! The mark's layout (tag and reason) is `netpath_common::handoff`, shared
+//! with the tests that read the marks these programs leave.
 use aya_ebpf::programs::TcContext;
-use netpath_common::Reason;
-
-/// "np" in the upper half: whose mark this is. The lower half is the reason
-/// the uplink's egress counts.
-const MAGIC: u32 = 0x6e70_0000;
-const MAGIC_MASK: u32 = 0xffff_0000;
+use netpath_common::{Reason, handoff as tag};
 
 #[inline(always)]
 fn mark(ctx: &TcContext) -> u32 {
@@ -48,7 +46,7 @@ pub fn free(ctx: &TcContext) -> bool {
 /// is already as it must leave) to the uplink's egress. Only after `free`.
 #[inline(always)]
 pub fn give(ctx: &TcContext, reason: Reason) {
-    set_mark(ctx, MAGIC | reason as u32);
+    set_mark(ctx, tag::mark(reason));
 }
 
 /// The verdict the veth handed over with this packet, if any; the mark is
@@ -57,17 +55,9 @@ pub fn give(ctx: &TcContext, reason: Reason) {
 #[inline(always)]
 pub fn take(ctx: &TcContext) -> Option<Reason> {
     let m = mark(ctx);
-    if m & MAGIC_MASK != MAGIC {
+    if !tag::is_ours(m) {
         return None;
     }
     set_mark(ctx, 0);
-    // Only what `from_container` hands over: no search of every reason.
-    match m & !MAGIC_MASK {
-        r if r == Reason::Nat as u32 => Some(Reason::Nat),
-        r if r == Reason::SnatNew as u32 => Some(Reason::SnatNew),
-        r if r == Reason::FragmentTranslated as u32 => Some(Reason::FragmentTranslated),
-        r if r == Reason::PassMasqueradeOff as u32 => Some(Reason::PassMasqueradeOff),
-        r if r == Reason::PassNoUplinkAddress as u32 => Some(Reason::PassNoUplinkAddress),
-        _ => None,
-    }
+    tag::reason(m)
 }

@@ -70,16 +70,7 @@ pub struct Lab {
 impl Lab {
     /// Builds a new lab named after `tag`, unique per process and call.
     pub fn create(tag: &str, bins: &Binaries) -> Result<Lab> {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let mut rnd = [0u8; 2];
-        getrandom::fill(&mut rnd).expect("kernel randomness");
-        let id = format!(
-            "nplab-{tag}-{}-{}{:02x}{:02x}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst),
-            rnd[0],
-            rnd[1]
-        );
+        let id = unique_id("nplab", tag);
         let base = std::env::temp_dir().join(&id);
         let roots = Roots::under(
             &base,
@@ -300,15 +291,7 @@ impl Lab {
         }
         self.torn_down = true;
         let mut errors = Vec::new();
-        if self.roots.state.exists() {
-            match self.netpath(&["system", "reset"]).and_then(|mut c| Ok(c.output()?)) {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => {
-                    errors.push(format!("netpath system reset: {}", String::from_utf8_lossy(&out.stderr).trim()))
-                }
-                Err(e) => errors.push(format!("netpath system reset: {e:#}")),
-            }
-        }
+        system_reset(&self.roots, || self.netpath(&["system", "reset"]), "netpath system reset", &mut errors);
         let (far, seg) = (self.far_ns(), self.segment_ns());
         for ns in [&self.host_ns, &self.outside_ns, &far, &seg] {
             netpath::sandbox::kill_all_in(ns);
@@ -316,18 +299,7 @@ impl Lab {
                 errors.push(format!("{e:#}"));
             }
         }
-        if self.roots.cgroup.exists() {
-            if let Err(e) = std::fs::remove_dir(&self.roots.cgroup) {
-                errors.push(format!("removing {}: {e}", self.roots.cgroup.display()));
-            }
-        }
-        for dir in [&self.roots.bpf, &self.base] {
-            if dir.exists() {
-                if let Err(e) = std::fs::remove_dir_all(dir) {
-                    errors.push(format!("removing {}: {e}", dir.display()));
-                }
-            }
-        }
+        remove_roots(&self.roots, &self.base, &mut errors);
         if errors.is_empty() { Ok(()) } else { bail!("lab teardown: {}", errors.join("; ")) }
     }
 }
@@ -354,6 +326,52 @@ pub fn join_cgroup(cmd: &mut Command, cgroup: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A name for a lab (namespaces, directories, pins) unique per process and
+/// call, and across runs: `KIND-TAG-PID-SEQ` and two random bytes.
+pub(crate) fn unique_id(kind: &str, tag: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let mut rnd = [0u8; 2];
+    getrandom::fill(&mut rnd).expect("kernel randomness");
+    let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+    format!("{kind}-{tag}-{}-{seq}{:02x}{:02x}", std::process::id(), rnd[0], rnd[1])
+}
+
+/// A lab host's `netpath system reset` (`reset`), where netpath ever ran
+/// (its state exists); a failure is added to `errors` under `what`.
+pub(crate) fn system_reset(
+    roots: &Roots,
+    reset: impl FnOnce() -> Result<Command>,
+    what: &str,
+    errors: &mut Vec<String>,
+) {
+    if !roots.state.exists() {
+        return;
+    }
+    match reset().and_then(|mut c| Ok(c.output()?)) {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => errors.push(format!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Err(e) => errors.push(format!("{what}: {e:#}")),
+    }
+}
+
+/// Removes what a lab host's netpath roots leave once its processes are
+/// gone: its cgroup, its bpffs directory and the lab's `base` directory.
+/// Keeps going; every failure is added to `errors`.
+pub(crate) fn remove_roots(roots: &Roots, base: &Path, errors: &mut Vec<String>) {
+    if roots.cgroup.exists() {
+        if let Err(e) = std::fs::remove_dir(&roots.cgroup) {
+            errors.push(format!("removing {}: {e}", roots.cgroup.display()));
+        }
+    }
+    for dir in [&roots.bpf, base] {
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                errors.push(format!("removing {}: {e}", dir.display()));
+            }
+        }
+    }
 }
 
 /// `netpath ARGS` in network namespace `ns`, with the instance's `roots`

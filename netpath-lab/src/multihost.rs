@@ -11,14 +11,14 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use netpath::{datapath::Datapath, link::Rtnl, netns, paths::Roots};
+use netpath::{datapath::Datapath, link::Rtnl, netns, network::overlay, paths::Roots};
+use netpath_common::RemoteEndpointKey;
 
-use crate::fixture::{Binaries, check, lab_config, netpath_in, show_args};
+use crate::fixture::{Binaries, check, lab_config, netpath_in, remove_roots, show_args, system_reset, unique_id};
 
 const NETNS_RUN_DIR: &str = "/run/netns";
 pub const UNDERLAY_BRIDGE: &str = "ulbr0";
@@ -36,6 +36,17 @@ pub const ETCD_PEER_PORT: u16 = 2380;
 /// Host `i` (0-based) of a multi-host lab sits at 192.168.200.(11 + i).
 pub fn host_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 200, 11 + u8::try_from(i).expect("a handful of hosts"))
+}
+
+/// A remote endpoint key as an error names it: address and VNI.
+fn shown(key: &RemoteEndpointKey) -> String {
+    match key.family {
+        netpath_common::addr_family::IPV4 => {
+            let a = key.addr;
+            format!("{} in VNI {}", Ipv4Addr::new(a[0], a[1], a[2], a[3]), key.vni)
+        }
+        _ => format!("{:?} in VNI {}", std::net::Ipv6Addr::from(key.addr), key.vni),
+    }
 }
 
 /// Where a probe runs in a multi-host lab.
@@ -90,6 +101,18 @@ impl Host {
         Datapath::at(&self.roots.bpf)
     }
 
+    /// The VNI the cluster gave overlay network `network`, as this host's
+    /// `netpath network inspect` shows it.
+    pub fn overlay_vni(&self, network: &str) -> Result<u32> {
+        let inspect = self.netpath_ok(&["network", "inspect", network])?;
+        let doc: serde_json::Value = serde_json::from_str(&inspect)
+            .with_context(|| format!("host {}: network inspect {network}: {inspect}", self.index))?;
+        doc[0]["Options"][overlay::OPT_VNI]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no VNI in host {}'s view of {network}: {inspect}", self.index))
+    }
+
     /// Ends every process in this host's namespace and its sandboxes' (a
     /// crash of the whole host, as far as the cluster can tell: its agent
     /// stops renewing). Devices, pins and state stay.
@@ -101,33 +124,13 @@ impl Host {
     }
 
     fn teardown(&self, errors: &mut Vec<String>) {
-        if self.roots.state.exists() {
-            match self.netpath(&["system", "reset"]).and_then(|mut c| Ok(c.output()?)) {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => errors.push(format!(
-                    "host {}: netpath system reset: {}",
-                    self.index,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-                Err(e) => errors.push(format!("host {}: netpath system reset: {e:#}", self.index)),
-            }
-        }
+        let what = format!("host {}: netpath system reset", self.index);
+        system_reset(&self.roots, || self.netpath(&["system", "reset"]), &what, errors);
         self.kill_processes();
         if let Err(e) = netns::remove(&self.ns) {
             errors.push(format!("{e:#}"));
         }
-        if self.roots.cgroup.exists() {
-            if let Err(e) = std::fs::remove_dir(&self.roots.cgroup) {
-                errors.push(format!("removing {}: {e}", self.roots.cgroup.display()));
-            }
-        }
-        for dir in [&self.roots.bpf, &self.base] {
-            if dir.exists() {
-                if let Err(e) = std::fs::remove_dir_all(dir) {
-                    errors.push(format!("removing {}: {e}", dir.display()));
-                }
-            }
-        }
+        remove_roots(&self.roots, &self.base, errors);
     }
 }
 
@@ -146,19 +149,10 @@ pub struct MultiHost {
 impl MultiHost {
     /// Builds a lab of `n` hosts named after `tag`, unique per process and call.
     pub fn create(tag: &str, n: usize, bins: &Binaries) -> Result<MultiHost> {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
         if n == 0 || n > 32 {
             bail!("a multi-host lab has 1 to 32 hosts, not {n}");
         }
-        let mut rnd = [0u8; 2];
-        getrandom::fill(&mut rnd).expect("kernel randomness");
-        let id = format!(
-            "npmh-{tag}-{}-{}{:02x}{:02x}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst),
-            rnd[0],
-            rnd[1]
-        );
+        let id = unique_id("npmh", tag);
         let base = std::env::temp_dir().join(&id);
         let hosts = (0..n)
             .map(|i| {
@@ -247,6 +241,29 @@ impl MultiHost {
 
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]
+    }
+
+    /// Waits until each host's agent has put the remote endpoint `key` in
+    /// its data path, for every (host index, key) of `want`: polled every
+    /// 100 ms, bounded by `limit` so a broken build fails instead of
+    /// hanging. On timeout, names every key still missing and where.
+    pub fn await_remote_endpoints(&self, want: &[(usize, RemoteEndpointKey)], limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let mut missing = Vec::new();
+            for (i, key) in want {
+                if self.host(*i).datapath().remote_endpoints()?.get(key, 0).is_err() {
+                    missing.push(format!("host {i}: {}", shown(key)));
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= limit {
+                bail!("after {limit:?} the agents still had not programmed {}", missing.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Starts etcd on the switch's address (`STORE_IP`), its data in this

@@ -61,15 +61,14 @@ pub fn remote_keys(mh: &MultiHost, i: usize) -> Vec<RemoteEndpointKey> {
 /// Waits (bounded) until each host's agent has programmed the other
 /// hosts' sandboxes `eps` (host index, address) into its data path.
 pub fn await_agents(mh: &MultiHost, vni: u32, eps: &[(usize, Ipv4Addr)]) {
-    for i in 0..mh.hosts.len() {
-        let want: Vec<_> =
-            eps.iter().filter(|(at, _)| *at != i).map(|(_, ip)| RemoteEndpointKey::ipv4(vni, ip.octets())).collect();
-        let ok = wait_for(AGENT_LIMIT, || {
-            let have = remote_keys(mh, i);
-            want.iter().all(|k| have.contains(k))
-        });
-        assert!(ok.is_some(), "host {i}'s agent programmed {:?}, want {want:?}", remote_keys(mh, i));
-    }
+    let want: Vec<(usize, RemoteEndpointKey)> = (0..mh.hosts.len())
+        .flat_map(|i| {
+            eps.iter()
+                .filter(move |(at, _)| *at != i)
+                .map(move |(_, ip)| (i, RemoteEndpointKey::ipv4(vni, ip.octets())))
+        })
+        .collect();
+    mh.await_remote_endpoints(&want, AGENT_LIMIT).unwrap();
 }
 
 /// (address, MAC) of sandbox `name`'s first attachment on host `i`, from its state.

@@ -32,7 +32,10 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use aya_obj::programs::XdpAttachType;
-use netpath::datapath::{Datapath, LoadOptions};
+use netpath::{
+    datapath::{Datapath, LoadOptions},
+    validate::format_mac,
+};
 use netpath_common::{
     CtEntry, DatapathConfig, Endpoint, EndpointKey, FlowKey, NetworkPolicy, Program, PublishedKey, PublishedRange,
     PublishedTarget, REASON_SLOTS, Reason, ReasonStats, Uplink, map_names, network_flags, program_names,
@@ -677,7 +680,7 @@ fn devices() -> Result<()> {
     }
     // The uplink's MAC and its router's, known: from_container's FIB
     // lookup then finds the next hop's neighbour and writes both MACs.
-    let mac = |m: Mac| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let mac = |m: Mac| format_mac(&m);
     script += &format!(
         "link set {UPLINK} address {}\naddr add {UPLINK_IP}/24 dev {UPLINK}\nroute add default via {ROUTER_IP} dev {UPLINK}\n\
          neigh add {ROUTER_IP} lladdr {} dev {UPLINK} nud permanent\n\

@@ -15,12 +15,12 @@ use std::{
 use anyhow::Result;
 use netpath::{
     cluster::{
-        EndpointRecord, HostRecord, Ipv4Network, OverlayNetwork, Sink,
+        EndpointRecord, HostRecord, Ipv4Network, Membership, OverlayNetwork, Sink,
         agent::{Agent, AgentConfig, Files, Local, LocalEndpoint},
     },
     netns,
 };
-use netpath_lab::multihost::MultiHost;
+use netpath_lab::multihost::{HOST_UPLINK, MultiHost};
 use netpath_tests::{
     bins,
     cluster_lab::{self, on_host, wait_for},
@@ -527,4 +527,46 @@ fn cross_host_bench_smoke() {
     // The bound has no tunnel.
     let bound = rows.iter().find(|r| r["system"] == "underlay").unwrap();
     assert!(bound["encapsulated_packets"].is_null(), "{bound}");
+}
+
+/// A host whose `cluster-advertise` changes while its agent runs keeps its
+/// one lease: the next command takes up the agent's membership under the
+/// new VTEP (the host record and the saved membership follow) instead of
+/// joining with a second lease that nobody renews, whose records (the new
+/// sandbox's) would be gone from the store after the TTL.
+#[test]
+fn a_changed_advertise_address_keeps_the_lease() {
+    let ttl = 5;
+    let lab = cluster_lab::configured("cladv", 1, &serde_json::json!({"cluster-lease-ttl": ttl}));
+    let h = lab.host(0);
+    h.netpath_ok(&["network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", "ov"]).unwrap();
+    let files = Files::of(&h.roots);
+    assert!(
+        wait_for(Duration::from_secs(30), || Membership::load(&files.membership).is_some()).is_some(),
+        "the agent saved its membership"
+    );
+    let before = Membership::load(&files.membership).unwrap();
+    assert_eq!(before.host.vtep, h.ip);
+
+    // The host gets a second underlay address and advertises that one.
+    let moved = Ipv4Addr::new(192, 168, 200, 111);
+    cluster_lab::host_out(&lab, 0, &["ip", "addr", "add", &format!("{moved}/24"), "dev", HOST_UPLINK]);
+    let config = serde_json::json!({
+        "cluster-store": lab.store_url(),
+        "cluster-advertise": moved.to_string(),
+        "cluster-lease-ttl": ttl,
+    });
+    h.configure(&config.to_string()).unwrap();
+    h.netpath_ok(&["run", "-d", "--name", "s", "--network", "ov"]).unwrap();
+
+    let after = Membership::load(&files.membership).unwrap();
+    assert_eq!((after.lease, after.host.vtep), (before.lease, moved), "one lease, under the new VTEP");
+    let hosts = on_host(&lab, 0, |c| c.hosts()).unwrap();
+    let vteps: Vec<Ipv4Addr> = hosts.iter().filter(|r| r.id == before.host.id).map(|r| r.vtep).collect();
+    assert_eq!(vteps, [moved], "{hosts:?}");
+    // Past the TTL the sandbox's record is still there: the agent renews
+    // the lease it is bound to.
+    std::thread::sleep(Duration::from_secs(ttl + 2));
+    let (eps, _) = on_host(&lab, 0, |c| c.endpoints()).unwrap();
+    assert!(eps.iter().any(|e| e.name == "s" && e.vtep == moved), "{eps:?}");
 }

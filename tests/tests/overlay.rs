@@ -305,8 +305,7 @@ fn three_hosts_through_the_store() {
         let row = ls.lines().find(|l| l.contains(" ov ")).unwrap_or_else(|| panic!("host {i}: {ls}"));
         assert!(row.contains("overlay") && row.trim_end().ends_with("global"), "{row}");
     }
-    let doc: Value = serde_json::from_str(&h(2).netpath_ok(&["network", "inspect", "ov"]).unwrap()).unwrap();
-    let vni: u32 = doc[0]["Options"][overlay::OPT_VNI].as_str().unwrap().parse().unwrap();
+    let vni = h(2).overlay_vni("ov").unwrap();
     // A name taken anywhere is refused everywhere.
     let (code, _, err) =
         output(&mut h(1).netpath(&words("network create -d overlay --subnet 10.0.19.0/24 ov")).unwrap()).unwrap();
@@ -572,8 +571,7 @@ fn a_dead_host_leaves_the_data_paths_and_comes_back() {
     let mh = cluster_lab::configured("ovdead", 3, &serde_json::json!({"cluster-lease-ttl": ttl}));
     let h = |i: usize| mh.host(i);
     h(0).netpath_ok(&words("network create -d overlay --subnet 10.0.9.0/24 ov")).unwrap();
-    let doc: Value = serde_json::from_str(&h(0).netpath_ok(&["network", "inspect", "ov"]).unwrap()).unwrap();
-    let vni: u32 = doc[0]["Options"][overlay::OPT_VNI].as_str().unwrap().parse().unwrap();
+    let vni = h(0).overlay_vni("ov").unwrap();
     for (i, name) in ["s0", "s1", "s2"].iter().enumerate() {
         h(i).netpath_ok(&["run", "-d", "--name", name, "--network", "ov", "--network-alias", &format!("db{i}")])
             .unwrap();
@@ -745,8 +743,7 @@ fn fifty_and_fifty_runs_at_once_on_two_hosts() {
     const EACH: usize = 50;
     let mh = cluster_lab::configured("ov50", 2, &serde_json::json!({}));
     mh.host(0).netpath_ok(&words("network create -d overlay --subnet 10.0.9.0/24 ov")).unwrap();
-    let doc: Value = serde_json::from_str(&mh.host(1).netpath_ok(&["network", "inspect", "ov"]).unwrap()).unwrap();
-    let vni: u32 = doc[0]["Options"][overlay::OPT_VNI].as_str().unwrap().parse().unwrap();
+    let vni = mh.host(1).overlay_vni("ov").unwrap();
     let names = |i: usize| (0..EACH).map(move |n| format!("c{i}-{n}"));
 
     let start = std::time::Instant::now();

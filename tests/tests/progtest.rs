@@ -8,7 +8,7 @@
 //! to conntrack from the table itself.
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use netpath_common::{DatapathConfig, Reason, ct_flags, ct_state};
+use netpath_common::{DatapathConfig, Reason, ct_flags, ct_state, handoff};
 use netpath_tests::{
     craft::{self, ACK, FIN, ICMP, Ipv4, MF, Mac, PSH, RST, SYN, TCP, UDP, URG},
     frames::{ARP_REPLY, ARP_REQUEST, BROADCAST},
@@ -310,7 +310,7 @@ fn uplink_verdict_handed_over_only_in_a_free_mark() {
     assert_eq!(out.verdict(), ("SNAT_NEW", Action::Pass));
     assert_eq!((craft::view(&out.out).src, out.mark), (UPLINK_IP, 0x1234));
     assert_checksums(&out);
-    let ours_unknown = 0x6e70_0000 | Reason::Forwarded as u32;
+    let ours_unknown = handoff::mark(Reason::Forwarded);
     let host = rig.to_uplink_marked(&tcp_frame(TO_ROUTER, sa(UPLINK_IP, 5556), sa(CLIENT_IP, 443), SYN), ours_unknown);
     assert_eq!((host.verdict(), host.mark), (("PASS_NOT_OURS", Action::Pass), 0));
 }
@@ -958,4 +958,33 @@ fn xdp_from_uplink_verdicts() {
     assert_eq!(rig.xdp_from_uplink(&frag).verdict(), ("PASS_TO_TC", Action::Pass));
     // TC with TTL 1: translated, left to the kernel to answer.
     assert_eq!(rig.from_uplink(&expiring).verdict(), ("PASS_TTL_EXPIRING", Action::Pass));
+}
+
+/// Overlay subnets (whose sandboxes may be on any host), for packets no
+/// connection of ours carries: in the sender's own one an address no
+/// sandbox holds is dropped (there is no host to tunnel it to), another
+/// overlay network's addresses are isolated as a local network's are, and
+/// each subnet's gateway and broadcast address go on exactly as before.
+#[test]
+fn overlay_subnets_isolate_and_need_an_endpoint() {
+    fn verdict(rig: &mut Rig, to: Ipv4Addr) -> (&'static str, Action) {
+        rig.clear_conntrack().unwrap();
+        rig.from_container("a", &udp_frame(out_of("a"), sa(ip("a"), 5000), sa(to, 53))).verdict()
+    }
+    let mut rig = rig();
+    let (own, other) = (net(1), net(2));
+    let (nobody, nobody_there) = (Ipv4Addr::new(10, 60, 0, 99), Ipv4Addr::new(10, 61, 0, 99));
+    let unchanged = [own.gateway, Ipv4Addr::new(10, 60, 0, 255), other.gateway, ip("b")];
+    let before: Vec<_> = unchanged.iter().map(|&to| verdict(&mut rig, to)).collect();
+    assert_eq!(before[3], ("FORWARDED", Action::Redirect));
+    for to in [nobody, nobody_there] {
+        assert!(!verdict(&mut rig, to).0.starts_with("DROP"), "{to} is not dropped while no subnet is an overlay's");
+    }
+    for n in [own, other] {
+        rig.dp.set_overlay_subnet(n.id, ipnetwork::Ipv4Network::new(n.subnet, n.prefix).unwrap()).unwrap();
+    }
+    assert_eq!(verdict(&mut rig, nobody), ("DROP_OVERLAY_NO_ENDPOINT", Action::Drop));
+    assert_eq!(verdict(&mut rig, nobody_there), ("DROP_OTHER_NETWORK", Action::Drop));
+    let after: Vec<_> = unchanged.iter().map(|&to| verdict(&mut rig, to)).collect();
+    assert_eq!(after, before, "to {unchanged:?}");
 }

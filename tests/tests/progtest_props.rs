@@ -41,7 +41,7 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4},
 };
 
-use netpath_common::{Program, Reason, ct_flags};
+use netpath_common::{Program, Reason, ct_flags, handoff};
 use netpath_tests::{
     craft::{self, ACK, ETH_P_ARP, ETH_P_IP, ICMP, Ipv4, Mac, SYN, TCP, UDP},
     progtest::{
@@ -579,7 +579,7 @@ fn check(fed: &Fed, o: &Outcome) -> Result<(), TestCaseError> {
         if o.mark == 0 {
             prop_assert_eq!((v.src, v.dst), (before.src, before.dst), "translated without a verdict: {}", ctx());
         } else if v.src == before.src {
-            prop_assert_eq!(handed_over(o.mark), Some(Reason::PassMasqueradeOff), "left untranslated: {}", ctx());
+            prop_assert_eq!(handoff::reason(o.mark), Some(Reason::PassMasqueradeOff), "left untranslated: {}", ctx());
         }
         prop_assert!(craft::ip_checksum_ok(&o.out), "IPv4 checksum broken by the TTL: {}", ctx());
     } else if o.action == Action::Redirect {
@@ -592,10 +592,10 @@ fn check(fed: &Fed, o: &Outcome) -> Result<(), TestCaseError> {
     //    packet as it came, and the mark is given back.
     if fed.mark != 0 {
         prop_assert_eq!(fed.hook, Hook::ToUplink, "{}", ctx());
-        prop_assert_eq!(Some(reason), handed_over(fed.mark), "{}", ctx());
+        prop_assert_eq!(Some(reason), handoff::reason(fed.mark), "{}", ctx());
         prop_assert_eq!((&o.out, o.mark), (&fed.frame, 0), "{}", ctx());
     } else if reason == Reason::RedirectUplink {
-        prop_assert!(o.mark == 0 || handed_over(o.mark).is_some(), "mark {:#x}: {}", o.mark, ctx());
+        prop_assert!(o.mark == 0 || handoff::reason(o.mark).is_some(), "mark {:#x}: {}", o.mark, ctx());
     } else {
         prop_assert_eq!(o.mark, 0, "a mark left by {}: {}", reason.name(), ctx());
     }
@@ -605,12 +605,6 @@ fn check(fed: &Fed, o: &Outcome) -> Result<(), TestCaseError> {
         prop_assert!(craft::l4_checksum_ok(&o.out), "transport checksum broken by {}: {}", reason.name(), ctx());
     }
     Ok(())
-}
-
-/// The reason a mark of the veth's hands to the uplink's egress (its low
-/// half, under netpath's tag in the high half).
-fn handed_over(mark: u32) -> Option<Reason> {
-    (mark >> 16 == 0x6e70).then(|| Reason::ALL.iter().copied().find(|r| *r as u32 == mark & 0xffff)).flatten()
 }
 
 fn all_counters(rig: &Rig) -> Vec<u64> {

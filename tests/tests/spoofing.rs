@@ -29,7 +29,7 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 fn show(m: Mac) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    netpath::validate::format_mac(&m)
 }
 
 fn from_container(reason: &'static str, n: u64) -> Moved {

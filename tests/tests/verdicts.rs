@@ -70,7 +70,7 @@ impl World {
         let gw4 = frames::mac_of(&lab.host_ns, &bridge_of(&lab, "n4").unwrap()).unwrap();
         let outside = frames::mac_of(&lab.outside_ns, "eth0").unwrap();
         let uplink = frames::mac_of(&lab.host_ns, "uplink0").unwrap();
-        let show = |m: Mac| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        let show = |m: Mac| netpath::validate::format_mac(&m);
         let pin = |ns: &std::path::Path, ip: &str, m: Mac, dev: &str| {
             ip_in(ns, &["neigh", "replace", ip, "lladdr", &show(m), "dev", dev, "nud", "permanent"]).unwrap();
         };

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -59,18 +59,44 @@ impl Files {
 pub const REMOTE_FILE: &str = "cluster-endpoints.json";
 
 /// This host's ID: read, or made (16 random hex digits) on first use.
+///
+/// The first command on a host starts the agent and both want the ID at
+/// once: a new one is published with link(2), which never replaces, so one
+/// of them wins and the other takes the winner's. (Each keeping its own
+/// made the command join as a second host, on a lease nobody renews.)
 pub fn host_id(path: &Path) -> Result<String> {
-    if let Ok(id) = std::fs::read_to_string(path) {
-        let id = id.trim().to_string();
-        if crate::validate::name(&id).is_ok() {
-            return Ok(id);
-        }
+    let read = || {
+        let id = std::fs::read_to_string(path).ok()?.trim().to_string();
+        crate::validate::name(&id).is_ok().then_some(id)
+    };
+    if let Some(id) = read() {
+        return Ok(id);
     }
     let mut raw = [0u8; 8];
     getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("kernel randomness: {e}"))?;
     let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    crate::state::write_atomically(path, id.as_bytes(), false)?;
-    Ok(id)
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Written whole under a name of its own (the ID is random) first.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".new-{id}"));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, &id).with_context(|| format!("writing {}", tmp.display()))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match read() {
+            Some(theirs) => Ok(theirs),
+            // A file that holds no ID is replaced, as ever.
+            None => {
+                crate::state::write_atomically(path, id.as_bytes(), false)?;
+                Ok(id)
+            }
+        },
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 /// The other hosts' endpoints as the resolver reads them; empty when the
@@ -278,16 +304,8 @@ impl<S: Sink, L: Local> Agent<S, L> {
 
     /// The saved membership while its lease lives, else a new one (saved).
     fn membership(&mut self, cluster: &Cluster) -> Result<Membership> {
-        let saved = Membership::load(&self.config.files.membership).filter(|m| m.host.id == self.config.host.id);
-        if let Some(mut m) = saved {
-            m.host = self.config.host.clone();
-            if cluster.resume(&m)? {
-                return Ok(m);
-            }
-        }
-        let m = cluster.join(&self.config.host, self.config.ttl)?;
-        m.save(&self.config.files.membership)?;
-        Ok(m)
+        let path = &self.config.files.membership;
+        cluster.take_up(Membership::load(path), &self.config.host, self.config.ttl, path)
     }
 
     /// Puts this host's endpoints (and the blocks they live in) on the
@@ -410,4 +428,48 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command and the agent it just started both make the ID: they must
+    /// end up with the same one (threads stand in for the two processes).
+    #[test]
+    fn host_id_made_at_once_is_one_id() {
+        for round in 0..20 {
+            let dir = std::env::temp_dir().join(format!("netpath-host-id-{}-{round}", std::process::id()));
+            let path = dir.join("cluster-host-id");
+            let start = std::sync::Barrier::new(8);
+            let ids: Vec<String> = std::thread::scope(|s| {
+                let makers: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            host_id(&path).unwrap()
+                        })
+                    })
+                    .collect();
+                makers.into_iter().map(|m| m.join().unwrap()).collect()
+            });
+            let on_disk = std::fs::read_to_string(&path).unwrap();
+            let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+            let _ = std::fs::remove_dir_all(&dir);
+            assert!(ids.iter().all(|id| *id == on_disk), "round {round}: {ids:?}, file {on_disk}");
+            assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
+        }
+    }
+
+    #[test]
+    fn host_id_replaces_a_file_without_one() {
+        let dir = std::env::temp_dir().join(format!("netpath-host-id-bad-{}", std::process::id()));
+        let path = dir.join("cluster-host-id");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&path, "not an id!").unwrap();
+        let id = host_id(&path).unwrap();
+        let again = host_id(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!((id.len(), &again), (16, &id));
+    }
 }

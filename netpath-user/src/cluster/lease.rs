@@ -4,7 +4,7 @@
 //! every leased key when the TTL runs out, and the other hosts' watches see
 //! those keys deleted. The block a host held is remembered (`affinity/`) so
 //! a returning host gets it back while nobody else took it.
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use anyhow::{Context, Result, anyhow, bail};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
@@ -59,11 +59,11 @@ impl Membership {
     /// The membership saved at `path` (the agent's `Files::membership`), if
     /// one is there and readable; whether its lease still lives is the
     /// store's to say (`Cluster::resume`).
-    pub fn load(path: &std::path::Path) -> Option<Membership> {
+    pub fn load(path: &Path) -> Option<Membership> {
         std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
     }
 
-    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+    pub fn save(&self, path: &Path) -> Result<()> {
         crate::state::write_atomically(path, &serde_json::to_vec(self)?, false)
     }
 }
@@ -150,6 +150,34 @@ impl Cluster {
             Err(e) if e.is::<LeaseExpired>() => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// This host's membership, once per process: the `saved` one (its
+    /// `Files::membership`, if it is this host's) picked back up while its
+    /// lease lives, so no other host sees this one leave; else a new one,
+    /// joined with `ttl` and saved at `path` for the next start.
+    pub fn take_up(
+        &self,
+        saved: Option<Membership>,
+        me: &HostRecord,
+        ttl: Duration,
+        path: &Path,
+    ) -> Result<Membership> {
+        if let Some(saved) = saved.filter(|m| m.host.id == me.id) {
+            // The VTEP may have changed since (`cluster-advertise`):
+            // `resume` rewrites the host record, and the file follows, so
+            // that whoever reads it next takes up this lease too.
+            let m = Membership { host: me.clone(), ..saved.clone() };
+            if self.resume(&m)? {
+                if m != saved {
+                    m.save(path)?;
+                }
+                return Ok(m);
+            }
+        }
+        let m = self.join(me, ttl)?;
+        m.save(path)?;
+        Ok(m)
     }
 
     /// Ends the membership at once: the lease is revoked and every key

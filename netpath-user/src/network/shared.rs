@@ -53,7 +53,9 @@ pub fn member(host: &Host) -> Result<Member> {
     let files = Files::of(&host.roots);
     let id = host_id(&files.host_id)?;
     let me = HostRecord { id, vtep: cfg.advertise };
-    let saved = || Membership::load(&files.membership).filter(|m| m.host == me);
+    // This host's, whatever VTEP it was saved with: `take_up` resumes it
+    // under the configured one (the agent keeps renewing the same lease).
+    let saved = || Membership::load(&files.membership).filter(|m| m.host.id == me.id);
     let mut found = saved();
     if found.is_none() && crate::cluster::process::running(&host.roots).is_some() {
         for _ in 0..AGENT_JOIN_POLLS {
@@ -64,14 +66,8 @@ pub fn member(host: &Host) -> Result<Member> {
             }
         }
     }
-    if let Some(m) = found {
-        if cluster.resume(&m)? {
-            return Ok(Member { cluster, membership: m });
-        }
-    }
-    let m = cluster.join(&me, cfg.lease_ttl)?;
-    m.save(&files.membership)?;
-    Ok(Member { cluster, membership: m })
+    let membership = cluster.take_up(found, &me, cfg.lease_ttl, &files.membership)?;
+    Ok(Member { cluster, membership })
 }
 
 /// How long a command waits for a starting agent's membership: 50 x 100 ms.

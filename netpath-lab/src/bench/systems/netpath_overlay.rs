@@ -6,8 +6,7 @@
 //! only waits for the agents and reads the data path's counters.
 use std::{net::Ipv4Addr, time::Duration};
 
-use anyhow::{Context, Result, bail};
-use netpath::network::overlay;
+use anyhow::{Context, Result};
 use netpath_common::{Program, Reason, RemoteEndpointKey};
 
 use crate::{
@@ -20,8 +19,7 @@ pub const NETWORK: &str = "xhov";
 pub const SUBNET: &str = "10.0.30.0/24";
 
 /// How long the agents may take to learn of the other host's sandbox.
-const AGENT_ATTEMPTS: u32 = 200;
-const AGENT_POLL: Duration = Duration::from_millis(50);
+const AGENT_LIMIT: Duration = Duration::from_secs(10);
 
 /// The sandbox name on host `i` (0-based).
 fn sandbox(i: usize) -> String {
@@ -34,23 +32,15 @@ pub fn build(lab: &mut MultiHost) -> Result<(Place, Place, Ipv4Addr)> {
     lab.start_etcd()?;
     lab.configure_cluster(&serde_json::json!({}))?;
     lab.host(0).netpath_ok(&["network", "create", "-d", "overlay", "--subnet", SUBNET, NETWORK])?;
-    let inspect = lab.host(1).netpath_ok(&["network", "inspect", NETWORK])?;
-    let doc: serde_json::Value = serde_json::from_str(&inspect).context("network inspect output")?;
-    let vni: u32 = doc[0]["Options"][overlay::OPT_VNI]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no VNI in host 2's view of {NETWORK}: {inspect}"))?;
+    let vni = lab.host(1).overlay_vni(NETWORK)?;
     let mut addrs = Vec::new();
     for (i, h) in lab.hosts.iter().take(2).enumerate() {
         h.netpath_ok(&["run", "-d", "--name", &sandbox(i), "--network", NETWORK])?;
         addrs.push(address_of(h, &sandbox(i))?);
     }
     // Each host's agent must have put the other's sandbox in its map.
-    for (i, h) in lab.hosts.iter().take(2).enumerate() {
-        let other = addrs[1 - i];
-        await_remote(h, RemoteEndpointKey::ipv4(vni, other.octets()))
-            .with_context(|| format!("host {}'s agent never learned of {other}", i + 1))?;
-    }
+    let other = |i: usize| RemoteEndpointKey::ipv4(vni, addrs[1 - i].octets());
+    lab.await_remote_endpoints(&[(0, other(0)), (1, other(1))], AGENT_LIMIT)?;
     let place = |i: usize| Place::ns(lab.host(i).roots.netns_dir().join(sandbox(i)));
     Ok((place(0), place(1), addrs[1]))
 }
@@ -67,16 +57,6 @@ fn address_of(h: &Host, name: &str) -> Result<Ipv4Addr> {
     let cidr = ep["IPv4Address"].as_str().context("no IPv4Address")?;
     let ip = cidr.split('/').next().unwrap_or(cidr);
     ip.parse().with_context(|| format!("{name}'s address {cidr:?}"))
-}
-
-fn await_remote(h: &Host, key: RemoteEndpointKey) -> Result<()> {
-    for _ in 0..AGENT_ATTEMPTS {
-        if h.datapath().remote_endpoints()?.get(&key, 0).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(AGENT_POLL);
-    }
-    bail!("timed out")
 }
 
 /// Packets the data path put into the tunnel on `h` (from_container's
