@@ -570,3 +570,26 @@ fn a_changed_advertise_address_keeps_the_lease() {
     let (eps, _) = on_host(&lab, 0, |c| c.endpoints()).unwrap();
     assert!(eps.iter().any(|e| e.name == "s" && e.vtep == moved), "{eps:?}");
 }
+
+/// Every process of a host takes up one membership: an agent and commands
+/// that start at once (here six threads, each with its own connection)
+/// all end with the first one's lease, never with a second lease that
+/// nobody renews (whose records would leave every host after the TTL).
+#[test]
+fn processes_starting_at_once_share_one_lease() {
+    let lab = lab("cltake", 1);
+    let files = Files::of(&lab.host(0).roots);
+    let me = host_record(&lab, 0);
+    let leases: Vec<i64> = std::thread::scope(|s| {
+        let takers: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| on_host(&lab, 0, |c| c.take_up(&me, Duration::from_secs(30), &files.membership)).unwrap())
+            })
+            .collect();
+        takers.into_iter().map(|t| t.join().unwrap().lease).collect()
+    });
+    assert!(leases.iter().all(|l| *l == leases[0]), "one lease for all: {leases:?}");
+    assert_eq!(Membership::load(&files.membership).map(|m| m.lease), Some(leases[0]));
+    let hosts = on_host(&lab, 0, |c| c.hosts()).unwrap();
+    assert_eq!(hosts.iter().filter(|h| h.id == me.id).count(), 1, "{hosts:?}");
+}

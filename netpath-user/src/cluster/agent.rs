@@ -288,8 +288,10 @@ impl<S: Sink, L: Local> Agent<S, L> {
             }
             if renewed.elapsed() >= renew_every {
                 if let Err(e) = cluster.keep_alive(&m) {
+                    // The next session's `take_up` finds the saved lease
+                    // expired and joins again (or takes up the one a
+                    // command joined meanwhile).
                     if e.is::<super::lease::LeaseExpired>() {
-                        let _ = std::fs::remove_file(&self.config.files.membership);
                         return Ok(Ended::Resync(format!("{e:#}")));
                     }
                     return Err(e);
@@ -304,8 +306,7 @@ impl<S: Sink, L: Local> Agent<S, L> {
 
     /// The saved membership while its lease lives, else a new one (saved).
     fn membership(&mut self, cluster: &Cluster) -> Result<Membership> {
-        let path = &self.config.files.membership;
-        cluster.take_up(Membership::load(path), &self.config.host, self.config.ttl, path)
+        cluster.take_up(&self.config.host, self.config.ttl, &self.config.files.membership)
     }
 
     /// Puts this host's endpoints (and the blocks they live in) on the

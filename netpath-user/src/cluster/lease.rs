@@ -152,18 +152,20 @@ impl Cluster {
         }
     }
 
-    /// This host's membership, once per process: the `saved` one (its
-    /// `Files::membership`, if it is this host's) picked back up while its
-    /// lease lives, so no other host sees this one leave; else a new one,
-    /// joined with `ttl` and saved at `path` for the next start.
-    pub fn take_up(
-        &self,
-        saved: Option<Membership>,
-        me: &HostRecord,
-        ttl: Duration,
-        path: &Path,
-    ) -> Result<Membership> {
-        if let Some(saved) = saved.filter(|m| m.host.id == me.id) {
+    /// This host's membership, once per process: the one saved at `path`
+    /// (its `Files::membership`, if it is this host's) picked back up while
+    /// its lease lives, so no other host sees this one leave; else a new
+    /// one, joined with `ttl` and saved there for the next start.
+    ///
+    /// The agent and the commands of a host all come here, and all under
+    /// one lock (`path` + `.lock`), held from reading the file to writing
+    /// it: whoever comes second takes up the first one's lease. Without it
+    /// a command that found the agent still joining took a second lease,
+    /// which nobody renews, and the records it wrote (its sandbox's) went
+    /// from every host after the TTL.
+    pub fn take_up(&self, me: &HostRecord, ttl: Duration, path: &Path) -> Result<Membership> {
+        let _lock = lock_membership(path)?;
+        if let Some(saved) = Membership::load(path).filter(|m| m.host.id == me.id) {
             // The VTEP may have changed since (`cluster-advertise`):
             // `resume` rewrites the host record, and the file follows, so
             // that whoever reads it next takes up this lease too.
@@ -357,6 +359,29 @@ impl Cluster {
         }
         bail!("endpoint {ip} on {network}: the record kept changing")
     }
+}
+
+/// The file `Cluster::take_up` locks, beside the membership file `path`.
+pub fn membership_lock(path: &Path) -> std::path::PathBuf {
+    path.with_extension("lock")
+}
+
+/// The lock `Cluster::take_up` holds: an exclusive `flock` on the file
+/// beside the membership file, released when dropped.
+fn lock_membership(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let lock = membership_lock(path);
+    if let Some(dir) = lock.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .with_context(|| format!("opening {}", lock.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)
+        .with_context(|| format!("locking {}", lock.display()))
 }
 
 #[cfg(test)]

@@ -100,6 +100,7 @@ pub fn stop(roots: &Roots, leave: bool) -> Result<()> {
     let _ = std::fs::remove_file(&files.status);
     let Some(m) = Membership::load(&files.membership) else { return Ok(()) };
     let _ = std::fs::remove_file(&files.membership);
+    let _ = std::fs::remove_file(super::lease::membership_lock(&files.membership));
     let store = crate::config::load_cluster(&roots.config).ok().flatten().map(|c| c.store);
     let Some(store) = store else { return Ok(()) };
     Cluster::connect(&store).and_then(|c| c.leave(&m)).context("leaving the cluster")

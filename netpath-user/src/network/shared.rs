@@ -40,39 +40,18 @@ pub struct Member {
     pub membership: Membership,
 }
 
-/// Connects to the store and takes up this host's membership: the saved
-/// one while its lease lives, else a new one (saved).
-///
-/// The agent (started by every command while a store is configured) joins
-/// on its own; a command that finds it starting waits a little for its
-/// membership rather than taking a second lease, whose records would go
-/// when nobody renews it.
+/// Connects to the store and takes up this host's membership: the one the
+/// agent (started by every command while a store is configured) holds, or
+/// the saved one while its lease lives, else a new one that the agent then
+/// takes up (`Cluster::take_up`).
 pub fn member(host: &Host) -> Result<Member> {
     let cfg = config(host)?;
     let cluster = Cluster::connect(&cfg.store)?;
     let files = Files::of(&host.roots);
-    let id = host_id(&files.host_id)?;
-    let me = HostRecord { id, vtep: cfg.advertise };
-    // This host's, whatever VTEP it was saved with: `take_up` resumes it
-    // under the configured one (the agent keeps renewing the same lease).
-    let saved = || Membership::load(&files.membership).filter(|m| m.host.id == me.id);
-    let mut found = saved();
-    if found.is_none() && crate::cluster::process::running(&host.roots).is_some() {
-        for _ in 0..AGENT_JOIN_POLLS {
-            std::thread::sleep(AGENT_JOIN_POLL);
-            found = saved();
-            if found.is_some() {
-                break;
-            }
-        }
-    }
-    let membership = cluster.take_up(found, &me, cfg.lease_ttl, &files.membership)?;
+    let me = HostRecord { id: host_id(&files.host_id)?, vtep: cfg.advertise };
+    let membership = cluster.take_up(&me, cfg.lease_ttl, &files.membership)?;
     Ok(Member { cluster, membership })
 }
-
-/// How long a command waits for a starting agent's membership: 50 x 100 ms.
-const AGENT_JOIN_POLLS: u32 = 50;
-const AGENT_JOIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The shared network with this host's block.
 fn shared(net: &OverlayNetwork, block: ipnetwork::Ipv4Network) -> Shared {
