@@ -373,8 +373,12 @@ pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8], sync: bool)
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Unique per process and per write: two threads of one process (the
+    // agent's, a test's in-process agents) may write the same file at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
+    tmp.push(format!(".tmp{}.{n}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(bytes)?;
@@ -423,6 +427,26 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_writing_one_file_at_once_each_replace_it_whole() {
+        let dir = std::env::temp_dir().join(format!("netpath-atomic-{}", std::process::id()));
+        let path = dir.join("status.json");
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomically(path, &[t; 64], false).unwrap();
+                    }
+                });
+            }
+        });
+        let last = fs::read(&path).unwrap();
+        assert!(last.len() == 64 && last.iter().all(|b| *b == last[0]), "one write, whole");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn roots(tag: &str) -> Roots {
         let base = std::env::temp_dir().join(format!("netpath-state-{tag}-{}", std::process::id()));
