@@ -27,30 +27,32 @@ pub fn run(ctx: &TcContext) -> V {
     let Some(tun) = tunnel::key(ctx) else {
         return drop(Reason::DropOverlayUnknownVni);
     };
-    deliver(ctx, &tun)
-}
-
-/// Checks a decapsulated frame (inner Ethernet header at offset 0) that
-/// arrived in `tun`, and delivers it into its sandbox.
-#[inline(always)]
-pub fn deliver(ctx: &TcContext, tun: &tunnel::TunnelKey) -> V {
     let Some(network_id) = maps::network_of_vni(tun.vni) else {
         return drop(Reason::DropOverlayUnknownVni);
     };
+    let Some((eth_dst, eth_src)) = ethernet_addrs(ctx) else {
+        return drop(Reason::DropMalformed);
+    };
+    deliver(ctx, &tun, network_id, &eth_dst, &eth_src)
+}
+
+/// Checks a decapsulated frame (inner Ethernet header at offset 0) that
+/// arrived in `tun`, of local overlay network `network_id` (the VNI's),
+/// and delivers it into its sandbox. The caller has already looked the
+/// VNI up and read the inner Ethernet addresses (`from_uplink` before the
+/// strip), so neither is done twice.
+#[inline(always)]
+pub fn deliver(ctx: &TcContext, tun: &tunnel::TunnelKey, network_id: u32, eth_dst: &[u8; 6], eth_src: &[u8; 6]) -> V {
     let p = match parse_l3(ctx) {
         Parsed::Ipv4(p) => p,
         Parsed::NotIpv4 => return drop(Reason::DropOverlayNotIpv4),
         Parsed::Malformed => return drop(Reason::DropMalformed),
     };
+    // The inner source must be the remote sandbox, from its MAC.
     let Some(src) = maps::remote_endpoint(tun.vni, p.key.saddr) else {
         return drop(Reason::DropOverlaySpoofedSource);
     };
-    // The Ethernet header, read once: its source must be the remote
-    // sandbox's MAC, its destination is what the delivery checks.
-    let Some((eth_dst, eth_src)) = ethernet_addrs(ctx) else {
-        return drop(Reason::DropMalformed);
-    };
-    if src.vtep_ipv4() != tun.remote || eth_src != src.mac {
+    if src.vtep_ipv4() != tun.remote || *eth_src != src.mac {
         return drop(Reason::DropOverlaySpoofedSource);
     }
     let Some(dst) = maps::endpoint(p.key.daddr).filter(|d| d.network_id == network_id) else {
@@ -59,5 +61,5 @@ pub fn deliver(ctx: &TcContext, tun: &tunnel::TunnelKey) -> V {
     if dst.flags & endpoint_flags::NO_ICC != 0 {
         return drop(Reason::DropIcc);
     }
-    route::to_sandbox(ctx, &eth_dst, dst, Reason::Decapsulated)
+    route::to_sandbox(ctx, eth_dst, dst, Reason::Decapsulated)
 }

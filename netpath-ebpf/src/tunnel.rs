@@ -169,7 +169,9 @@ pub enum Arrival {
     Settled(V),
     /// VXLAN for this host in the shape netpath's encapsulation sends:
     /// strip it (`decapsulate`) and deliver it as `key` says.
-    Decapsulate { key: TunnelKey, inner: EthHdr },
+    /// `network_id` is the local overlay network of the VNI, looked up
+    /// once here for the delivery.
+    Decapsulate { key: TunnelKey, network_id: u32, inner: EthHdr },
 }
 
 /// Whether `addr` (network order) is the address of uplink `ifindex`, the
@@ -236,9 +238,9 @@ pub fn arriving(ctx: &TcContext, ifindex: u32) -> Arrival {
     let vni = u32::from_be_bytes([0, vx.vni[0], vx.vni[1], vx.vni[2]]);
     // A VNI of no overlay network here is someone else's VXLAN (or a
     // stray): the kernel's, as before; netpath's device drops it.
-    if maps::network_of_vni(vni).is_none() {
+    let Some(network_id) = maps::network_of_vni(vni) else {
         return Arrival::Other;
-    }
+    };
     if udp.check != 0 {
         return Arrival::Settled(pass(Reason::PassOverlayChecksum));
     }
@@ -266,7 +268,7 @@ pub fn arriving(ctx: &TcContext, ifindex: u32) -> Arrival {
     if udp_len != tot - IPV4_HLEN {
         return Arrival::Settled(pass(Reason::PassOverlayToKernel));
     }
-    Arrival::Decapsulate { key: TunnelKey { vni, remote: outer.ip.saddr }, inner: outer.inner }
+    Arrival::Decapsulate { key: TunnelKey { vni, remote: outer.ip.saddr }, network_id, inner: outer.inner }
 }
 
 /// Whether an option-less IPv4 header's checksum holds: its ten 16-bit

@@ -51,9 +51,9 @@ pub fn from_uplink(ctx: &TcContext) -> V {
     match tunnel::arriving(ctx, ctx.ifindex()) {
         Arrival::Other => {}
         Arrival::Settled(verdict) => return verdict,
-        Arrival::Decapsulate { key, inner } => {
+        Arrival::Decapsulate { key, network_id, inner } => {
             return match tunnel::decapsulate(ctx, &inner) {
-                Ok(()) => from_overlay::deliver(ctx, &key),
+                Ok(()) => from_overlay::deliver(ctx, &key, network_id, &inner.dst, &inner.src),
                 Err(Strip::Refused) => pass(Reason::PassOverlayToKernel),
                 Err(Strip::WriteFailed) => drop(Reason::DropWriteFailed),
             };
